@@ -1,0 +1,56 @@
+"""fp16 gradient compression that cannot silently break training.
+
+Horovod's ``Compression.fp16`` casts to fp16 and sums in fp16, so large gradients become inf
+(two ranks sending 40000.0 receive inf, with ``op=Average`` too: the division comes after the
+sum). ``SafeFP16`` fixes both halves of that:
+
+1. **pre-scale before the cast**: each rank sends ``grad / size`` and the allreduce *sums*, so
+   the fp16 result is the average and can only overflow if a single rank's own scaled
+   gradient does;
+2. **detect and recover**: a non-finite result (identical on every rank, so every rank decides
+   the same) is redone in fp32 from the original gradient kept at compress time, in fixed
+   parameter order, and counted (``fp16_recoveries`` in the metrics).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+
+class SafeFP16Torch:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._originals: dict[int, Any] = {}
+        self.compressor = self  # Horovod calls compressor.compress / .decompress
+
+    def compress(self, tensor: Any) -> tuple[Any, Any]:
+        self._originals[id(tensor)] = tensor.detach().clone()
+        if not tensor.dtype.is_floating_point:
+            return tensor, None
+        return (tensor / self.size).half(), tensor.dtype
+
+    def decompress(self, tensor: Any, ctx: Any) -> Any:
+        return tensor if ctx is None else tensor.to(ctx)
+
+    def recover(self, model: Any, hvd: ModuleType) -> int:
+        """Redo non-finite results in fp32; returns 1 if this step needed it, else 0."""
+        import torch
+
+        recovered = 0
+        for name, param in model.named_parameters():
+            grad = param.grad
+            if grad is None or bool(torch.isfinite(grad).all()):
+                continue
+            original = self._originals.get(id(grad))
+            if original is None:
+                continue
+            exact = hvd.allreduce(original, op=hvd.Average, name=f"hvdtrain.fp32_retry.{name}")
+            grad.copy_(exact)
+            recovered = 1
+        self._originals.clear()
+        return recovered
+
+
+def torch_compression(kind: str, hvd: ModuleType) -> SafeFP16Torch | None:
+    return SafeFP16Torch(int(hvd.size())) if kind == "fp16" else None

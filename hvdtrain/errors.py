@@ -1,0 +1,63 @@
+"""Errors that teach: every user mistake is an ``HvdtrainError`` with a hint.
+
+The CLI turns these into one line (plus the hint) and a distinct exit code, never a
+traceback. Library code raises them; ``assert`` is never used to check input.
+"""
+
+from __future__ import annotations
+
+
+class HvdtrainError(Exception):
+    """Base of every error hvdtrain reports to a user."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(HvdtrainError):
+    """Bad options or config file."""
+
+
+class HostfileError(HvdtrainError):
+    """A hostfile, host string or allocation that cannot be used."""
+
+    exit_code = 3
+
+    def __init__(self, problems: list[str], hint: str | None = None) -> None:
+        super().__init__("; ".join(problems) if problems else "invalid hosts", hint)
+        self.problems = problems
+
+
+class PlacementError(HvdtrainError):
+    """Hosts are fine, but the requested placement does not fit them."""
+
+    exit_code = 3
+
+
+class LaunchError(HvdtrainError):
+    """A launcher could not be built or started."""
+
+    exit_code = 4
+
+
+class RankFailedError(HvdtrainError):
+    """A rank exited non-zero; ``exit_code`` is that rank's exit code."""
+
+    def __init__(self, message: str, exit_code: int, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.exit_code = exit_code
+
+
+class DataError(HvdtrainError):
+    """A data set that cannot be read or used."""
+
+
+class CheckpointError(HvdtrainError):
+    """A checkpoint that cannot be read, or does not belong to this run."""

@@ -1,0 +1,1 @@
+"""Framework adapters behind one declared Protocol; a rank imports exactly one framework."""

@@ -1,0 +1,1 @@
+"""Launching ranks: pure argv builders, the rank wrapper, and the supervising runner."""

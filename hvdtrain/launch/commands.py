@@ -1,0 +1,191 @@
+"""Commands as data: each launcher's argv and environment, built from a ``Placement``.
+
+Builders return ``LaunchCommand(argv, env)``, never shell strings, so tests compare lists and
+nothing is ever re-quoted. Flavour differences live here and only here:
+
+* horovodrun: ``-np N -H h:n,...`` plus ``--gloo``/``--mpi`` and its own tuning flags.
+* OpenMPI mpirun: ``--allow-run-as-root`` only when root, ``-bind-to none -map-by slot``
+  (Horovod's recommendation: ranks are threads-heavy, binding to one core starves them),
+  ``-x NAME`` for each exported variable, ``--oversubscribe`` so 2 ranks fit a 2-core box.
+* MPICH / Intel MPI (Hydra): ``-hosts h1,h2 -ppn K -genv NAME VALUE``; Hydra cannot express
+  uneven slots per host, so those are rejected with a clear error.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from hvdtrain.cluster.placement import Placement
+from hvdtrain.errors import LaunchError
+
+LAUNCHERS = ("horovodrun", "mpirun")
+CONTROLLERS = ("mpi", "gloo")
+MPI_FLAVOURS = ("openmpi", "mpich", "intel")
+
+# Variables every rank needs to see, whichever launcher carries them.
+_ALWAYS_EXPORT = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+@dataclass(frozen=True)
+class HorovodTuning:
+    """The horovodrun knobs users expect, validated once, rendered per launcher."""
+
+    fusion_threshold_mb: float | None = None
+    cycle_time_ms: float | None = None
+    cache_capacity: int | None = None
+    timeline_filename: str | None = None
+    autotune: bool = False
+    log_level: str | None = None
+    start_timeout: int | None = None
+    network_interface: str | None = None
+
+    LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "FATAL")
+
+    def __post_init__(self) -> None:
+        if self.fusion_threshold_mb is not None and self.fusion_threshold_mb < 0:
+            raise LaunchError(f"fusion threshold must be >= 0 MB, got {self.fusion_threshold_mb}")
+        if self.cycle_time_ms is not None and self.cycle_time_ms <= 0:
+            raise LaunchError(f"cycle time must be > 0 ms, got {self.cycle_time_ms}")
+        if self.cache_capacity is not None and self.cache_capacity < 0:
+            raise LaunchError(f"cache capacity must be >= 0, got {self.cache_capacity}")
+        if self.log_level is not None and self.log_level.upper() not in self.LOG_LEVELS:
+            raise LaunchError(
+                f"unknown Horovod log level {self.log_level!r} "
+                f"(one of {', '.join(self.LOG_LEVELS)})"
+            )
+        if self.start_timeout is not None and self.start_timeout <= 0:
+            raise LaunchError(f"start timeout must be > 0 s, got {self.start_timeout}")
+
+    def horovodrun_flags(self) -> list[str]:
+        flags: list[str] = []
+        if self.fusion_threshold_mb is not None:
+            flags += ["--fusion-threshold-mb", _num(self.fusion_threshold_mb)]
+        if self.cycle_time_ms is not None:
+            flags += ["--cycle-time-ms", _num(self.cycle_time_ms)]
+        if self.cache_capacity is not None:
+            flags += ["--cache-capacity", str(self.cache_capacity)]
+        if self.timeline_filename:
+            flags += ["--timeline-filename", self.timeline_filename]
+        if self.autotune:
+            flags.append("--autotune")
+        if self.log_level:
+            flags += ["--log-level", self.log_level.upper()]
+        if self.start_timeout is not None:
+            flags += ["--start-timeout", str(self.start_timeout)]
+        if self.network_interface:
+            flags += ["--network-interface", self.network_interface]
+        return flags
+
+    def environment(self) -> dict[str, str]:
+        """The same knobs as the variables Horovod reads in each rank (for mpirun)."""
+        env: dict[str, str] = {}
+        if self.fusion_threshold_mb is not None:
+            env["HOROVOD_FUSION_THRESHOLD"] = str(int(self.fusion_threshold_mb * 1024 * 1024))
+        if self.cycle_time_ms is not None:
+            env["HOROVOD_CYCLE_TIME"] = _num(self.cycle_time_ms)
+        if self.cache_capacity is not None:
+            env["HOROVOD_CACHE_CAPACITY"] = str(self.cache_capacity)
+        if self.timeline_filename:
+            env["HOROVOD_TIMELINE"] = self.timeline_filename
+        if self.autotune:
+            env["HOROVOD_AUTOTUNE"] = "1"
+        if self.log_level:
+            env["HOROVOD_LOG_LEVEL"] = self.log_level.upper()
+        if self.network_interface:
+            env["HOROVOD_GLOO_IFACE"] = self.network_interface
+        return env
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+@dataclass(frozen=True)
+class LaunchCommand:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # added on top of the caller's env
+
+
+def hosts_argument(placement: Placement) -> str:
+    return ",".join(f"{host.launcher_name}:{n}" for host, n in placement.host_slots())
+
+
+def horovodrun_command(
+    placement: Placement,
+    program: Sequence[str],
+    controller: str = "mpi",
+    tuning: HorovodTuning | None = None,
+    export: Mapping[str, str] | None = None,
+    is_root: bool = False,
+) -> LaunchCommand:
+    if controller not in CONTROLLERS:
+        raise LaunchError(f"unknown controller {controller!r} (one of {', '.join(CONTROLLERS)})")
+    tuning = tuning or HorovodTuning()
+    argv = ["horovodrun", "-np", str(placement.size), "-H", hosts_argument(placement),
+            f"--{controller}", *tuning.horovodrun_flags()]
+    env = dict(export or {})
+    if controller == "mpi" and is_root:
+        # horovodrun's mpirun has no --allow-run-as-root; OpenMPI honours these instead.
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return LaunchCommand([*argv, *program], env)
+
+
+def mpirun_command(
+    placement: Placement,
+    program: Sequence[str],
+    flavour: str = "openmpi",
+    tuning: HorovodTuning | None = None,
+    export: Mapping[str, str] | None = None,
+    is_root: bool = False,
+) -> LaunchCommand:
+    tuning = tuning or HorovodTuning()
+    env = {**tuning.environment(), **(export or {})}
+    names = sorted(set(env) | set(_ALWAYS_EXPORT))
+    if flavour == "openmpi":
+        argv = ["mpirun"]
+        if is_root:
+            argv.append("--allow-run-as-root")
+        argv += ["-np", str(placement.size), "-H", hosts_argument(placement),
+                 "-bind-to", "none", "-map-by", "slot", "--oversubscribe"]
+        if tuning.network_interface:
+            argv += ["-mca", "btl_tcp_if_include", tuning.network_interface]
+        for name in names:
+            argv += ["-x", name]
+        return LaunchCommand([*argv, *program], env)
+    if flavour in ("mpich", "intel"):
+        counts = {n for _, n in placement.host_slots()}
+        if len(counts) != 1:
+            raise LaunchError(
+                f"{flavour} mpirun (Hydra) needs the same number of ranks on every host; "
+                f"this plan has {hosts_argument(placement)}",
+                hint="make slots even across hosts, or use --launcher horovodrun",
+            )
+        argv = ["mpirun", "-np", str(placement.size),
+                "-hosts", ",".join(h.name for h, _ in placement.host_slots()),
+                "-ppn", str(counts.pop())]
+        for name in sorted(env):
+            argv += ["-genv", name, env[name]]
+        return LaunchCommand([*argv, *program], {})
+    raise LaunchError(f"unknown MPI flavour {flavour!r} (one of {', '.join(MPI_FLAVOURS)})")
+
+
+def detect_mpi_flavour(mpirun: str = "mpirun") -> str | None:
+    """``openmpi``, ``mpich`` or ``intel`` from ``mpirun --version``; None if no mpirun."""
+    path = shutil.which(mpirun)
+    if path is None:
+        return None
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (out.stdout + out.stderr).lower()
+    if "open mpi" in text or "open-mpi" in text:
+        return "openmpi"
+    if "intel" in text:
+        return "intel"
+    if "hydra" in text or "mpich" in text:
+        return "mpich"
+    return None

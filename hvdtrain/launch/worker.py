@@ -1,0 +1,47 @@
+"""What a rank does: pin its device, build the adapter, run the loop.
+
+Entered when ``hvdtrain train`` finds it already is a rank (horovodrun, mpirun or our own
+launcher started it). Imports exactly one framework, chosen by ``--framework``.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from hvdtrain.cluster.pinning import PLAN_ENV, choose_device, decode_plan
+from hvdtrain.cluster.sources import count_local_gpus
+from hvdtrain.frameworks.registry import create_adapter
+from hvdtrain.training.config import TrainConfig
+from hvdtrain.training.data import load_dataset
+from hvdtrain.training.loop import train
+
+
+def run_worker(config: TrainConfig, record_step_losses: bool = False) -> dict[str, Any]:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks on demand for hangs
+    adapter = create_adapter(config.framework)
+    comm = adapter.comm  # type: ignore[attr-defined]
+    choice = choose_device(comm.rank, comm.local_rank,
+                           [os.environ.get("HOROVOD_HOSTNAME", ""), socket.gethostname(),
+                            socket.getfqdn()],
+                           count_local_gpus(), decode_plan(os.environ.get(PLAN_ENV)))
+    if choice.mismatch:
+        print(f"hvdtrain: warning: {choice.mismatch}", file=sys.stderr, flush=True)
+    adapter.pin(choice)  # type: ignore[attr-defined]
+    run_dir = Path(config.run_dir)
+    if comm.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(config.data, config.seed, config.val_fraction)
+    adapter.setup(config, data)
+    devices = comm.allgather_object(adapter.describe_device())
+    if comm.rank == 0:
+        print(f"hvdtrain: {comm.size} ranks | devices {','.join(devices)} | {config.framework} "
+              f"{config.model} on {config.data} | compression {config.compression} | "
+              f"lr {config.lr:g} -> {config.scaled_lr(comm.size):g} ({config.lr_scaling})",
+              flush=True)
+    return train(adapter, comm, config, data, run_dir, record_step_losses)

@@ -1,0 +1,1 @@
+"""The framework-free training loop and what it needs: data, sharding, schedules, metrics."""

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Set up everything hvdtrain needs, idempotently: MPI from Debian, a .venv with the CPU
+# PyTorch and TensorFlow builds, and Horovod built from its sdist with our three edits
+# (cached wheel after the first time). Safe to run again; each step checks before it acts.
+#
+# Variables: PYTHON (interpreter for the venv, default python3), HVDTRAIN_VENV (default .venv),
+# HVDTRAIN_CACHE_DIR (wheel cache), HOROVOD_* (passed through to the Horovod build).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+VENV="${HVDTRAIN_VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+TORCH_VERSION="2.13.0"
+TF_VERSION="2.21.0"
+
+say() { printf '[setup] %s\n' "$*"; }
+die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
+
+# 1. MPI (OpenMPI from Debian: mpirun plus headers for mpi4py and Horovod).
+if ! command -v mpirun >/dev/null 2>&1 || ! command -v mpicc >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing OpenMPI (openmpi-bin libopenmpi-dev) with apt-get"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends openmpi-bin libopenmpi-dev >/dev/null
+    else
+        die "MPI is missing. Install it first, e.g. 'sudo apt-get install openmpi-bin libopenmpi-dev' (or 'module load openmpi' on a cluster), then rerun."
+    fi
+fi
+say "MPI: $(mpirun --version 2>/dev/null | head -n1)"
+
+# 2. The virtual environment.
+if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV with $($PYTHON --version)"
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+
+# 3. Frameworks and Horovod's build/runtime needs. torch is pinned to the CPU build on disk;
+#    a bare 'torch' would pull a multi-GB CUDA build.
+want_frameworks() {
+    "$VENV/bin/python" - "$TORCH_VERSION" "$TF_VERSION" <<'PY'
+import sys
+from importlib import metadata
+want = {"torch": sys.argv[1], "tensorflow-cpu": sys.argv[2]}
+for name, version in want.items():
+    try:
+        if metadata.version(name).split("+")[0] != version:
+            sys.exit(1)
+    except metadata.PackageNotFoundError:
+        sys.exit(1)
+PY
+}
+if ! want_frameworks; then
+    say "installing torch==$TORCH_VERSION (CPU) and tensorflow-cpu==$TF_VERSION (a few minutes)"
+    "${PIP[@]}" install --upgrade pip setuptools wheel
+    "${PIP[@]}" install "torch==$TORCH_VERSION" "tensorflow-cpu==$TF_VERSION"
+fi
+say "installing hvdtrain and its dependencies into $VENV"
+"${PIP[@]}" install packaging numpy cloudpickle psutil pyyaml cffi
+"${PIP[@]}" install -e ".[ml,dev]" "torch==$TORCH_VERSION"
+
+# 4. Horovod, built once against exactly these frameworks, then reused from the cache.
+"$VENV/bin/python" scripts/build_horovod.py
+
+say "ready: $("$VENV/bin/hvdtrain" --version)"
