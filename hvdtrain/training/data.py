@@ -4,8 +4,8 @@ Every rank builds the same arrays from the same seed (cheap at these sizes) and 
 own shard, so no rank needs to read another's files and the split never depends on rank count.
 Built-in sets:
 
-* ``synthetic`` — seeded, *synthetic* 128-feature binary classification whose label is a fixed
-  random two-layer tanh network of the features (learnable, non-linear). Not real data.
+* ``synthetic`` — seeded, *synthetic* 128-feature binary classification from scikit-learn's
+  ``make_classification`` (several clusters per class: learnable, non-linear). Not real data.
 * ``digits`` — scikit-learn's bundled copy of the UCI 8×8 handwritten digits (1797 images).
 """
 
@@ -35,13 +35,15 @@ class Dataset:
         return int(self.x_train.shape[1])
 
 
-def synthetic(n: int = 8192, features: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(10_000 + seed)
-    x = rng.standard_normal((n, features)).astype(np.float32)
-    hidden = np.tanh(x @ rng.standard_normal((features, 16)) / np.sqrt(features) * 2.0)
-    score = hidden @ rng.standard_normal(16)
-    y = (score > np.median(score)).astype(np.int64)
-    return x, y
+def synthetic(n: int = 16384, features: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    # scikit-learn's generator: 4 Gaussian clusters per class on hypercube vertices in 16
+    # informative dimensions (+16 redundant, 96 noise) - learnable, but not linearly.
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(
+        n_samples=n, n_features=features, n_informative=16, n_redundant=16,
+        n_clusters_per_class=4, class_sep=2.0, flip_y=0.0, random_state=seed)
+    return x.astype(np.float32), y.astype(np.int64)
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,21 @@
+# The two commands of the README. Each installs what is missing first (scripts/setup.sh is
+# idempotent: a second run takes seconds and reuses the cached Horovod wheel).
+SHELL := /bin/bash
+VENV := .venv
+
+.PHONY: run test setup lint
+
+setup:
+	bash scripts/setup.sh
+
+# The main job on its built-in default: a real 2-rank training run on this machine.
+run: setup
+	$(VENV)/bin/hvdtrain train -np 2
+
+# The whole test suite (unit, framework and real multi-rank tests through mpirun/horovodrun).
+test: setup
+	$(VENV)/bin/python -m pytest -q -ra
+
+lint: setup
+	$(VENV)/bin/ruff check hvdtrain scripts tests
+	$(VENV)/bin/mypy

@@ -1,0 +1,162 @@
+"""``hvdtrain env``: what is installed, what Horovod was built with, and how to fix problems.
+
+Versions come from package metadata, so printing them imports no framework. What Horovod was
+built with is asked of Horovod itself in a subprocess (its own ``extension_available`` /
+``mpi_built`` checks), and the framework versions it was compiled against come from the
+``metadata.json`` its build writes. Each problem carries a one-line fix.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from hvdtrain import __version__
+from hvdtrain.cluster.sources import count_local_gpus
+
+SETUP_FIX = "run 'bash scripts/setup.sh' (or 'make setup') in the hvdtrain checkout"
+
+_BUILD_PROBE = """
+import json
+from horovod.common.util import (extension_available, mpi_built, gloo_built, nccl_built,
+                                 ddl_built, ccl_built)
+print(json.dumps({
+    "frameworks": {"torch": bool(extension_available("torch")),
+                   "tensorflow": bool(extension_available("tensorflow"))},
+    "controllers": {"mpi": bool(mpi_built()), "gloo": bool(gloo_built())},
+    "tensor_ops": {"nccl": bool(nccl_built()), "mpi": bool(mpi_built()),
+                   "gloo": bool(gloo_built()), "ddl": bool(ddl_built()),
+                   "ccl": bool(ccl_built())},
+}))
+"""
+
+
+def _version(*distributions: str) -> str | None:
+    for name in distributions:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _mpi_version() -> str | None:
+    if shutil.which("mpirun") is None:
+        return None
+    try:
+        out = subprocess.run(["mpirun", "--version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = (out.stdout or out.stderr).strip().splitlines()
+    return lines[0] if lines else None
+
+
+def _horovod_build() -> dict[str, Any] | None:
+    try:
+        out = subprocess.run([sys.executable, "-c", _BUILD_PROBE], capture_output=True,
+                             text=True, timeout=180)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    try:
+        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+    return result
+
+
+def _built_against() -> dict[str, str]:
+    try:
+        dist = metadata.distribution("horovod")
+    except metadata.PackageNotFoundError:
+        return {}
+    path = Path(str(dist.locate_file("horovod/metadata.json")))
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: str(v) for k, v in data.items() if k in ("pytorch", "tensorflow")}
+
+
+def collect_report() -> dict[str, Any]:
+    versions = {
+        "python": platform.python_version(),
+        "hvdtrain": __version__,
+        "torch": _version("torch"),
+        "tensorflow": _version("tensorflow-cpu", "tensorflow"),
+        "keras": _version("keras"),
+        "horovod": _version("horovod"),
+        "mpi4py": _version("mpi4py"),
+        "click": _version("click"),
+    }
+    problems: list[dict[str, str]] = []
+
+    def problem(what: str, fix: str) -> None:
+        problems.append({"problem": what, "fix": fix})
+
+    for name in ("torch", "tensorflow", "horovod", "mpi4py"):
+        if versions[name] is None:
+            problem(f"{name} is not installed", SETUP_FIX)
+    mpi = _mpi_version()
+    if mpi is None:
+        problem("mpirun not found", "apt-get install openmpi-bin libopenmpi-dev (or module load)")
+    build = _horovod_build() if versions["horovod"] else None
+    if versions["horovod"] and build is None:
+        problem("horovod is installed but cannot be imported", SETUP_FIX)
+    if build:
+        for framework, ok in build["frameworks"].items():
+            if not ok and versions[framework]:
+                problem(f"horovod was built without {framework} support", SETUP_FIX)
+        for controller, ok in build["controllers"].items():
+            if not ok:
+                problem(f"horovod was built without the {controller} controller", SETUP_FIX)
+    built = _built_against()
+    matches: dict[str, bool] = {}
+    for key, installed in (("pytorch", versions["torch"]), ("tensorflow", versions["tensorflow"])):
+        if key in built and installed:
+            matches[key] = built[key].split("+")[0] == installed.split("+")[0]
+            if not matches[key]:
+                problem(f"horovod was built against {key} {built[key]} but {installed} is "
+                        "installed", "rebuild horovod: python scripts/build_horovod.py "
+                        "--force-rebuild (setup.sh does this when versions change)")
+    return {
+        "versions": versions,
+        "mpi": mpi,
+        "horovod_build": build,
+        "horovod_built_against": built,
+        "framework_versions_match": matches,
+        "gpus_visible": count_local_gpus(),
+        "problems": problems,
+    }
+
+
+def render_report(report: dict[str, Any]) -> str:
+    lines = ["versions:"]
+    lines += [f"  {k:<11} {v or 'not installed'}" for k, v in report["versions"].items()]
+    lines.append(f"mpi:         {report['mpi'] or 'not found'}")
+    build = report["horovod_build"]
+    if build:
+        def marks(section: dict[str, bool]) -> str:
+            return "  ".join(f"[{'X' if ok else ' '}] {name}" for name, ok in section.items())
+
+        lines += ["horovod build:",
+                  f"  frameworks   {marks(build['frameworks'])}",
+                  f"  controllers  {marks(build['controllers'])}",
+                  f"  tensor ops   {marks(build['tensor_ops'])}"]
+    for key, ok in report["framework_versions_match"].items():
+        built = report["horovod_built_against"][key]
+        lines.append(f"  built against {key} {built}: {'matches' if ok else 'MISMATCH'}")
+    lines.append(f"gpus visible: {report['gpus_visible']}")
+    if report["problems"]:
+        lines.append("problems:")
+        lines += [f"  - {p['problem']}\n    fix: {p['fix']}" for p in report["problems"]]
+    else:
+        lines.append("no problems found")
+    return "\n".join(lines)
