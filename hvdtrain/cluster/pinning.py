@@ -70,7 +70,8 @@ def choose_device(
                             f"{planned_local} (GPU {planned_gpu}) but the launcher started it "
                             f"on {host_names[0] if host_names else '?'} as local_rank "
                             f"{local_rank}; using GPU by its real local_rank")
-                host_gpus = [g for h, _lr, g in plan if h == planned_host]
+                actual = next((h for h, _lr, _g in plan if _same_host(h, host_names)), None)
+                host_gpus = [g for h, _lr, g in plan if h == actual]
                 gpu = host_gpus[local_rank] if local_rank < len(host_gpus) else local_rank
             else:
                 gpu = planned_gpu

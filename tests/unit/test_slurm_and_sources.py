@@ -1,0 +1,63 @@
+"""Slurm hostlist expansion and the documented order of host sources."""
+
+from pathlib import Path
+
+import pytest
+
+from hvdtrain.cluster.slurm import expand_nodelist, expand_tasks_per_node
+from hvdtrain.cluster.sources import resolve_hosts
+from hvdtrain.errors import HostfileError
+
+HOSTFILES = Path(__file__).resolve().parents[2] / "hostfiles"
+NO_MPI_OPERATOR = Path("/nonexistent/hostfile")
+
+
+def test_expand_nodelist() -> None:
+    assert expand_nodelist("gpu-[01-03,07],cpu1") == ["gpu-01", "gpu-02", "gpu-03", "gpu-07",
+                                                      "cpu1"]
+    assert expand_nodelist("r[1-2]n[8-9]") == ["r1n8", "r1n9", "r2n8", "r2n9"]
+    assert expand_nodelist("single") == ["single"]
+
+
+@pytest.mark.parametrize("bad", ["gpu-[01-03", "gpu-[3-1]", "gpu-[a]", "a,,b"])
+def test_bad_nodelist(bad: str) -> None:
+    with pytest.raises(HostfileError):
+        expand_nodelist(bad)
+
+
+def test_expand_tasks() -> None:
+    assert expand_tasks_per_node("4(x3),2") == [4, 4, 4, 2]
+    with pytest.raises(HostfileError):
+        expand_tasks_per_node("0")
+
+
+def test_source_order() -> None:
+    env = {"HVDTRAIN_HOSTFILE": str(HOSTFILES / "two-nodes.txt"),
+           "SLURM_JOB_NODELIST": "gpu-[01-02]", "SLURM_NTASKS_PER_NODE": "2"}
+    hf = str(HOSTFILES / "single-node.txt")
+    assert resolve_hosts(hostfile=hf, env=env).kind == "hostfile"
+    assert resolve_hosts(hosts="a:1", env=env).kind == "hosts"
+    assert resolve_hosts(env=env).kind == "env-hostfile"
+    del env["HVDTRAIN_HOSTFILE"]
+    slurm = resolve_hosts(env=env, mpi_operator_hostfile=NO_MPI_OPERATOR)
+    assert slurm.kind == "slurm"
+    assert [(h.name, h.slots) for h in slurm.hosts] == [("gpu-01", 2), ("gpu-02", 2)]
+    operator = resolve_hosts(env={}, mpi_operator_hostfile=HOSTFILES / "two-nodes.txt")
+    assert operator.kind == "mpi-operator"
+    local = resolve_hosts(env={}, np=3, mpi_operator_hostfile=NO_MPI_OPERATOR, local_gpus=0)
+    assert local.kind == "local" and local.hosts[0].slots == 3
+    assert resolve_hosts(env={}, mpi_operator_hostfile=NO_MPI_OPERATOR,
+                         local_gpus=0).hosts[0].slots == 2
+    assert resolve_hosts(env={}, mpi_operator_hostfile=NO_MPI_OPERATOR,
+                         local_gpus=4).hosts[0].slots == 4
+
+
+def test_slurm_uneven_counts() -> None:
+    env = {"SLURM_JOB_NODELIST": "n[1-3]", "SLURM_NTASKS_PER_NODE": "4(x3),2"}
+    with pytest.raises(HostfileError, match="4 task counts for 3 nodes"):
+        resolve_hosts(env=env, mpi_operator_hostfile=NO_MPI_OPERATOR)
+
+
+def test_named_but_missing_hostfile_is_an_error() -> None:
+    with pytest.raises(HostfileError, match="no such hostfile"):
+        resolve_hosts(hostfile="/nonexistent.txt", env={})
