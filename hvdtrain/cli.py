@@ -26,6 +26,7 @@ from hvdtrain.options import (
     show_plan,
 )
 
+
 class _Group(click.Group):
     """Turns ``HvdtrainError`` into a one-line message and its exit code."""
 
@@ -132,7 +133,8 @@ def hosts_check(hostfile: str, json_output: bool) -> None:
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
 def launch(program: tuple[str, ...], run_dir: str | None, dry_run: bool, **kw: Any) -> None:
     """Plan and launch your own Horovod program: hvdtrain launch -np 2 -- python x.py."""
-    from hvdtrain.launch.job import build_command, launch as run, make_plan, new_run_dir
+    from hvdtrain.launch.job import build_command, make_plan, new_run_dir
+    from hvdtrain.launch.job import launch as run
     from hvdtrain.launch.rank_env import detect_rank
     from hvdtrain.render import command_line
 

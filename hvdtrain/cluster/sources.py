@@ -56,7 +56,8 @@ def _slurm_hosts(env: Mapping[str, str]) -> tuple[Host, ...]:
             [f"{variable} gives {len(counts)} task counts for {len(names)} nodes in "
              f"SLURM_JOB_NODELIST={env['SLURM_JOB_NODELIST']!r}"]
         )
-    return tuple(Host(name, slots, tuple(range(slots))) for name, slots in zip(names, counts))
+    pairs = zip(names, counts, strict=True)
+    return tuple(Host(name, slots, tuple(range(slots))) for name, slots in pairs)
 
 
 def resolve_hosts(
@@ -71,7 +72,8 @@ def resolve_hosts(
     if hostfile and hosts:
         raise HostfileError(["--hostfile and --hosts are mutually exclusive; give one"])
     if hostfile:
-        return HostSource("hostfile", f"hostfile {hostfile}", tuple(require(read_hostfile(hostfile))))
+        hosts_found = tuple(require(read_hostfile(hostfile)))
+        return HostSource("hostfile", f"hostfile {hostfile}", hosts_found)
     if hosts:
         return HostSource("hosts", f"--hosts {hosts}", tuple(require(parse_hosts_string(hosts))))
     if env.get("HVDTRAIN_HOSTFILE"):

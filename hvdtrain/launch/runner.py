@@ -159,7 +159,8 @@ class _Supervisor:
         print(text, file=self.report, flush=True)
 
     def report_rank_failure(self, failed: RankExit) -> None:
-        how = f"killed by signal {failed.signal}" if failed.signal else f"exit code {failed.exit_code}"
+        how = (f"killed by signal {failed.signal}" if failed.signal
+               else f"exit code {failed.exit_code}")
         self.say(f"hvdtrain: rank {failed.rank} on {failed.host} failed first ({how})")
         tail = _tail(self.log_dir / f"rank-{failed.rank}.err")
         if tail:

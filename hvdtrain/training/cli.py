@@ -55,8 +55,8 @@ def _train_options(func: Any) -> Any:
 
 
 def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
-    from hvdtrain.options import launch_settings, placement_request, show_plan
     from hvdtrain.launch.job import build_command, launch, make_plan, new_run_dir
+    from hvdtrain.options import launch_settings, placement_request, show_plan
     from hvdtrain.render import command_line
 
     the_plan = make_plan(placement_request(kw))

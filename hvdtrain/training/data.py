@@ -11,6 +11,7 @@ Built-in sets:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,7 +66,7 @@ def load_dataset(name: str, seed: int, val_fraction: float) -> Dataset:
     else:
         raise DataError(f"unknown data set {name!r} (built in: {', '.join(BUILTIN)})")
     order = np.random.default_rng(seed).permutation(len(x))
-    n_val = max(1, int(round(len(x) * val_fraction)))
+    n_val = max(1, round(len(x) * val_fraction))
     val, train = order[:n_val], order[n_val:]
     mean = x[train].mean(axis=0)
     std = x[train].std(axis=0)
@@ -85,8 +86,9 @@ def shard_batches(n: int, rank: int, size: int, batch_size: int, seed: int) -> l
     """
     order = np.random.default_rng(seed).permutation(n)
     shard = order[rank::size]
-    steps = -(-(-(-n // size)) // batch_size)
-    return [b for b in np.array_split(shard, steps)]
+    per_rank = math.ceil(n / size)
+    steps = math.ceil(per_rank / batch_size)
+    return list(np.array_split(shard, steps))
 
 
 def eval_shard(n: int, rank: int, size: int) -> np.ndarray:
