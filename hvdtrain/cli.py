@@ -9,6 +9,7 @@ ML framework (a test checks ``sys.modules``): heavy imports live in the rank pro
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,11 @@ def plan(json_output: bool, **kw: Any) -> None:
     flavour = detect_mpi_flavour() or "openmpi"
     resolve_backend(LaunchSettings(kw["launcher"], kw["controller"]), mpi_available=True)
     controller = "gloo" if kw["controller"] == "gloo" else "mpi"
+    is_root = os.geteuid() == 0
     commands = {
-        "horovodrun": horovodrun_command(the_plan.placement, program, controller).argv,
-        "mpirun": mpirun_command(the_plan.placement, program, flavour).argv,
+        "horovodrun": horovodrun_command(the_plan.placement, program, controller,
+                                         is_root=is_root).argv,
+        "mpirun": mpirun_command(the_plan.placement, program, flavour, is_root=is_root).argv,
     }
     if json_output:
         click.echo(json.dumps({
@@ -142,8 +145,6 @@ def launch(program: tuple[str, ...], run_dir: str | None, dry_run: bool, **kw: A
     if not argv:
         raise click.UsageError("give the program to run after --")
     if detect_rank() is not None:
-        import os
-
         os.execvp(argv[0], argv)  # already a rank: just become the program
     the_plan = make_plan(placement_request(kw))
     settings = launch_settings(kw)

@@ -55,10 +55,15 @@ def _train_options(func: Any) -> Any:
 
 
 def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
+    from hvdtrain.errors import ConfigError
+    from hvdtrain.frameworks.registry import ADAPTERS
     from hvdtrain.launch.job import build_command, launch, make_plan, new_run_dir
     from hvdtrain.options import launch_settings, placement_request, show_plan
     from hvdtrain.render import command_line
 
+    if kw["framework"] not in ADAPTERS:  # fail here, once, not in every rank
+        raise ConfigError(f"framework {kw['framework']!r} has no adapter yet "
+                          f"(available: {', '.join(ADAPTERS)})")
     the_plan = make_plan(placement_request(kw))
     settings = launch_settings(kw)
     program = [sys.executable, "-m", "hvdtrain", *sys.argv[1:]]
