@@ -9,43 +9,18 @@ cannot silently turn large gradients into inf.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hvdtrain import comm
 from hvdtrain.cluster.pinning import DeviceChoice
+from hvdtrain.errors import CheckpointError
 from hvdtrain.frameworks.base import BatchStats
+from hvdtrain.frameworks.torch_models import build_model
 from hvdtrain.training.config import TrainConfig
 from hvdtrain.training.data import Dataset
-
-
-def build_model(name: str, data: Dataset) -> Any:
-    import torch.nn as nn
-
-    outputs = 1 if data.num_classes == 2 else data.num_classes
-    if name == "mlp":
-        return nn.Sequential(
-            nn.Linear(data.num_features, 256), nn.ReLU(),
-            nn.Linear(256, 256), nn.ReLU(),
-            nn.Linear(256, outputs),
-        )
-    if name == "cnn":
-        if data.image_shape is None:
-            from hvdtrain.errors import ConfigError
-
-            raise ConfigError(f"--model cnn needs image data (e.g. digits), not {data.name!r}")
-        channels, height, width = data.image_shape
-        return nn.Sequential(
-            nn.Unflatten(1, data.image_shape),
-            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * (height // 2) * (width // 2), 128), nn.ReLU(),
-            nn.Linear(128, outputs),
-        )
-    from hvdtrain.errors import ConfigError
-
-    raise ConfigError(f"unknown model {name!r}")
 
 
 class TorchAdapter:
@@ -58,6 +33,7 @@ class TorchAdapter:
         self.comm = comm.init("torch")
         self.device = torch.device("cpu")
         self.fp16_recoveries = 0
+        self.safe_fp16: Any = None
 
     def pin(self, choice: DeviceChoice) -> None:
         if choice.kind == "cuda" and choice.index is not None:
@@ -90,8 +66,7 @@ class TorchAdapter:
             backward_passes_per_step=self.accumulation,
             op=hvd.Sum if self.safe_fp16 else hvd.Average,
         )
-        hvd.broadcast_parameters(self.model.state_dict(), root_rank=0)
-        hvd.broadcast_optimizer_state(self.optimizer, root_rank=0)
+        self.broadcast_state()
         torch.manual_seed(config.seed * 1000 + self.comm.rank)  # per-rank stream (dropout etc.)
         self._passes = 0
 
@@ -106,6 +81,41 @@ class TorchAdapter:
             loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
             predicted = logits.argmax(1)
         return loss, (predicted == y).sum()
+
+    def broadcast_state(self) -> None:
+        hvd = self.comm.hvd
+        # Optimizer first: for ranks with fresh state Horovod initialises it with a local
+        # zero-gradient step, which may touch parameters; the parameter broadcast then wins.
+        hvd.broadcast_optimizer_state(self.optimizer, root_rank=0)
+        hvd.broadcast_parameters(self.model.state_dict(), root_rank=0)
+
+    def rng_state(self) -> Any:
+        return self.torch.get_rng_state()
+
+    def set_rng_state(self, state: Any) -> None:
+        self.torch.set_rng_state(state)
+
+    def write_checkpoint(self, path: Path, meta: dict[str, Any]) -> None:
+        self.torch.save({**meta, "model": self.model.state_dict(),
+                         "optimizer": self.optimizer.state_dict()}, path)
+
+    def read_checkpoint(self, path: Path) -> dict[str, Any]:
+        try:
+            payload = self.torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many kinds for a bad file
+            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+            raise CheckpointError(f"{path}: cannot read checkpoint ({first[:200]})") from None
+        if not isinstance(payload, dict) or "model" not in payload:
+            raise CheckpointError(f"{path}: not an hvdtrain checkpoint")
+        return payload
+
+    def apply_checkpoint(self, payload: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+            raise CheckpointError(f"checkpoint does not fit this model ({first[:200]})") from None
 
     def _tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
         return (self.torch.from_numpy(x).to(self.device),

@@ -18,25 +18,25 @@ from hvdtrain.cluster.pinning import PLAN_ENV, choose_device, decode_plan
 from hvdtrain.cluster.sources import count_local_gpus
 from hvdtrain.frameworks.registry import create_adapter
 from hvdtrain.training.config import TrainConfig
-from hvdtrain.training.data import load_dataset
+from hvdtrain.training.datasets import load_dataset
 from hvdtrain.training.loop import train
 
 
 def run_worker(config: TrainConfig, record_step_losses: bool = False) -> dict[str, Any]:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks on demand for hangs
     adapter = create_adapter(config.framework)
-    comm = adapter.comm  # type: ignore[attr-defined]
+    comm = adapter.comm
     choice = choose_device(comm.rank, comm.local_rank,
                            [os.environ.get("HOROVOD_HOSTNAME", ""), socket.gethostname(),
                             socket.getfqdn()],
                            count_local_gpus(), decode_plan(os.environ.get(PLAN_ENV)))
     if choice.mismatch:
         print(f"hvdtrain: warning: {choice.mismatch}", file=sys.stderr, flush=True)
-    adapter.pin(choice)  # type: ignore[attr-defined]
+    adapter.pin(choice)
     run_dir = Path(config.run_dir)
     if comm.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(config.data, config.seed, config.val_fraction)
+    data = load_dataset(config.data, config.seed, config.val_fraction, config.label_column)
     adapter.setup(config, data)
     devices = comm.allgather_object(adapter.describe_device())
     if comm.rank == 0:

@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass
 from hvdtrain.errors import ConfigError
 
 FRAMEWORKS = ("torch", "tensorflow")
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "transformer")  # or a user's "module.path:factory"
 OPTIMIZERS = ("adam", "adamw", "sgd")
 COMPRESSIONS = ("none", "fp16")
+BUILTIN_DATA = ("synthetic", "digits", "breast-cancer", "synthetic-text")
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class TrainConfig:
     framework: str = "torch"
     model: str = "mlp"
     data: str = "synthetic"
+    label_column: str = "label"
     epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-3
@@ -28,12 +30,17 @@ class TrainConfig:
     grad_accumulation: int = 1
     seed: int = 42
     val_fraction: float = 0.2
+    early_stopping_patience: int = 0  # 0 = off
     run_dir: str = "runs/latest"
+    checkpoint_every: int = 1  # epochs; 0 = never
+    keep_checkpoints: int = 3
+    resume: str | None = None  # "latest" or a checkpoint path
 
     def __post_init__(self) -> None:
         checks = [
             (self.framework in FRAMEWORKS, f"--framework must be one of {FRAMEWORKS}"),
-            (self.model in MODELS, f"--model must be one of {MODELS}"),
+            (self.model in MODELS or ":" in self.model,
+             f"--model must be one of {MODELS} or 'module.path:factory', got {self.model!r}"),
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}"),
             (self.compression in COMPRESSIONS, f"--compression must be one of {COMPRESSIONS}"),
             (self.lr_scaling in ("linear", "none"), "--lr-scaling must be linear or none"),
@@ -42,6 +49,10 @@ class TrainConfig:
             (self.lr > 0, "--lr must be > 0"),
             (self.grad_accumulation >= 1, "--grad-accumulation must be >= 1"),
             (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
+            (self.early_stopping_patience >= 0, "--early-stopping-patience must be >= 0"),
+            (self.checkpoint_every >= 0, "--checkpoint-every must be >= 0"),
+            (self.keep_checkpoints >= 1, "--keep-checkpoints must be >= 1"),
+            (0 < self.val_fraction < 1, "--val-fraction must be between 0 and 1"),
         ]
         for ok, message in checks:
             if not ok:

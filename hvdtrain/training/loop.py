@@ -1,40 +1,40 @@
-"""The framework-free training loop: epochs, sharded steps, reduced metrics, summary.
+"""The framework-free training loop: epochs, sharded steps, reduced metrics, early stopping,
+checkpoints and resume.
 
 It sees only the ``FrameworkAdapter`` seam and a ``Comm``. Metrics are reduced as *sums*
-(loss, correct, count) with one allreduce per epoch and split, so the averages are exact
-over all samples, and validation on shards equals a single-process evaluation of the set.
-Only rank 0 writes files and prints.
+(loss, correct, count) with one allreduce and then divided, so averages are exact over all
+samples and sharded validation equals a single-process evaluation of the whole set. Decisions
+that must agree (stop early or not, resume state) are broadcast from rank 0. Only rank 0
+writes files and prints.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hvdtrain import __version__
 from hvdtrain.comm import Comm
+from hvdtrain.errors import CheckpointError, HvdtrainError
 from hvdtrain.frameworks.base import BatchStats, FrameworkAdapter
+from hvdtrain.training.checkpoint import FORMAT, CheckpointStore, check_compatible
 from hvdtrain.training.config import TrainConfig
 from hvdtrain.training.data import Dataset, eval_shard, shard_batches
+from hvdtrain.training.events import ChiefRecorder
 
 EVAL_BATCH = 1024
 
 
 @dataclass
-class EpochMetrics:
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    val_loss: float
-    val_accuracy: float
-    lr: float
-    samples_per_second: float
-    fp16_recoveries: int = 0
-    step_losses: list[float] = field(default_factory=list)
+class Progress:
+    epoch: int = 0  # epochs completed
+    best_val_loss: float = math.inf
+    epochs_since_best: int = 0
 
 
 def _reduce(comm: Comm, stats: list[BatchStats], name: str) -> tuple[float, float, int]:
@@ -47,6 +47,7 @@ def _reduce(comm: Comm, stats: list[BatchStats], name: str) -> tuple[float, floa
 
 def evaluate(adapter: FrameworkAdapter, comm: Comm, x: np.ndarray, y: np.ndarray,
              name: str) -> tuple[float, float]:
+    """Loss and accuracy of the whole set, each rank evaluating a disjoint shard."""
     idx = eval_shard(len(x), comm.rank, comm.size)
     stats = [adapter.evaluate_batch(x[idx[i:i + EVAL_BATCH]], y[idx[i:i + EVAL_BATCH]])
              for i in range(0, len(idx), EVAL_BATCH)]
@@ -54,18 +55,63 @@ def evaluate(adapter: FrameworkAdapter, comm: Comm, x: np.ndarray, y: np.ndarray
     return loss, accuracy
 
 
+def _resume(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig,
+            store: CheckpointStore) -> Progress:
+    """Rank 0 reads and checks the checkpoint; state and progress are broadcast from it."""
+    error, meta = None, None
+    if comm.rank == 0:
+        try:
+            path = store.resolve(config.resume or "latest")
+            payload = adapter.read_checkpoint(path)
+            check_compatible(payload, path, {"framework": config.framework,
+                                             "model": config.model, "data": config.data})
+            adapter.apply_checkpoint(payload)
+            meta = {k: payload[k] for k in ("epoch", "best_val_loss", "epochs_since_best",
+                                            "rng")}
+            print(f"hvdtrain: resuming from {path} (epoch {meta['epoch']})", flush=True)
+        except HvdtrainError as exc:
+            error = exc.message
+    error, meta = comm.broadcast_object((error, meta))
+    if error is not None:
+        raise CheckpointError(error)
+    adapter.broadcast_state()
+    rng = meta["rng"]
+    if isinstance(rng, list) and len(rng) == comm.size:
+        adapter.set_rng_state(rng[comm.rank])
+    return Progress(int(meta["epoch"]), float(meta["best_val_loss"]),
+                    int(meta["epochs_since_best"]))
+
+
+def _checkpoint(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig, data: Dataset,
+                store: CheckpointStore, progress: Progress, is_best: bool) -> None:
+    rng = comm.allgather_object(adapter.rng_state())
+    if comm.rank != 0:
+        return
+    meta: dict[str, Any] = {
+        "format": FORMAT, "hvdtrain_version": __version__, "epoch": progress.epoch,
+        "best_val_loss": progress.best_val_loss, "epochs_since_best": progress.epochs_since_best,
+        "config": config.as_json(), "rng": rng,
+        "standardisation": None if data.mean is None else {
+            "mean": data.mean.tolist(), "std": None if data.std is None else data.std.tolist()},
+    }
+    store.save(progress.epoch, lambda path: adapter.write_checkpoint(path, meta), is_best)
+
+
 def train(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig, data: Dataset,
           run_dir: Path, record_step_losses: bool = False) -> dict[str, Any]:
     started = time.monotonic()
-    is_chief = comm.rank == 0
-    metrics_file = run_dir / "metrics.jsonl"
-    history: list[EpochMetrics] = []
+    chief = ChiefRecorder(run_dir, config.epochs) if comm.rank == 0 else None
+    store = CheckpointStore(run_dir / "checkpoints", config.keep_checkpoints)
+    progress = _resume(adapter, comm, config, store) if config.resume else Progress()
+    history: list[dict[str, Any]] = []
+    step_losses: list[float] = []
     n = len(data.x_train)
-    for epoch in range(config.epochs):
+    stopped_early = False
+    for epoch in range(progress.epoch, config.epochs):
         batches = shard_batches(n, comm.rank, comm.size, config.batch_size, config.seed + epoch)
+        bar = chief.progress(epoch + 1, len(batches)) if chief else None
         epoch_start = time.monotonic()
         stats: list[BatchStats] = []
-        step_losses: list[float] = []
         lr = config.lr_at(epoch, comm.size)
         for step, idx in enumerate(batches):
             lr = config.lr_at(epoch + step / len(batches), comm.size)
@@ -75,37 +121,72 @@ def train(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig, data: Data
                 total = comm.allreduce_sum(np.array([batch.loss_sum, batch.count]),
                                            name=f"step.{epoch}.{step}")
                 step_losses.append(float(total[0] / total[1]))
+            if bar is not None:
+                elapsed = max(time.monotonic() - epoch_start, 1e-9)
+                bar.set_postfix(loss=f"{batch.loss_sum / batch.count:.4f}",
+                                samples_s=f"{(step + 1) * len(idx) * comm.size / elapsed:,.0f}",
+                                refresh=False)
+                bar.update(1)
+        if bar is not None:
+            bar.close()
         train_loss, train_acc, seen = _reduce(comm, stats, f"train.{epoch}")
         val_loss, val_acc = evaluate(adapter, comm, data.x_val, data.y_val, f"val.{epoch}")
-        recoveries = int(getattr(adapter, "fp16_recoveries", 0))
-        m = EpochMetrics(epoch + 1, train_loss, train_acc, val_loss, val_acc, lr,
-                         seen / max(time.monotonic() - epoch_start, 1e-9), recoveries,
-                         step_losses)
-        history.append(m)
-        if is_chief:
-            with metrics_file.open("a") as out:
-                out.write(json.dumps(m.__dict__) + "\n")
-            print(f"epoch {m.epoch}/{config.epochs}  loss {train_loss:.4f}  acc {train_acc:.4f}"
-                  f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}  lr {lr:.2e}"
-                  f"  {m.samples_per_second:,.0f} samples/s", flush=True)
+        is_best = val_loss < progress.best_val_loss
+        progress = Progress(epoch + 1, min(val_loss, progress.best_val_loss),
+                            0 if is_best else progress.epochs_since_best + 1)
+        metrics = {
+            "epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
+            "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr,
+            "samples_per_second": seen / max(time.monotonic() - epoch_start, 1e-9),
+            "fp16_recoveries": int(getattr(adapter, "fp16_recoveries", 0)),
+        }
+        history.append(metrics)
+        if chief:
+            chief.epoch_done(metrics)
+        patience = config.early_stopping_patience
+        stop = bool(comm.broadcast_object(patience > 0 and progress.epochs_since_best >= patience))
+        last = stop or epoch + 1 == config.epochs
+        every = config.checkpoint_every
+        if every and ((epoch + 1) % every == 0 or last):
+            _checkpoint(adapter, comm, config, data, store, progress, is_best)
+        if stop:
+            stopped_early = True
+            if chief:
+                print(f"hvdtrain: early stop after epoch {epoch + 1}: no val_loss improvement "
+                      f"for {patience} epochs", flush=True)
+            break
+    return _finish(adapter, comm, config, run_dir, chief, history, progress, stopped_early,
+                   step_losses if record_step_losses else None, started)
 
+
+def _finish(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig, run_dir: Path,
+            chief: ChiefRecorder | None, history: list[dict[str, Any]], progress: Progress,
+            stopped_early: bool, step_losses: list[float] | None,
+            started: float) -> dict[str, Any]:
     hashes = comm.allgather_object(adapter.parameter_hash())
-    last = history[-1]
+    last = history[-1] if history else {}
     summary: dict[str, Any] = {
-        "framework": config.framework, "world_size": comm.size, "epochs_run": len(history),
+        "framework": config.framework, "world_size": comm.size,
+        "epochs_run": progress.epoch, "stopped_early": stopped_early,
         "compression": config.compression, "model": config.model, "data": config.data,
-        "train_loss": last.train_loss, "train_accuracy": last.train_accuracy,
-        "val_loss": last.val_loss, "val_accuracy": last.val_accuracy,
-        "fp16_recoveries": last.fp16_recoveries,
+        "train_loss": last.get("train_loss"), "train_accuracy": last.get("train_accuracy"),
+        "val_loss": last.get("val_loss"), "val_accuracy": last.get("val_accuracy"),
+        "best_val_loss": progress.best_val_loss,
+        "fp16_recoveries": last.get("fp16_recoveries", 0),
         "wall_seconds": time.monotonic() - started,
         "parameter_hashes": hashes, "parameters_identical": len(set(hashes)) == 1,
-        "config": config.as_json(),
+        "config": config.as_json(), "hvdtrain_version": __version__,
     }
-    if record_step_losses:
-        summary["step_losses"] = [loss for m in history for loss in m.step_losses]
-    if is_chief:
+    if step_losses is not None:
+        summary["step_losses"] = step_losses
+    if chief:
+        import json
+
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(f"done: {len(history)} epochs on {comm.size} ranks, val_acc "
-              f"{last.val_accuracy:.4f}, parameters identical on all ranks: "
-              f"{summary['parameters_identical']}", flush=True)
+        chief.close()
+        val = summary["val_accuracy"]
+        print(f"done: {progress.epoch} epochs on {comm.size} ranks in "
+              f"{summary['wall_seconds']:.1f} s, val_acc "
+              f"{'n/a' if val is None else f'{val:.4f}'}, parameters identical on all ranks: "
+              f"{summary['parameters_identical']}; results in {run_dir}", flush=True)
     return summary

@@ -1,0 +1,68 @@
+"""Built-in PyTorch models, sized from the data (binary → 1 output, k classes → k logits)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hvdtrain.errors import ConfigError
+from hvdtrain.training.data import TEXT_LENGTH, TEXT_VOCAB, Dataset
+
+
+def build_model(name: str, data: Dataset) -> Any:
+    import torch
+    import torch.nn as nn
+
+    outputs = data.num_outputs
+    if ":" in name:
+        from hvdtrain.frameworks.user_model import build_user_model
+
+        model = build_user_model(name, data)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"--model {name}: the factory returned {type(model).__name__}, "
+                              "not a torch.nn.Module")
+        return model
+    if name == "transformer":
+        if data.kind != "text":
+            raise ConfigError(f"--model transformer needs text data (synthetic-text or a "
+                              f".jsonl file), not {data.name!r}")
+
+        class ByteTransformer(nn.Module):
+            """Small encoder classifier over byte tokens (0 = padding)."""
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.embed = nn.Embedding(TEXT_VOCAB, 64, padding_idx=0)
+                self.position = nn.Parameter(torch.zeros(1, TEXT_LENGTH, 64))
+                layer = nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True)
+                self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+                self.head = nn.Linear(64, outputs)
+
+            def forward(self, tokens: Any) -> Any:
+                pad = tokens == 0
+                hidden = self.encoder(self.embed(tokens) + self.position,
+                                      src_key_padding_mask=pad)
+                keep = (~pad).unsqueeze(-1).float()
+                pooled = (hidden * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+                return self.head(pooled)
+
+        return ByteTransformer()
+    if data.kind == "text":
+        raise ConfigError(f"--model {name} cannot read text; use --model transformer")
+    if name == "mlp":
+        return nn.Sequential(
+            nn.Linear(data.num_features, 256), nn.ReLU(),
+            nn.Linear(256, 256), nn.ReLU(),
+            nn.Linear(256, outputs),
+        )
+    if name == "cnn":
+        if data.image_shape is None:
+            raise ConfigError(f"--model cnn needs image data (e.g. digits), not {data.name!r}")
+        channels, height, width = data.image_shape
+        return nn.Sequential(
+            nn.Unflatten(1, data.image_shape),
+            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * (height // 2) * (width // 2), 128), nn.ReLU(),
+            nn.Linear(128, outputs),
+        )
+    raise ConfigError(f"unknown model {name!r}")
