@@ -178,6 +178,8 @@ class _Supervisor:
     def run(self) -> JobResult:
         self.status_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.status_dir.glob("rank-*.json"):  # a previous job in this run dir
+            stale.unlink()
         began = time.monotonic()
         launcher_log = (self.run_dir / "launcher.log").open("wb")
         env = {**self.env, **self.command.env}
