@@ -54,3 +54,27 @@ class SafeFP16Torch:
 
 def torch_compression(kind: str, hvd: ModuleType) -> SafeFP16Torch | None:
     return SafeFP16Torch(int(hvd.size())) if kind == "fp16" else None
+
+
+def tf_allreduce_gradients(grads: list[Any], hvd: ModuleType, size: int,
+                           compression: str) -> tuple[list[Any], Any]:
+    """Average ``grads`` across ranks (inside a ``tf.function``); returns (grads, recovered).
+
+    ``compression='fp16'`` applies the same two safeguards as ``SafeFP16Torch``: pre-scaled
+    fp16 sum, and an fp32 redo (``tf.cond`` on a result identical on every rank, so all ranks
+    take the same branch) when the fp16 result is not finite.
+    """
+    import tensorflow as tf
+
+    grads = [tf.identity(g) for g in grads]  # graph tensors, even for captured constants
+    if compression != "fp16":
+        return list(hvd.grouped_allreduce(grads, op=hvd.Average)), tf.constant(0)
+    halves = [tf.cast(g / size, tf.float16) for g in grads]
+    summed = [tf.cast(g, tf.float32) for g in hvd.grouped_allreduce(halves, op=hvd.Sum)]
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in summed])
+
+    def exact() -> list[Any]:
+        return list(hvd.grouped_allreduce(grads, op=hvd.Average))
+
+    result = tf.cond(finite, lambda: summed, exact)
+    return list(result), tf.cast(tf.logical_not(finite), tf.int32)

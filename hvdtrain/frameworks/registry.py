@@ -9,6 +9,7 @@ from hvdtrain.frameworks.base import FrameworkAdapter
 
 ADAPTERS = {
     "torch": "hvdtrain.frameworks.torch_adapter:TorchAdapter",
+    "tensorflow": "hvdtrain.frameworks.tf_adapter:TensorFlowAdapter",
 }
 
 

@@ -9,6 +9,7 @@ cannot silently turn large gradients into inf.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ class TorchAdapter:
         self.safe_fp16: Any = None
 
     def pin(self, choice: DeviceChoice) -> None:
+        # One process per rank: split the cores instead of every rank using all of them.
+        local_size = max(1, int(self.comm.hvd.local_size()))
+        self.torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_size))
         if choice.kind == "cuda" and choice.index is not None:
             self.torch.cuda.set_device(choice.index)
             self.device = self.torch.device("cuda", choice.index)

@@ -146,3 +146,53 @@ def _alive(pid: int) -> bool:
             return stat.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return False
+
+
+KERAS3_SCRIPT = textwrap.dedent("""
+    # A user's own Horovod + Keras 3 training script, the documented Keras 3 way: the tape and
+    # the broadcast get the backing tf.Variables (v.value), as Keras 3 variables have no .ref().
+    import hashlib, json, os, sys
+    import numpy as np
+    import tensorflow as tf
+    import keras
+    import horovod.tensorflow as hvd
+
+    hvd.init()
+    keras.utils.set_random_seed(hvd.rank())  # different on purpose: broadcast must fix it
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(1)])
+    optimizer = keras.optimizers.Adam(1e-2 * hvd.size())
+    optimizer.build(model.trainable_variables)
+    hvd.broadcast_variables([v.value for v in model.variables + optimizer.variables], 0)
+    rng = np.random.default_rng(hvd.rank())
+    x = rng.standard_normal((256, 8)).astype("float32")
+    y = (x.sum(1, keepdims=True) > 0).astype("float32")
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(yb, model(xb)))
+        tape = hvd.DistributedGradientTape(tape)
+        grads = tape.gradient(loss, [v.value for v in model.trainable_variables])
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    for epoch in range(5):
+        for i in range(0, 256, 32):
+            loss = step(x[i:i + 32], y[i:i + 32])
+    digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
+    with open(os.path.join(sys.argv[1], f"rank{hvd.rank()}.json"), "w") as f:
+        json.dump({"loss": float(loss), "hash": digest, "size": hvd.size()}, f)
+""")
+
+
+def test_launch_a_users_own_keras3_script(tmp_path: Path) -> None:
+    script = tmp_path / "keras_user.py"
+    script.write_text(KERAS3_SCRIPT)
+    done = run_job(hvdtrain("launch", "-np", "2", "--run-dir", str(tmp_path / "run"), "--",
+                            sys.executable, str(script), str(tmp_path)), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert results[0]["hash"] == results[1]["hash"]
+    assert {r["size"] for r in results} == {2}
+    assert results[0]["loss"] < 0.6

@@ -1,0 +1,200 @@
+"""TensorFlow / Keras 3 behind the ``FrameworkAdapter`` seam, through Horovod's core TF ops.
+
+Horovod's Keras integration (``horovod.tensorflow.keras``) is broken under Keras 3, and
+``DistributedGradientTape`` calls ``.ref()`` that Keras 3 variables lack. So this adapter uses
+Horovod's core ops directly: a compiled (``tf.function``) train step computes gradients with
+a plain ``GradientTape`` and averages them with ``hvd.grouped_allreduce`` (``comm.fp16`` for
+overflow-safe fp16); model and optimizer variables are broadcast through their backing
+``tf.Variable`` (``v.value``) once they exist. Options behave as in the torch adapter:
+weight decay is L2 on the gradient for adam/sgd and decoupled for adamw, SGD uses momentum
+0.9, Adam's epsilon is 1e-8, gradient accumulation sums N passes before one allreduce.
+Checkpoints are ``.npz`` files read with ``allow_pickle=False`` (no code runs on load).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hvdtrain import comm
+from hvdtrain.cluster.pinning import DeviceChoice
+from hvdtrain.errors import CheckpointError
+from hvdtrain.frameworks.base import BatchStats
+from hvdtrain.training.config import TrainConfig
+from hvdtrain.training.data import Dataset
+
+
+class TensorFlowAdapter:
+    name = "tensorflow"
+
+    def __init__(self) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        self.tf = tf
+        self.comm = comm.init("tensorflow")
+        self.device = "cpu"
+        self.fp16_recoveries = 0
+
+    def pin(self, choice: DeviceChoice) -> None:
+        tf = self.tf
+        gpus = tf.config.list_physical_devices("GPU")
+        if choice.kind == "cuda" and choice.index is not None and choice.index < len(gpus):
+            tf.config.set_visible_devices(gpus[choice.index], "GPU")
+            tf.config.experimental.set_memory_growth(gpus[choice.index], True)
+            self.device = f"/GPU:{choice.index}"
+        elif gpus:
+            tf.config.set_visible_devices([], "GPU")
+        threads = max(1, (os.cpu_count() or 1) // max(1, int(self.comm.hvd.local_size())))
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.experimental.enable_op_determinism()  # resume must equal an unbroken run
+
+    def describe_device(self) -> str:
+        return self.device
+
+    def setup(self, config: TrainConfig, data: Dataset) -> None:
+        import keras
+
+        from hvdtrain.frameworks.tf_models import build_model
+
+        tf = self.tf
+        keras.utils.set_random_seed(config.seed)  # same init everywhere; broadcast makes sure
+        self.binary = data.num_classes == 2
+        self.model = build_model(config.model, data)
+        lr = config.scaled_lr(self.comm.size)
+        if config.optimizer == "adam":
+            self.optimizer = keras.optimizers.Adam(lr, epsilon=1e-8)
+        elif config.optimizer == "adamw":
+            self.optimizer = keras.optimizers.AdamW(lr, weight_decay=config.weight_decay,
+                                                    epsilon=1e-8)
+        else:
+            self.optimizer = keras.optimizers.SGD(lr, momentum=0.9)
+        self.l2 = config.weight_decay if config.optimizer != "adamw" else 0.0
+        self.optimizer.build(self.model.trainable_variables)
+        self.accumulation = config.grad_accumulation
+        self.compression = config.compression
+        self.accumulated = [tf.Variable(tf.zeros_like(v.value), trainable=False)
+                            for v in self.model.trainable_variables]
+        self._passes = 0
+        self.broadcast_state()
+        tf.random.set_global_generator(tf.random.Generator.from_seed(
+            config.seed * 1000 + self.comm.rank))  # per-rank stream
+        x_spec = tf.TensorSpec((None, *data.x_train.shape[1:]), tf.as_dtype(data.x_train.dtype))
+        y_spec = tf.TensorSpec((None,), tf.int64)
+        self._accumulate_fn = tf.function(self._accumulate, input_signature=[x_spec, y_spec],
+                                          reduce_retracing=True)
+        self._apply_fn = tf.function(self._apply)
+        self._eval_fn = tf.function(self._evaluate, input_signature=[x_spec, y_spec],
+                                    reduce_retracing=True)
+
+    # -- compiled pieces -----------------------------------------------------------------
+    def _loss(self, logits: Any, y: Any) -> tuple[Any, Any]:
+        tf = self.tf
+        if self.binary:
+            logits = tf.squeeze(logits, 1)
+            labels = tf.cast(y, tf.float32)
+            loss = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels,
+                                                                         logits=logits))
+            predicted = tf.cast(logits > 0, tf.int64)
+        else:
+            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
+                                                                                logits=logits))
+            predicted = tf.argmax(logits, 1)
+        return loss, tf.reduce_sum(tf.cast(tf.equal(predicted, y), tf.int32))
+
+    def _accumulate(self, x: Any, y: Any) -> tuple[Any, Any]:
+        tf = self.tf
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            loss_sum, correct = self._loss(self.model(x, training=True), y)
+            scaled = loss_sum / (tf.cast(tf.shape(y)[0], tf.float32) * self.accumulation)
+        grads = tape.gradient(scaled, [v.value for v in variables])
+        for slot, grad in zip(self.accumulated, grads, strict=True):
+            slot.assign_add(grad)
+        return loss_sum, correct
+
+    def _apply(self) -> Any:
+        from hvdtrain.comm.fp16 import tf_allreduce_gradients
+
+        tf = self.tf
+        variables = self.model.trainable_variables
+        grads, recovered = tf_allreduce_gradients([a.read_value() for a in self.accumulated],
+                                                  self.comm.hvd, self.comm.size,
+                                                  self.compression)
+        if self.l2:
+            grads = [g + self.l2 * v.value for g, v in zip(grads, variables, strict=True)]
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        for slot in self.accumulated:
+            slot.assign(tf.zeros_like(slot))
+        return recovered
+
+    def _evaluate(self, x: Any, y: Any) -> tuple[Any, Any]:
+        return self._loss(self.model(x, training=False), y)
+
+    # -- the seam ------------------------------------------------------------------------
+    def train_batch(self, x: np.ndarray, y: np.ndarray, lr: float) -> BatchStats:
+        self.optimizer.learning_rate.assign(lr)
+        loss_sum, correct = self._accumulate_fn(x, y)
+        self._passes += 1
+        if self._passes == self.accumulation:
+            self._passes = 0
+            self.fp16_recoveries += int(self._apply_fn())
+        return BatchStats(float(loss_sum), int(correct), len(y))
+
+    def evaluate_batch(self, x: np.ndarray, y: np.ndarray) -> BatchStats:
+        loss_sum, correct = self._eval_fn(x, y)
+        return BatchStats(float(loss_sum), int(correct), len(y))
+
+    def _all_variables(self) -> list[Any]:
+        return list(self.model.variables) + list(self.optimizer.variables)
+
+    def broadcast_state(self) -> None:
+        self.comm.hvd.broadcast_variables([v.value for v in self._all_variables()],
+                                          root_rank=0)
+
+    def parameter_hash(self) -> str:
+        digest = hashlib.sha256()
+        for variable in self.model.variables:
+            digest.update(variable.path.encode())
+            digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
+        return digest.hexdigest()
+
+    def rng_state(self) -> Any:
+        return self.tf.random.get_global_generator().state.numpy().tolist()
+
+    def set_rng_state(self, state: Any) -> None:
+        self.tf.random.get_global_generator().state.assign(np.asarray(state, dtype=np.int64))
+
+    def write_checkpoint(self, path: Path, meta: dict[str, Any]) -> None:
+        arrays = {f"v{i:05d}": v.numpy() for i, v in enumerate(self._all_variables())}
+        with path.open("wb") as handle:
+            np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+
+    def read_checkpoint(self, path: Path) -> dict[str, Any]:
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                meta = json.loads(str(archive["meta"]))
+                arrays = [archive[k] for k in sorted(k for k in archive.files if k != "meta")]
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+            raise CheckpointError(f"{path}: cannot read checkpoint ({first[:200]})") from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{path}: not an hvdtrain checkpoint")
+        return {**meta, "arrays": arrays}
+
+    def apply_checkpoint(self, payload: dict[str, Any]) -> None:
+        variables = self._all_variables()
+        arrays = payload.get("arrays", [])
+        shapes_fit = len(arrays) == len(variables) and all(
+            tuple(a.shape) == tuple(v.shape) for a, v in zip(arrays, variables, strict=True))
+        if not shapes_fit:
+            raise CheckpointError("checkpoint does not fit this model "
+                                  f"({len(arrays)} arrays for {len(variables)} variables)")
+        for variable, array in zip(variables, arrays, strict=True):
+            variable.assign(array)
