@@ -4,6 +4,7 @@ typed requests the library takes. Defined once so the commands cannot drift apar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -85,7 +86,7 @@ def launch_settings(kw: dict[str, Any]) -> Any:
         fusion_threshold_mb=kw["fusion_threshold_mb"], cycle_time_ms=kw["cycle_time_ms"],
         cache_capacity=kw["cache_capacity"], timeline_filename=kw["timeline_filename"],
         autotune=kw["autotune"], log_level=kw["log_level"],
-        start_timeout=int(kw["start_timeout"]), network_interface=kw["network_interface"])
+        start_timeout=math.ceil(kw["start_timeout"]), network_interface=kw["network_interface"])
     watchdog = Watchdog(start_timeout=kw["start_timeout"], timeout=kw["timeout"],
                         idle_timeout=kw["idle_timeout"])
     return LaunchSettings(kw["launcher"], kw["controller"], tuning, watchdog)

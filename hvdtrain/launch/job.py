@@ -28,6 +28,7 @@ from hvdtrain.launch.commands import (
     horovodrun_command,
     mpirun_command,
 )
+from hvdtrain.launch.rank_wrapper import STATUS_DIR_ENV
 from hvdtrain.launch.runner import JobResult, Watchdog, run_job, wrap_program
 
 RUN_DIR_ENV = "HVDTRAIN_RUN_DIR"
@@ -109,5 +110,6 @@ def launch(plan: Plan, program: list[str], settings: LaunchSettings, run_dir: Pa
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     command = build_command(plan, wrap_program(run_dir, program), settings,
-                            {RUN_DIR_ENV: str(run_dir), **(export or {})})
+                            {RUN_DIR_ENV: str(run_dir), STATUS_DIR_ENV: str(run_dir / "ranks"),
+                             **(export or {})})
     return run_job(command, plan.placement.size, run_dir, settings.watchdog)

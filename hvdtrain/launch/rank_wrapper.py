@@ -37,6 +37,17 @@ def _die_with_parent(sig: int) -> None:
         pass
 
 
+STATUS_DIR_ENV = "HVDTRAIN_STATUS_DIR"
+
+
+def mark_ready(rank: int) -> None:
+    """Called by a worker once Horovod is initialised: the end of its start-up."""
+    status_dir = os.environ.get(STATUS_DIR_ENV)
+    if status_dir:
+        _write_json(Path(status_dir) / f"rank-{rank}.ready.json",
+                    {"rank": rank, "time": time.time()})
+
+
 def _write_json(path: Path, payload: dict[str, object]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload))

@@ -7,7 +7,8 @@ launcher words its errors:
 
 * the **first failing rank** (earliest non-zero exit), its host, exit code and stderr tail;
   the job then exits with that rank's exit code after stopping the others;
-* ranks that never started within ``start_timeout`` (a launcher stuck on ssh, a bad host);
+* ranks that never started within ``start_timeout`` (a launcher stuck on ssh, a bad host),
+  or, for hvdtrain's own workers, never finished ``hvd.init()`` (they report it);
 * a job past its wall-clock ``timeout`` or silent past ``idle_timeout`` (no output from any
   rank): a hang becomes a report, never a stuck terminal or CI.
 
@@ -41,6 +42,7 @@ class Watchdog:
     start_timeout: float = 120.0
     timeout: float | None = None
     idle_timeout: float | None = None
+    require_ready: bool = False  # start-up ends at Horovod init (hvdtrain workers report it)
     grace: float = 10.0
     poll_interval: float = 0.2
 
@@ -98,6 +100,11 @@ class _Supervisor:
             if data is not None:
                 found[int(str(data["rank"]))] = data
         return found
+
+    def ready(self) -> set[int]:
+        """Ranks that reported Horovod initialised (``rank_wrapper.mark_ready``)."""
+        return {int(p.name.split("-")[1].split(".")[0])
+                for p in self.status_dir.glob("rank-*.ready.json")}
 
     def exits(self) -> list[RankExit]:
         found = []
@@ -240,14 +247,9 @@ class _Supervisor:
                     f"finished", code or EXIT_NOT_STARTED,
                     hint=f"see {self.run_dir / 'launcher.log'}")
             started = self.started()
-            if len(started) < self.size and elapsed > wd.start_timeout:
-                missing = sorted(set(range(self.size)) - set(started))
-                self.stop_all()
-                self.report_launcher_failure(-1)
-                raise RankFailedError(
-                    f"ranks {missing} did not start within {wd.start_timeout:g} s",
-                    EXIT_NOT_STARTED,
-                    hint="check that every host is reachable (ssh) and has hvdtrain installed")
+            ready = self.ready() if wd.require_ready else set(started)
+            if len(ready) < self.size and elapsed > wd.start_timeout:
+                self._not_started(sorted(set(range(self.size)) - ready))
             if wd.timeout is not None and elapsed > wd.timeout:
                 self._timeout(f"the job ran past its {wd.timeout:g} s timeout")
             if wd.idle_timeout is not None and len(started) == self.size:
@@ -255,6 +257,24 @@ class _Supervisor:
                                           max(float(str(d["time"])) for d in started.values()))
                 if quiet > wd.idle_timeout:
                     self._timeout(f"no rank wrote any output for {wd.idle_timeout:g} s")
+
+    def _not_started(self, missing: list[int]) -> None:
+        what = "initialise Horovod" if self.watchdog.require_ready else "start"
+        self.stop_all()
+        self.say(f"hvdtrain: ranks {missing} did not {what} within "
+                 f"{self.watchdog.start_timeout:g} s; stopped the job")
+        for rank in missing[:4]:
+            tail = _tail(self.log_dir / f"rank-{rank}.err", 8)
+            if tail:
+                self.say(f"--- last lines of rank {rank} stderr ---\n{tail}\n---")
+        tail = _tail(self.run_dir / "launcher.log", 8)
+        if tail:
+            self.say(f"--- last lines of the launcher's output ---\n{tail}\n---")
+        raise RankFailedError(
+            f"ranks {missing} did not {what} within {self.watchdog.start_timeout:g} s",
+            EXIT_NOT_STARTED,
+            hint="check that every host is reachable, has hvdtrain installed, and that "
+            "--network-interface names a working interface; raise --start-timeout if slow")
 
     def _timeout(self, why: str) -> None:
         running = sorted(set(self.started()) - {e.rank for e in self.exits()})

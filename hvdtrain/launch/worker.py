@@ -17,6 +17,7 @@ from typing import Any
 from hvdtrain.cluster.pinning import PLAN_ENV, choose_device, decode_plan
 from hvdtrain.cluster.sources import count_local_gpus
 from hvdtrain.frameworks.registry import create_adapter
+from hvdtrain.launch.rank_wrapper import mark_ready
 from hvdtrain.training.config import TrainConfig
 from hvdtrain.training.datasets import load_dataset
 from hvdtrain.training.loop import train
@@ -26,6 +27,7 @@ def run_worker(config: TrainConfig, record_step_losses: bool = False) -> dict[st
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks on demand for hangs
     adapter = create_adapter(config.framework)
     comm = adapter.comm
+    mark_ready(comm.rank)
     choice = choose_device(comm.rank, comm.local_rank,
                            [os.environ.get("HOROVOD_HOSTNAME", ""), socket.gethostname(),
                             socket.getfqdn()],

@@ -86,6 +86,14 @@ class CheckpointStore:
         return path
 
 
+def refuse_to_overwrite(run_dir: Path, resume: str | None) -> None:
+    """A fresh run must not replace another run's checkpoints: nothing written is lost."""
+    if resume is None and CheckpointStore(run_dir / "checkpoints").epoch_files():
+        raise CheckpointError(
+            f"{run_dir} already holds checkpoints of another run",
+            hint="continue it with --resume latest, or choose a new --run-dir")
+
+
 def check_compatible(meta: dict[str, object], path: Path, expected: dict[str, object]) -> None:
     """A checkpoint of another format, framework, model or data set is a clear error."""
     if meta.get("format") != FORMAT:

@@ -8,6 +8,7 @@ One command for every way users start it: run directly, it plans and launches it
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +88,16 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
                           f"(available: {', '.join(ADAPTERS)})")
     the_plan = make_plan(placement_request(kw))
     settings = launch_settings(kw)
+    settings = replace(settings, watchdog=replace(settings.watchdog, require_ready=True))
     program = [sys.executable, "-m", "hvdtrain", *sys.argv[1:]]
     if dry_run:
         show_plan(the_plan)
         click.echo("\n" + command_line(build_command(the_plan, program, settings)))
         return
+    from hvdtrain.training.checkpoint import refuse_to_overwrite
+
+    if kw["run_dir"]:
+        refuse_to_overwrite(Path(kw["run_dir"]), kw["resume"])
     run_dir = Path(kw["run_dir"]) if kw["run_dir"] else new_run_dir()
     click.echo(f"hvdtrain: {the_plan.placement.size} ranks from {the_plan.source.description}; "
                f"run dir {run_dir}", err=True)

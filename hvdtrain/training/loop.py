@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -22,12 +23,18 @@ from hvdtrain import __version__
 from hvdtrain.comm import Comm
 from hvdtrain.errors import CheckpointError, HvdtrainError
 from hvdtrain.frameworks.base import BatchStats, FrameworkAdapter
-from hvdtrain.training.checkpoint import FORMAT, CheckpointStore, check_compatible
+from hvdtrain.training.checkpoint import (
+    FORMAT,
+    CheckpointStore,
+    check_compatible,
+    refuse_to_overwrite,
+)
 from hvdtrain.training.config import TrainConfig
 from hvdtrain.training.data import Dataset, eval_shard, shard_batches
 from hvdtrain.training.events import ChiefRecorder
 
 EVAL_BATCH = 1024
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,25 +62,35 @@ def evaluate(adapter: FrameworkAdapter, comm: Comm, x: np.ndarray, y: np.ndarray
     return loss, accuracy
 
 
+def _on_chief(comm: Comm, action: Callable[[], T]) -> T:
+    """Run ``action`` on rank 0 and broadcast its result; an error there is raised on every
+    rank (so no rank waits forever in the next collective)."""
+    result, error = None, None
+    if comm.rank == 0:
+        try:
+            result = action()
+        except HvdtrainError as exc:
+            error = (exc.message, exc.hint)
+    error, result = comm.broadcast_object((error, result))
+    if error is not None:
+        raise CheckpointError(*error)
+    return result
+
+
 def _resume(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig,
             store: CheckpointStore) -> Progress:
     """Rank 0 reads and checks the checkpoint; state and progress are broadcast from it."""
-    error, meta = None, None
-    if comm.rank == 0:
-        try:
-            path = store.resolve(config.resume or "latest")
-            payload = adapter.read_checkpoint(path)
-            check_compatible(payload, path, {"framework": config.framework,
-                                             "model": config.model, "data": config.data})
-            adapter.apply_checkpoint(payload)
-            meta = {k: payload[k] for k in ("epoch", "best_val_loss", "epochs_since_best",
-                                            "rng")}
-            print(f"hvdtrain: resuming from {path} (epoch {meta['epoch']})", flush=True)
-        except HvdtrainError as exc:
-            error = exc.message
-    error, meta = comm.broadcast_object((error, meta))
-    if error is not None:
-        raise CheckpointError(error)
+
+    def load_on_chief() -> dict[str, Any]:
+        path = store.resolve(config.resume or "latest")
+        payload = adapter.read_checkpoint(path)
+        check_compatible(payload, path, {"framework": config.framework,
+                                         "model": config.model, "data": config.data})
+        adapter.apply_checkpoint(payload)
+        print(f"hvdtrain: resuming from {path} (epoch {payload['epoch']})", flush=True)
+        return {k: payload[k] for k in ("epoch", "best_val_loss", "epochs_since_best", "rng")}
+
+    meta = _on_chief(comm, load_on_chief)
     adapter.broadcast_state()
     rng = meta["rng"]
     if isinstance(rng, list) and len(rng) == comm.size:
@@ -100,8 +117,9 @@ def _checkpoint(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig, data
 def train(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig, data: Dataset,
           run_dir: Path, record_step_losses: bool = False) -> dict[str, Any]:
     started = time.monotonic()
-    chief = ChiefRecorder(run_dir, config.epochs) if comm.rank == 0 else None
     store = CheckpointStore(run_dir / "checkpoints", config.keep_checkpoints)
+    _on_chief(comm, lambda: refuse_to_overwrite(run_dir, config.resume))
+    chief = ChiefRecorder(run_dir, config.epochs) if comm.rank == 0 else None
     progress = _resume(adapter, comm, config, store) if config.resume else Progress()
     history: list[dict[str, Any]] = []
     step_losses: list[float] = []

@@ -196,3 +196,23 @@ def test_launch_a_users_own_keras3_script(tmp_path: Path) -> None:
     assert results[0]["hash"] == results[1]["hash"]
     assert {r["size"] for r in results} == {2}
     assert results[0]["loss"] < 0.6
+
+
+def test_ranks_that_do_not_initialise_in_time_are_stopped(tmp_path: Path) -> None:
+    # Importing torch and joining Horovod takes longer than half a second here, so the
+    # start-up watchdog must fire (the same path a rank stuck connecting to its peers takes).
+    done = run_job(hvdtrain("train", "-np", "2", "--start-timeout", "0.5", "--run-dir",
+                            str(tmp_path / "run")), timeout=120)
+    assert done.returncode == 125
+    assert "did not initialise Horovod within 0.5 s" in done.stderr
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_silent_ranks_are_stopped_by_the_idle_timeout(tmp_path: Path) -> None:
+    script = tmp_path / "quiet.py"
+    script.write_text("import time\nprint('working', flush=True)\ntime.sleep(10_000)\n")
+    done = run_job(hvdtrain("launch", "-np", "2", "--idle-timeout", "3", "--run-dir",
+                            str(tmp_path / "run"), "--", sys.executable, str(script)),
+                   timeout=90)
+    assert done.returncode == 124
+    assert "no rank wrote any output for 3 s" in done.stderr

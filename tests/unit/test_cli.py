@@ -98,3 +98,22 @@ def test_config_unknown_key_names_key_and_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["train", "--config", str(config)])
     assert result.exit_code == 2
     assert f"{config}: unknown key 'epochz'" in result.output
+
+
+def test_fresh_run_refuses_a_run_dir_with_checkpoints(tmp_path: Path) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "epoch-0003.ckpt").write_bytes(b"precious")
+    result = CliRunner().invoke(main, ["train", "-np", "2", "--run-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "already holds checkpoints of another run" in result.output
+    assert "--resume latest" in result.output
+    assert (checkpoints / "epoch-0003.ckpt").read_bytes() == b"precious"
+
+
+def test_train_dry_run_shows_plan_and_command() -> None:
+    result = CliRunner().invoke(main, ["train", "-np", "2", "--launcher", "horovodrun",
+                                       "--controller", "gloo", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "source: local host, -np 2" in result.output
+    assert "horovodrun -np 2 -H localhost:2 --gloo" in result.output
