@@ -162,38 +162,38 @@ def _check_duplicates(hosts: list[Host], source: str) -> list[str]:
     return problems
 
 
-def parse_hostfile_text(text: str, source: str = "<hostfile>") -> ParseResult:
+def _parse_entries(entries: list[tuple[str, int | None]], source: str) -> ParseResult:
+    """Parse (text, line) entries, collecting every problem, then check for duplicates."""
     hosts: list[Host] = []
     problems: list[str] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        content = raw.split("#", 1)[0].strip()
-        if not content:
-            continue
-        host, found = _parse_entry(content, source, number)
+    for content, line in entries:
+        host, found = _parse_entry(content, source, line)
         problems.extend(found)
         if host is not None:
             hosts.append(host)
     problems.extend(_check_duplicates(hosts, source))
-    if not hosts and not problems:
-        problems.append(f"{source}: no hosts (the file is empty or only comments)")
     return ParseResult(hosts, problems)
+
+
+def parse_hostfile_text(text: str, source: str = "<hostfile>") -> ParseResult:
+    entries: list[tuple[str, int | None]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        content = raw.split("#", 1)[0].strip()
+        if content:
+            entries.append((content, number))
+    result = _parse_entries(entries, source)
+    if not entries:
+        result.problems.append(f"{source}: no hosts (the file is empty or only comments)")
+    return result
 
 
 def parse_hosts_string(text: str, source: str = "--hosts") -> ParseResult:
     """Parse horovodrun's ``-H h1:2,h2:4`` form (``[v6]:2`` for IPv6)."""
-    hosts: list[Host] = []
-    problems: list[str] = []
     items = [item.strip() for item in text.split(",")]
-    for item in items:
-        if not item:
-            problems.append(f"{source}: empty host entry in {text!r}")
-            continue
-        host, found = _parse_entry(item, source, None)
-        problems.extend(found)
-        if host is not None:
-            hosts.append(host)
-    problems.extend(_check_duplicates(hosts, source))
-    return ParseResult(hosts, problems)
+    result = _parse_entries([(item, None) for item in items if item], source)
+    if not all(items):
+        result.problems.insert(0, f"{source}: empty host entry in {text!r}")
+    return result
 
 
 def read_hostfile(path: str | Path) -> ParseResult:

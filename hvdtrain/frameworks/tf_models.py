@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from hvdtrain.errors import ConfigError
+from hvdtrain.frameworks.model_rules import check_model_fits, check_user_model
+from hvdtrain.frameworks.user_model import build_user_model
 from hvdtrain.training.data import TEXT_LENGTH, TEXT_VOCAB, Dataset
 
 
@@ -12,19 +14,13 @@ def build_model(name: str, data: Dataset) -> Any:
     import keras
     from keras import layers
 
+    check_model_fits(name, data)
     outputs = data.num_outputs
     if ":" in name:
-        from hvdtrain.frameworks.user_model import build_user_model
-
         model = build_user_model(name, data)
-        if not isinstance(model, keras.Model):
-            raise ConfigError(f"--model {name}: the factory returned {type(model).__name__}, "
-                              "not a keras.Model")
+        check_user_model(name, model, keras.Model, "keras.Model")
         return model
     if name == "transformer":
-        if data.kind != "text":
-            raise ConfigError(f"--model transformer needs text data (synthetic-text or a "
-                              f".jsonl file), not {data.name!r}")
         tokens = keras.Input((TEXT_LENGTH,), dtype="int64")
         pad = keras.ops.equal(tokens, 0)
         hidden = layers.Embedding(TEXT_VOCAB, 64)(tokens)
@@ -40,8 +36,6 @@ def build_model(name: str, data: Dataset) -> Any:
             hidden = layers.LayerNormalization(epsilon=1e-5)(hidden + ff)
         pooled = keras.ops.sum(hidden * keep, 1) / keras.ops.maximum(keras.ops.sum(keep, 1), 1.0)
         return keras.Model(tokens, layers.Dense(outputs)(pooled))
-    if data.kind == "text":
-        raise ConfigError(f"--model {name} cannot read text; use --model transformer")
     if name == "mlp":
         return keras.Sequential([
             keras.Input((data.num_features,)),
@@ -49,9 +43,7 @@ def build_model(name: str, data: Dataset) -> Any:
             layers.Dense(256, activation="relu"),
             layers.Dense(outputs),
         ])
-    if name == "cnn":
-        if data.image_shape is None:
-            raise ConfigError(f"--model cnn needs image data (e.g. digits), not {data.name!r}")
+    if name == "cnn" and data.image_shape is not None:
         channels, height, width = data.image_shape
         return keras.Sequential([
             keras.Input((data.num_features,)),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from hvdtrain.errors import ConfigError
+from hvdtrain.frameworks.model_rules import check_model_fits, check_user_model
+from hvdtrain.frameworks.user_model import build_user_model
 from hvdtrain.training.data import TEXT_LENGTH, TEXT_VOCAB, Dataset
 
 
@@ -12,19 +14,13 @@ def build_model(name: str, data: Dataset) -> Any:
     import torch
     import torch.nn as nn
 
+    check_model_fits(name, data)
     outputs = data.num_outputs
     if ":" in name:
-        from hvdtrain.frameworks.user_model import build_user_model
-
         model = build_user_model(name, data)
-        if not isinstance(model, nn.Module):
-            raise ConfigError(f"--model {name}: the factory returned {type(model).__name__}, "
-                              "not a torch.nn.Module")
+        check_user_model(name, model, nn.Module, "torch.nn.Module")
         return model
     if name == "transformer":
-        if data.kind != "text":
-            raise ConfigError(f"--model transformer needs text data (synthetic-text or a "
-                              f".jsonl file), not {data.name!r}")
 
         class ByteTransformer(nn.Module):
             """Small encoder classifier over byte tokens (0 = padding)."""
@@ -46,17 +42,13 @@ def build_model(name: str, data: Dataset) -> Any:
                 return self.head(pooled)
 
         return ByteTransformer()
-    if data.kind == "text":
-        raise ConfigError(f"--model {name} cannot read text; use --model transformer")
     if name == "mlp":
         return nn.Sequential(
             nn.Linear(data.num_features, 256), nn.ReLU(),
             nn.Linear(256, 256), nn.ReLU(),
             nn.Linear(256, outputs),
         )
-    if name == "cnn":
-        if data.image_shape is None:
-            raise ConfigError(f"--model cnn needs image data (e.g. digits), not {data.name!r}")
+    if name == "cnn" and data.image_shape is not None:
         channels, height, width = data.image_shape
         return nn.Sequential(
             nn.Unflatten(1, data.image_shape),

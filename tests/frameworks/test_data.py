@@ -83,3 +83,17 @@ def test_unknown_and_missing() -> None:
         load_dataset("nope", 0, 0.2)
     with pytest.raises(DataError, match="no such data file"):
         load_dataset("/missing.csv", 0, 0.2)
+
+
+@pytest.mark.parametrize(("model", "data", "fragment"), [
+    ("transformer", "synthetic", "needs text data"),
+    ("mlp", "synthetic-text", "cannot read text"),
+    ("cnn", "breast-cancer", "needs image data"),
+])
+def test_model_and_data_must_fit(model: str, data: str, fragment: str) -> None:
+    from hvdtrain.errors import ConfigError
+    from hvdtrain.frameworks.model_rules import check_model_fits
+
+    with pytest.raises(ConfigError, match=fragment):
+        check_model_fits(model, load_dataset(data, 0, 0.2))
+    check_model_fits("cnn", load_dataset("digits", 0, 0.2))  # fits: no error
