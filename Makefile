@@ -17,5 +17,5 @@ test: setup
 	$(VENV)/bin/python -m pytest -q -ra
 
 lint: setup
-	$(VENV)/bin/ruff check hvdtrain scripts tests
+	$(VENV)/bin/ruff check hvdtrain scripts tests bench
 	$(VENV)/bin/mypy

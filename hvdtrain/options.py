@@ -40,8 +40,9 @@ def launch_options(func: F) -> F:
                      "horovodrun --gloo."),
         click.option("--controller", type=click.Choice(["auto", "mpi", "gloo"]), default="auto",
                      show_default=True,
-                     help="Horovod controller. MPI's allreduce measured several times faster "
-                     "than Gloo's on one host; Gloo needs no MPI (horovodrun only)."),
+                     help="Horovod controller. MPI's allreduce measured about 2x (1.0-3.3x) "
+                     "Gloo's on a 2-core host (docs/benchmarks.md); Gloo needs no MPI "
+                     "(horovodrun only)."),
         click.option("--fusion-threshold-mb", type=click.FloatRange(min=0), default=None,
                      help="Tensor fusion buffer size in MB."),
         click.option("--cycle-time-ms", type=click.FloatRange(min=0, min_open=True),
