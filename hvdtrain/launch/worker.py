@@ -40,9 +40,13 @@ def run_worker(config: TrainConfig, record_step_losses: bool = False) -> dict[st
         run_dir.mkdir(parents=True, exist_ok=True)
     data = load_dataset(config.data, config.seed, config.val_fraction, config.label_column)
     adapter.setup(config, data)
-    devices = comm.allgather_object(adapter.describe_device())
+    placed = comm.allgather_object((socket.gethostname(), adapter.describe_device()))
     if comm.rank == 0:
-        print(f"hvdtrain: {comm.size} ranks | devices {','.join(devices)} | {config.framework} "
+        hosts = {host: sum(1 for h, _ in placed if h == host) for host, _ in placed}
+        devices = ",".join(f"{rank}:{device}" for rank, (_, device) in enumerate(placed))
+        print(f"hvdtrain: {comm.size} ranks on "
+              f"{', '.join(f'{h}({n})' for h, n in hosts.items())} | devices {devices} | "
+              f"{config.framework} "
               f"{config.model} on {config.data} | compression {config.compression} | "
               f"lr {config.lr:g} -> {config.scaled_lr(comm.size):g} ({config.lr_scaling})",
               flush=True)

@@ -173,6 +173,10 @@ def train(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig, data: Data
                 print(f"hvdtrain: early stop after epoch {epoch + 1}: no val_loss improvement "
                       f"for {patience} epochs", flush=True)
             break
+    if not history:  # resumed at or past --epochs: evaluate the restored model once
+        val_loss, val_acc = evaluate(adapter, comm, data.x_val, data.y_val, "val.final")
+        history.append({"epoch": progress.epoch, "val_loss": val_loss, "val_accuracy": val_acc,
+                        "fp16_recoveries": 0})
     return _finish(adapter, comm, config, run_dir, chief, history, progress, stopped_early,
                    step_losses if record_step_losses else None, started)
 

@@ -202,3 +202,16 @@ def test_grad_accumulation_and_warmup_run_in_both(tmp_path: Path) -> None:
                          "--optimizer", "adamw", "--weight-decay", "0.01")
         assert summary["parameters_identical"] is True
         assert float(str(summary["val_accuracy"])) >= 0.85
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_sharded_validation_equals_single_process_evaluation(tmp_path: Path,
+                                                             framework: str) -> None:
+    trained = _train(tmp_path, "run", framework, "--data", "breast-cancer", "--epochs", "3")
+    # one process, resumed at the end: it only evaluates the restored model on the whole set
+    alone = _train(tmp_path, "run", framework, "--data", "breast-cancer", "--epochs", "3",
+                   "--resume", "latest", np_="1")
+    assert alone["world_size"] == 1 and alone["epochs_run"] == 3
+    for key in ("val_loss", "val_accuracy"):
+        a, b = float(str(trained[key])), float(str(alone[key]))
+        assert abs(a - b) <= 1e-5 * max(abs(b), 1e-12), (key, a, b)
