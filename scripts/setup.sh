@@ -35,6 +35,11 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+LOG="$VENV/setup.log"
+# pip's and setuptools' chatter goes to the log; on failure its tail is shown.
+quietly() {
+    "$@" >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "'$*' failed; full log: $LOG"; }
+}
 
 # 3. Frameworks and Horovod's build/runtime needs. torch is pinned to the CPU build on disk;
 #    a bare 'torch' would pull a multi-GB CUDA build.
@@ -53,12 +58,12 @@ PY
 }
 if ! want_frameworks; then
     say "installing torch==$TORCH_VERSION (CPU) and tensorflow-cpu==$TF_VERSION (a few minutes)"
-    "${PIP[@]}" install --upgrade pip setuptools wheel
-    "${PIP[@]}" install "torch==$TORCH_VERSION" "tensorflow-cpu==$TF_VERSION"
+    quietly "${PIP[@]}" install --upgrade pip setuptools wheel
+    quietly "${PIP[@]}" install "torch==$TORCH_VERSION" "tensorflow-cpu==$TF_VERSION"
 fi
 say "installing hvdtrain and its dependencies into $VENV"
-"${PIP[@]}" install packaging numpy cloudpickle psutil pyyaml cffi
-"${PIP[@]}" install -e ".[ml,dev]" "torch==$TORCH_VERSION"
+quietly "${PIP[@]}" install packaging numpy cloudpickle psutil pyyaml cffi
+quietly "${PIP[@]}" install -e ".[ml,dev]" "torch==$TORCH_VERSION"
 
 # 4. Horovod, built once against exactly these frameworks, then reused from the cache.
 "$VENV/bin/python" scripts/build_horovod.py
