@@ -126,7 +126,8 @@ def test_two_ranks_equal_one_rank_with_double_batch(tmp_path: Path, framework: s
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_resume_after_kill_equals_uninterrupted(tmp_path: Path, framework: str) -> None:
-    args = ("--epochs", "4")
+    # small batches: epochs long enough (hundreds of steps) that the kill lands inside epoch 3
+    args = ("--epochs", "4", "--batch-size", "32")
     straight = _train(tmp_path, "straight", framework, *args)
     run_dir = tmp_path / "interrupted"
     proc = subprocess.Popen(hvdtrain("train", "-np", "2", "--run-dir", str(run_dir),
