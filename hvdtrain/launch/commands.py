@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hvdtrain.cluster.placement import Placement
@@ -26,7 +26,7 @@ CONTROLLERS = ("mpi", "gloo")
 MPI_FLAVOURS = ("openmpi", "mpich", "intel")
 
 # Variables every rank needs to see, whichever launcher carries them.
-_ALWAYS_EXPORT = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV")
+ALWAYS_EXPORT = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV")
 
 
 @dataclass(frozen=True)
@@ -140,10 +140,12 @@ def mpirun_command(
     tuning: HorovodTuning | None = None,
     export: Mapping[str, str] | None = None,
     is_root: bool = False,
+    inherit: Iterable[str] = ALWAYS_EXPORT,
 ) -> LaunchCommand:
+    """``inherit``: variables of the caller's environment to forward (only those set)."""
     tuning = tuning or HorovodTuning()
     env = {**tuning.environment(), **(export or {})}
-    names = sorted(set(env) | set(_ALWAYS_EXPORT))
+    names = sorted(set(env) | set(inherit))
     if flavour == "openmpi":
         argv = ["mpirun"]
         if is_root:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from hvdtrain.cluster.selection import apply_selection
 from hvdtrain.cluster.sources import HostSource, resolve_hosts
 from hvdtrain.errors import LaunchError
 from hvdtrain.launch.commands import (
+    ALWAYS_EXPORT,
     HorovodTuning,
     LaunchCommand,
     detect_mpi_flavour,
@@ -86,13 +88,24 @@ def build_command(plan: Plan, program: list[str], settings: LaunchSettings,
     export = {PLAN_ENV: encode_plan(plan.placement), **(export or {})}
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     if launcher == "horovodrun":
-        if shutil.which("horovodrun") is None:
-            raise LaunchError("horovodrun not found on PATH",
-                              hint="run scripts/setup.sh, or use --launcher mpirun")
-        return horovodrun_command(plan.placement, program, controller, settings.tuning,
-                                  export, is_root)
+        binary = find_horovodrun()
+        command = horovodrun_command(plan.placement, program, controller, settings.tuning,
+                                     export, is_root)
+        return LaunchCommand([binary, *command.argv[1:]], command.env)
     return mpirun_command(plan.placement, program, flavour or "openmpi", settings.tuning,
-                          export, is_root)
+                          export, is_root, [n for n in ALWAYS_EXPORT if n in os.environ])
+
+
+def find_horovodrun() -> str:
+    """horovodrun on PATH, else beside this interpreter (a venv used without activating it)."""
+    found = shutil.which("horovodrun")
+    if found:
+        return found
+    sibling = Path(sys.executable).parent / "horovodrun"
+    if sibling.is_file():
+        return str(sibling)
+    raise LaunchError("horovodrun not found on PATH or beside " + sys.executable,
+                      hint="run scripts/setup.sh, or use --launcher mpirun")
 
 
 def new_run_dir(base: str | Path = "runs") -> Path:

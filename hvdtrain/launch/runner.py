@@ -23,11 +23,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import IO, TextIO
 
 from hvdtrain.errors import LaunchError, RankFailedError
 from hvdtrain.launch.commands import LaunchCommand
@@ -90,6 +91,7 @@ class _Supervisor:
         self.watchdog, self.env, self.report = watchdog, env, report
         self.status_dir, self.log_dir = run_dir / "ranks", run_dir / "logs"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.tee: threading.Thread | None = None
         self.interrupted: int | None = None
 
     # -- files written by the wrappers ---------------------------------------------------
@@ -150,6 +152,8 @@ class _Supervisor:
                 self.proc.wait(timeout=self.watchdog.grace)
             except subprocess.TimeoutExpired:
                 pass
+        if self.tee is not None:  # let the launcher's last words out before our report
+            self.tee.join(timeout=2)
 
     def _anything_alive(self) -> bool:
         if self.proc is not None and self.proc.poll() is None:
@@ -192,10 +196,15 @@ class _Supervisor:
         env = {**self.env, **self.command.env}
         try:
             self.proc = subprocess.Popen(self.command.argv, env=env, stdout=None,
-                                         stderr=launcher_log, start_new_session=True)
+                                         stderr=subprocess.PIPE, start_new_session=True)
         except FileNotFoundError as exc:
+            launcher_log.close()
             raise LaunchError(f"launcher {self.command.argv[0]!r} not found",
                               hint="run 'hvdtrain env' to see what is installed") from exc
+        # The launcher's stderr carries rank 0's (progress bar, warnings): show it and keep it.
+        self.tee = threading.Thread(target=_tee, args=(self.proc.stderr, launcher_log),
+                                    daemon=True)
+        self.tee.start()
 
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -209,6 +218,7 @@ class _Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self.tee.join(timeout=5)
             launcher_log.close()
 
     def _watch(self, began: float) -> JobResult:
@@ -286,6 +296,19 @@ class _Supervisor:
                 self.say(f"--- last lines of rank {rank} stderr ---\n{tail}\n---")
         raise RankFailedError(f"{why} (ranks still running: {running})", EXIT_TIMEOUT,
                               hint=f"rank logs are in {self.log_dir}")
+
+
+def _tee(source: IO[bytes] | None, log: IO[bytes]) -> None:
+    if source is None:
+        return
+    for chunk in iter(lambda: source.read1(65536), b""):  # type: ignore[attr-defined]
+        log.write(chunk)
+        log.flush()
+        try:
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.buffer.flush()
+        except (AttributeError, ValueError, OSError):  # no real stderr (e.g. CliRunner)
+            pass
 
 
 def _alive(pid: int) -> bool:

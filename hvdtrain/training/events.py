@@ -9,12 +9,21 @@ from __future__ import annotations
 import json
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
 
+def _keep_tensorflow_out() -> None:
+    """TensorBoard imports TensorFlow when it can, unless ``tensorboard.compat.notf`` exists
+    (its documented switch to the built-in stub). A torch rank must not load TensorFlow."""
+    if "tensorflow" not in sys.modules:
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("notf"))
+
+
 class TensorBoardWriter:
     def __init__(self, directory: Path) -> None:
+        _keep_tensorflow_out()
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         directory.mkdir(parents=True, exist_ok=True)

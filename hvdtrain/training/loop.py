@@ -11,6 +11,7 @@ writes files and prints.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -198,6 +199,8 @@ def _finish(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig, run_dir:
         "wall_seconds": time.monotonic() - started,
         "parameter_hashes": hashes, "parameters_identical": len(set(hashes)) == 1,
         "config": config.as_json(), "hvdtrain_version": __version__,
+        "frameworks_loaded": comm.allgather_object(
+            sorted(m for m in ("torch", "tensorflow") if m in sys.modules)),
     }
     if step_losses is not None:
         summary["step_losses"] = step_losses

@@ -76,6 +76,7 @@ def test_default_run_reaches_95_percent_with_identical_weights(tmp_path: Path,
                                                                framework: str) -> None:
     summary = _train(tmp_path, "default", framework)
     assert summary["val_accuracy"] >= 0.95, summary
+    assert summary["frameworks_loaded"] == [[framework], [framework]]  # one per process
     assert summary["parameters_identical"] is True
     hashes = summary["parameter_hashes"]
     assert isinstance(hashes, list) and len(hashes) == 2
@@ -127,7 +128,7 @@ def test_two_ranks_equal_one_rank_with_double_batch(tmp_path: Path, framework: s
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_resume_after_kill_equals_uninterrupted(tmp_path: Path, framework: str) -> None:
     # small batches: epochs long enough (hundreds of steps) that the kill lands inside epoch 3
-    args = ("--epochs", "4", "--batch-size", "32")
+    args = ("--epochs", "4", "--batch-size", "8")
     straight = _train(tmp_path, "straight", framework, *args)
     run_dir = tmp_path / "interrupted"
     proc = subprocess.Popen(hvdtrain("train", "-np", "2", "--run-dir", str(run_dir),
