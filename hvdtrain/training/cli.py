@@ -76,16 +76,27 @@ def _train_options(func: Any) -> Any:
     return func
 
 
+def _train_config(kw: dict[str, Any]) -> Any:
+    """The typed config from the options (validated here: on the launcher and in each rank)."""
+    from hvdtrain.training.config import TrainConfig
+
+    fields = TrainConfig.__dataclass_fields__
+    return TrainConfig(**{k: v for k, v in kw.items() if k in fields and v is not None})
+
+
 def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
     from hvdtrain.errors import ConfigError
     from hvdtrain.frameworks.registry import ADAPTERS
     from hvdtrain.launch.job import build_command, launch, make_plan, new_run_dir
     from hvdtrain.options import launch_settings, placement_request, show_plan
     from hvdtrain.render import command_line
+    from hvdtrain.training.datasets import check_data_source
 
     if kw["framework"] not in ADAPTERS:  # fail here, once, not in every rank
         raise ConfigError(f"framework {kw['framework']!r} has no adapter yet "
                           f"(available: {', '.join(ADAPTERS)})")
+    check_data_source(kw["data"])
+    _train_config(kw)  # every option error before any rank starts
     the_plan = make_plan(placement_request(kw))
     settings = launch_settings(kw)
     settings = replace(settings, watchdog=replace(settings.watchdog, require_ready=True))
@@ -117,11 +128,8 @@ def train(dry_run: bool, record_step_losses: bool, **kw: Any) -> None:
         _launch_side(kw, dry_run)
         return
     from hvdtrain.launch.worker import run_worker
-    from hvdtrain.training.config import TrainConfig
 
-    fields = TrainConfig.__dataclass_fields__
-    values = {k: v for k, v in kw.items() if k in fields and v is not None}
-    run_worker(TrainConfig(**values), record_step_losses)
+    run_worker(_train_config(kw), record_step_losses)
 
 
 mirror_env(train)

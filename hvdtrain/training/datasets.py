@@ -134,6 +134,21 @@ def read_jsonl(path: Path) -> tuple[list[str], np.ndarray]:
     return texts, _labels_as_ints(raw, path)
 
 
+FILE_SUFFIXES = (".csv", ".npz", ".jsonl")
+
+
+def check_data_source(name: str) -> None:
+    """Fail before any rank starts when ``--data`` names nothing we can read."""
+    if name in BUILTIN:
+        return
+    path = Path(name)
+    if path.suffix not in FILE_SUFFIXES:
+        raise DataError(f"unknown data set {name!r}: use one of {', '.join(BUILTIN)} or a "
+                        ".csv/.npz/.jsonl file")
+    if not path.is_file():
+        raise DataError(f"{path}: no such data file")
+
+
 def load_dataset(name: str, seed: int, val_fraction: float,
                  label_column: str = "label") -> Dataset:
     if name == "synthetic":
@@ -156,18 +171,14 @@ def load_dataset(name: str, seed: int, val_fraction: float,
         texts, labels = synthetic_text(seed=seed)
         return split_and_standardise(name, "text", encode_texts(texts), labels, seed,
                                      val_fraction)
+    check_data_source(name)
     path = Path(name)
-    if path.suffix in (".csv", ".npz", ".jsonl"):
-        if not path.is_file():
-            raise DataError(f"{path}: no such data file")
-        if path.suffix == ".csv":
-            x, y = read_csv(path, label_column)
-            return split_and_standardise(path.name, "tabular", x, y, seed, val_fraction)
-        if path.suffix == ".npz":
-            x, y = read_npz(path)
-            return split_and_standardise(path.name, "tabular", x, y, seed, val_fraction)
-        texts, labels = read_jsonl(path)
-        return split_and_standardise(path.name, "text", encode_texts(texts), labels, seed,
-                                     val_fraction)
-    raise DataError(f"unknown data set {name!r}: use one of {', '.join(BUILTIN)} or a "
-                    ".csv/.npz/.jsonl file")
+    if path.suffix == ".csv":
+        x, y = read_csv(path, label_column)
+        return split_and_standardise(path.name, "tabular", x, y, seed, val_fraction)
+    if path.suffix == ".npz":
+        x, y = read_npz(path)
+        return split_and_standardise(path.name, "tabular", x, y, seed, val_fraction)
+    texts, labels = read_jsonl(path)
+    return split_and_standardise(path.name, "text", encode_texts(texts), labels, seed,
+                                 val_fraction)

@@ -117,3 +117,23 @@ def test_train_dry_run_shows_plan_and_command() -> None:
     assert result.exit_code == 0, result.output
     assert "source: local host, -np 2" in result.output
     assert "horovodrun -np 2 -H localhost:2 --gloo" in result.output
+
+
+@pytest.mark.parametrize(("data", "fragment"), [
+    ("/missing.csv", "/missing.csv: no such data file"),
+    ("imagenet", "unknown data set 'imagenet'"),
+])
+def test_bad_data_fails_before_any_rank_starts(tmp_path: Path, data: str,
+                                               fragment: str) -> None:
+    result = CliRunner().invoke(main, ["train", "-np", "2", "--data", data,
+                                       "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert f"hvdtrain: error: {fragment}" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_model_fails_before_any_rank_starts(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["train", "--model", "resnet9000",
+                                       "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "--model must be one of" in result.output and "resnet9000" in result.output
