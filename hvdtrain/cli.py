@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ from hvdtrain import __version__
 from hvdtrain.config import config_option, mirror_env
 from hvdtrain.errors import HvdtrainError
 from hvdtrain.options import (
+    controller_option,
     launch_options,
     launch_settings,
+    launcher_option,
     placement_options,
     placement_request,
     show_plan,
@@ -57,14 +60,13 @@ def main() -> None:
 @main.command()
 @config_option
 @placement_options
-@click.option("--launcher", type=click.Choice(["auto", "horovodrun", "mpirun"]), default="auto")
-@click.option("--controller", type=click.Choice(["auto", "mpi", "gloo"]), default="auto")
+@launcher_option
+@controller_option
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
 def plan(json_output: bool, **kw: Any) -> None:
     """Show the placement (rank → host, local rank, GPU) and the launch commands."""
     from hvdtrain.launch.commands import detect_mpi_flavour, horovodrun_command, mpirun_command
     from hvdtrain.launch.job import LaunchSettings, make_plan, resolve_backend
-    from hvdtrain.render import command_line
 
     the_plan = make_plan(placement_request(kw))
     program = ["hvdtrain", "train"]
@@ -74,8 +76,8 @@ def plan(json_output: bool, **kw: Any) -> None:
     is_root = os.geteuid() == 0
     commands = {
         "horovodrun": horovodrun_command(the_plan.placement, program, controller,
-                                         is_root=is_root).argv,
-        "mpirun": mpirun_command(the_plan.placement, program, flavour, is_root=is_root).argv,
+                                         is_root=is_root),
+        "mpirun": mpirun_command(the_plan.placement, program, flavour, is_root=is_root),
     }
     if json_output:
         click.echo(json.dumps({
@@ -83,15 +85,13 @@ def plan(json_output: bool, **kw: Any) -> None:
             "source": the_plan.source.description,
             "hosts": [h.as_json() for h in the_plan.hosts],
             "ranks": [r.as_json() for r in the_plan.placement.ranks],
-            "commands": commands,
+            "commands": {name: command.argv for name, command in commands.items()},
         }, indent=2))
         return
     show_plan(the_plan)
-    from hvdtrain.launch.commands import LaunchCommand
-
     click.echo("\nlaunch with either:")
-    for name, argv in commands.items():
-        click.echo(f"  [{name}] {command_line(LaunchCommand(argv))}")
+    for name, command in commands.items():
+        click.echo(f"  [{name}] {shlex.join(command.argv)}")
 
 
 mirror_env(plan)

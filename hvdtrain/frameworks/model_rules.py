@@ -21,8 +21,3 @@ def check_model_fits(name: str, data: Dataset) -> None:
     if name == "cnn" and data.image_shape is None:
         raise ConfigError(f"--model cnn needs image data (e.g. digits), not {data.name!r}")
 
-
-def check_user_model(name: str, model: object, expected: type, what: str) -> None:
-    if not isinstance(model, expected):
-        raise ConfigError(f"--model {name}: the factory returned {type(model).__name__}, "
-                          f"not a {what}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hvdtrain.errors import ConfigError
-from hvdtrain.frameworks.model_rules import check_model_fits, check_user_model
+from hvdtrain.frameworks.model_rules import check_model_fits
 from hvdtrain.frameworks.user_model import build_user_model
 from hvdtrain.training.data import TEXT_LENGTH, TEXT_VOCAB, Dataset
 
@@ -17,9 +17,7 @@ def build_model(name: str, data: Dataset) -> Any:
     check_model_fits(name, data)
     outputs = data.num_outputs
     if ":" in name:
-        model = build_user_model(name, data)
-        check_user_model(name, model, nn.Module, "torch.nn.Module")
-        return model
+        return build_user_model(name, data, nn.Module, "torch.nn.Module")
     if name == "transformer":
 
         class ByteTransformer(nn.Module):

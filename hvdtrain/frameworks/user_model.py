@@ -17,7 +17,8 @@ from hvdtrain.errors import ConfigError
 from hvdtrain.training.data import Dataset
 
 
-def build_user_model(spec: str, data: Dataset) -> Any:
+def build_user_model(spec: str, data: Dataset, expected: type, what: str) -> Any:
+    """Import and call the factory; its result must be an ``expected`` (named ``what``)."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"--model {spec!r}: expected 'module.path:factory'")
@@ -33,5 +34,8 @@ def build_user_model(spec: str, data: Dataset) -> Any:
     offered = {"num_features": data.num_features, "num_outputs": data.num_outputs,
                "input_shape": tuple(data.x_train.shape[1:]), "num_classes": data.num_classes}
     accepted = inspect.signature(factory).parameters
-    kwargs = {k: v for k, v in offered.items() if k in accepted}
-    return factory(**kwargs)
+    model = factory(**{k: v for k, v in offered.items() if k in accepted})
+    if not isinstance(model, expected):
+        raise ConfigError(f"--model {spec}: the factory returned {type(model).__name__}, "
+                          f"not a {what}")
+    return model

@@ -15,65 +15,60 @@ from typing import Any
 import click
 
 from hvdtrain.config import config_option, mirror_env
-from hvdtrain.options import launch_options, placement_options
+from hvdtrain.options import launch_options, placement_options, stacked
+from hvdtrain.training.config import (
+    BUILTIN_DATA,
+    COMPRESSIONS,
+    FRAMEWORKS,
+    MODELS,
+    OPTIMIZERS,
+)
 
-
-def _train_options(func: Any) -> Any:
-    from hvdtrain.training.config import (
-        BUILTIN_DATA,
-        COMPRESSIONS,
-        FRAMEWORKS,
-        MODELS,
-        OPTIMIZERS,
-    )
-
-    for option in reversed([
-        click.option("--framework", type=click.Choice(FRAMEWORKS), default="torch",
-                     show_default=True),
-        click.option("--model", type=str, default="mlp", show_default=True,
-                     help=f"{', '.join(MODELS)} or your own 'module.path:factory' returning a "
-                     "model. mlp: in→256→256→out; cnn: conv net for 8×8 digits; transformer: "
-                     "byte-token encoder for text."),
-        click.option("--data", type=str, default="synthetic", show_default=True,
-                     help=f"{', '.join(BUILTIN_DATA)} (synthetic* are generated, not real data), "
-                     "or a .csv/.npz/.jsonl file."),
-        click.option("--label-column", type=str, default="label", show_default=True,
-                     help="Label column of a CSV file."),
-        click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True),
-        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-                     help="Per rank."),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
-                     show_default=True, help="Base learning rate."),
-        click.option("--lr-scaling", type=click.Choice(["linear", "none"]), default="linear",
-                     show_default=True, help="linear: lr × ranks (Horovod recipe)."),
-        click.option("--warmup-epochs", type=click.FloatRange(min=0), default=0.0,
-                     show_default=True, help="Gradual warm-up to the scaled lr."),
-        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam",
-                     show_default=True),
-        click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0),
-        click.option("--compression", type=click.Choice(COMPRESSIONS), default="none",
-                     show_default=True, help="fp16: overflow-safe (pre-scaled, fp32 retry)."),
-        click.option("--grad-accumulation", type=click.IntRange(min=1), default=1,
-                     show_default=True, help="Horovod backward_passes_per_step."),
-        click.option("--seed", type=int, default=42, show_default=True),
-        click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                     default=0.2, show_default=True),
-        click.option("--early-stopping-patience", type=click.IntRange(min=0), default=0,
-                     show_default=True,
-                     help="Stop after this many epochs without val_loss improvement (0: off)."),
-        click.option("--run-dir", type=click.Path(file_okay=False), default=None,
-                     help="Metrics, TensorBoard events, checkpoints, summary.json and rank "
-                     "logs (default: runs/<timestamp>)."),
-        click.option("--checkpoint-every", type=click.IntRange(min=0), default=1,
-                     show_default=True, help="Epochs between checkpoints (0: never)."),
-        click.option("--keep-checkpoints", type=click.IntRange(min=1), default=3,
-                     show_default=True, help="Keep the last K epoch checkpoints (+ best)."),
-        click.option("--resume", type=str, default=None,
-                     help="'latest' (newest checkpoint in --run-dir) or a checkpoint path."),
-        click.option("--record-step-losses", is_flag=True, hidden=True),
-    ]):
-        func = option(func)
-    return func
+_train_options = stacked([
+    click.option("--framework", type=click.Choice(FRAMEWORKS), default="torch",
+                 show_default=True),
+    click.option("--model", type=str, default="mlp", show_default=True,
+                 help=f"{', '.join(MODELS)} or your own 'module.path:factory' returning a "
+                 "model. mlp: in→256→256→out; cnn: conv net for 8×8 digits; transformer: "
+                 "byte-token encoder for text."),
+    click.option("--data", type=str, default="synthetic", show_default=True,
+                 help=f"{', '.join(BUILTIN_DATA)} (synthetic* are generated, not real data), "
+                 "or a .csv/.npz/.jsonl file."),
+    click.option("--label-column", type=str, default="label", show_default=True,
+                 help="Label column of a CSV file."),
+    click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True),
+    click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+                 help="Per rank."),
+    click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
+                 show_default=True, help="Base learning rate."),
+    click.option("--lr-scaling", type=click.Choice(["linear", "none"]), default="linear",
+                 show_default=True, help="linear: lr × ranks (Horovod recipe)."),
+    click.option("--warmup-epochs", type=click.FloatRange(min=0), default=0.0,
+                 show_default=True, help="Gradual warm-up to the scaled lr."),
+    click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam",
+                 show_default=True),
+    click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0),
+    click.option("--compression", type=click.Choice(COMPRESSIONS), default="none",
+                 show_default=True, help="fp16: overflow-safe (pre-scaled, fp32 retry)."),
+    click.option("--grad-accumulation", type=click.IntRange(min=1), default=1,
+                 show_default=True, help="Horovod backward_passes_per_step."),
+    click.option("--seed", type=int, default=42, show_default=True),
+    click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                 default=0.2, show_default=True),
+    click.option("--early-stopping-patience", type=click.IntRange(min=0), default=0,
+                 show_default=True,
+                 help="Stop after this many epochs without val_loss improvement (0: off)."),
+    click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+                 help="Metrics, TensorBoard events, checkpoints, summary.json and rank "
+                 "logs (default: runs/<timestamp>)."),
+    click.option("--checkpoint-every", type=click.IntRange(min=0), default=1,
+                 show_default=True, help="Epochs between checkpoints (0: never)."),
+    click.option("--keep-checkpoints", type=click.IntRange(min=1), default=3,
+                 show_default=True, help="Keep the last K epoch checkpoints (+ best)."),
+    click.option("--resume", type=str, default=None,
+                 help="'latest' (newest checkpoint in --run-dir) or a checkpoint path."),
+    click.option("--record-step-losses", is_flag=True, hidden=True),
+])
 
 
 def _train_config(kw: dict[str, Any]) -> Any:

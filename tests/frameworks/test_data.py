@@ -97,3 +97,14 @@ def test_model_and_data_must_fit(model: str, data: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         check_model_fits(model, load_dataset(data, 0, 0.2))
     check_model_fits("cnn", load_dataset("digits", 0, 0.2))  # fits: no error
+
+
+def test_user_factory_must_return_the_frameworks_model_type() -> None:
+    from hvdtrain.errors import ConfigError
+    from hvdtrain.frameworks.user_model import build_user_model
+
+    data = load_dataset("breast-cancer", 0, 0.2)
+    with pytest.raises(ConfigError, match=r"returned str, not a keras\.Model"):
+        build_user_model("tests.fixtures.user_models:not_a_model", data, int, "keras.Model")
+    with pytest.raises(ConfigError, match="cannot import 'no_such_module'"):
+        build_user_model("no_such_module:make", data, int, "x")
