@@ -1,5 +1,5 @@
 """``python -m hvdtrain`` is the ``hvdtrain`` command (ranks are started this way)."""
 
-from hvdtrain.cli import main
+from hvdtrain.commands import main
 
 main()

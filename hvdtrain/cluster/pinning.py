@@ -1,8 +1,9 @@
 """Which device a rank should use, and whether the launcher placed it where we planned.
 
 Pure decision logic (unit-tested without GPUs); the framework adapters apply the result with
-``torch.cuda.set_device`` or ``tf.config.set_visible_devices``. The plan travels to ranks as
-``HVDTRAIN_PLAN`` (rank → host, local_rank, gpu). A launcher that fills hosts differently
+``torch.cuda.set_device`` or ``tf.config.set_visible_devices``. The plan travels to ranks
+encoded by ``encode_plan`` (rank → host, local_rank, gpu) in the variable the rank protocol
+(``launch.protocol``) names. A launcher that fills hosts differently
 (``-map-by node``, a different hostfile order) shows up here as a clear warning instead of
 two ranks silently sharing one GPU.
 """
@@ -11,23 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from hvdtrain.cluster.placement import Placement
-
-PLAN_ENV = "HVDTRAIN_PLAN"
-
-
-@dataclass(frozen=True)
-class DeviceChoice:
-    kind: str  # "cuda" or "cpu"
-    index: int | None
-    message: str
-    mismatch: str | None = None
+from hvdtrain.types import DeviceChoice
 
 
 def encode_plan(placement: Placement) -> str:
-    """Compact JSON for ``HVDTRAIN_PLAN``: one ``[host, local_rank, gpu]`` per rank."""
+    """Compact JSON for the ranks: one ``[host, local_rank, gpu]`` per rank."""
     return json.dumps([[r.host, r.local_rank, r.gpu] for r in placement.ranks],
                       separators=(",", ":"))
 

@@ -1,27 +1,28 @@
 """THE Horovod seam: every collective hvdtrain performs goes through this package.
 
-``init(framework)`` imports the Horovod binding of the one framework this rank uses
-(``horovod.torch`` or ``horovod.tensorflow``) and returns a ``Comm``. Adapters get the raw
-module from ``Comm.hvd`` for what only the framework binding can do (DistributedOptimizer,
-broadcast of framework state); the loop uses only the framework-neutral methods here.
+``init(binding, to_tensor)`` imports the Horovod binding of the one framework this rank uses
+(``horovod.torch`` or ``horovod.tensorflow``, named by that framework's adapter) and returns a
+``Comm``. The only framework-specific piece the neutral collectives need is how to turn a NumPy
+vector into that framework's tensor, and the adapter hands that in (``to_tensor``): no
+``if framework ==`` here. Adapters use the raw module ``Comm.hvd`` for what only the binding can
+do (DistributedOptimizer, broadcast of framework state); the loop sees only ``Collectives``.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-_BINDINGS = {"torch": "horovod.torch", "tensorflow": "horovod.tensorflow"}
-
 
 @dataclass
 class Comm:
-    framework: str
     hvd: ModuleType
+    to_tensor: Callable[[np.ndarray], Any]  # NumPy → this framework's tensor
 
     @property
     def rank(self) -> int:
@@ -35,18 +36,14 @@ class Comm:
     def local_rank(self) -> int:
         return int(self.hvd.local_rank())
 
+    @property
+    def local_size(self) -> int:
+        return int(self.hvd.local_size())
+
     def allreduce_sum(self, values: np.ndarray, name: str) -> np.ndarray:
         """Sum a small float64 vector across ranks (metrics, counts)."""
-        if self.framework == "torch":
-            import torch
-
-            out = self.hvd.allreduce(torch.from_numpy(np.asarray(values, dtype=np.float64)),
-                                     op=self.hvd.Sum, name=name)
-            return np.asarray(out.numpy())
-        import tensorflow as tf
-
-        out = self.hvd.allreduce(tf.constant(values, dtype=tf.float64), op=self.hvd.Sum,
-                                 name=name)
+        tensor = self.to_tensor(np.asarray(values, dtype=np.float64))
+        out = self.hvd.allreduce(tensor, op=self.hvd.Sum, name=name)
         return np.asarray(out.numpy())
 
     def allgather_object(self, value: Any) -> list[Any]:
@@ -56,7 +53,8 @@ class Comm:
         return self.hvd.broadcast_object(value, root_rank=root)
 
 
-def init(framework: str) -> Comm:
-    hvd = importlib.import_module(_BINDINGS[framework])
+def init(binding: str, to_tensor: Callable[[np.ndarray], Any]) -> Comm:
+    """Import and initialise Horovod's ``binding`` module (e.g. ``horovod.torch``)."""
+    hvd = importlib.import_module(binding)
     hvd.init()
-    return Comm(framework, hvd)
+    return Comm(hvd, to_tensor)

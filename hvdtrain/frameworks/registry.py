@@ -1,23 +1,15 @@
-"""Framework name → adapter, imported only on use so a rank loads exactly one framework."""
+"""Framework name → adapter, imported only on use so a rank loads exactly one framework.
+
+The names and their ``module:attr`` targets are declared in ``catalog.FRAMEWORKS``; the name
+was validated by ``TrainConfig`` before a rank gets here.
+"""
 
 from __future__ import annotations
 
-import importlib
-
-from hvdtrain.errors import ConfigError
-from hvdtrain.frameworks.base import FrameworkAdapter
-
-ADAPTERS = {
-    "torch": "hvdtrain.frameworks.torch_adapter:TorchAdapter",
-    "tensorflow": "hvdtrain.frameworks.tf_adapter:TensorFlowAdapter",
-}
+from hvdtrain.catalog import FRAMEWORKS
+from hvdtrain.types import FrameworkAdapter
 
 
 def create_adapter(name: str) -> FrameworkAdapter:
-    target = ADAPTERS.get(name)
-    if target is None:
-        raise ConfigError(
-            f"framework {name!r} has no adapter yet (available: {', '.join(ADAPTERS)})")
-    module, attr = target.split(":")
-    adapter: FrameworkAdapter = getattr(importlib.import_module(module), attr)()
+    adapter: FrameworkAdapter = FRAMEWORKS.load(name)()
     return adapter

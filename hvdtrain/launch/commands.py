@@ -13,16 +13,17 @@ nothing is ever re-quoted. Flavour differences live here and only here:
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from hvdtrain.catalog import LOG_LEVELS
 from hvdtrain.cluster.placement import Placement
-from hvdtrain.errors import LaunchError
+from hvdtrain.errors import ConfigError, LaunchError
 
-LAUNCHERS = ("horovodrun", "mpirun")
-CONTROLLERS = ("mpi", "gloo")
+CONTROLLERS = ("mpi", "gloo")  # resolved ones ("auto" is decided in launch.job)
 MPI_FLAVOURS = ("openmpi", "mpich", "intel")
 
 # Variables every rank needs to see, whichever launcher carries them.
@@ -42,22 +43,21 @@ class HorovodTuning:
     start_timeout: int | None = None
     network_interface: str | None = None
 
-    LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "FATAL")
-
     def __post_init__(self) -> None:
-        if self.fusion_threshold_mb is not None and self.fusion_threshold_mb < 0:
-            raise LaunchError(f"fusion threshold must be >= 0 MB, got {self.fusion_threshold_mb}")
-        if self.cycle_time_ms is not None and self.cycle_time_ms <= 0:
-            raise LaunchError(f"cycle time must be > 0 ms, got {self.cycle_time_ms}")
-        if self.cache_capacity is not None and self.cache_capacity < 0:
-            raise LaunchError(f"cache capacity must be >= 0, got {self.cache_capacity}")
-        if self.log_level is not None and self.log_level.upper() not in self.LOG_LEVELS:
-            raise LaunchError(
-                f"unknown Horovod log level {self.log_level!r} "
-                f"(one of {', '.join(self.LOG_LEVELS)})"
-            )
-        if self.start_timeout is not None and self.start_timeout <= 0:
-            raise LaunchError(f"start timeout must be > 0 s, got {self.start_timeout}")
+        """The single validator of these options (the Click options only parse)."""
+        checks = [
+            ("--fusion-threshold-mb", self.fusion_threshold_mb, ">= 0",
+             lambda v: v >= 0),
+            ("--cycle-time-ms", self.cycle_time_ms, "> 0", lambda v: v > 0),
+            ("--cache-capacity", self.cache_capacity, ">= 0", lambda v: v >= 0),
+            ("--start-timeout", self.start_timeout, "> 0", lambda v: v > 0),
+        ]
+        for flag, value, rule, ok in checks:
+            if value is not None and not ok(value):
+                raise ConfigError(f"{flag} must be {rule}, got {value}")
+        if self.log_level is not None and self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS.names())}, "
+                              f"got {self.log_level!r}")
 
     def horovodrun_flags(self) -> list[str]:
         flags: list[str] = []
@@ -174,6 +174,7 @@ def mpirun_command(
     raise LaunchError(f"unknown MPI flavour {flavour!r} (one of {', '.join(MPI_FLAVOURS)})")
 
 
+@functools.lru_cache(maxsize=4)
 def detect_mpi_flavour(mpirun: str = "mpirun") -> str | None:
     """``openmpi``, ``mpich`` or ``intel`` from ``mpirun --version``; None if no mpirun."""
     path = shutil.which(mpirun)

@@ -1,5 +1,11 @@
-"""From a placement request to a supervised job: the one library call behind
-``hvdtrain plan``, ``hvdtrain launch`` and the launching side of ``hvdtrain train``.
+"""From a plan to a supervised job: the one builder and the one library call behind
+``hvdtrain plan``, ``--dry-run``, ``hvdtrain launch`` and the launching side of ``train``.
+
+``job_command`` is the only place that turns (plan, program, settings, run directory) into the
+argv and environment that run: the program wrapped by the rank wrapper, the rank protocol's
+variables exported, the launcher and controller resolved. ``plan`` and ``--dry-run`` print what
+it returns, and ``launch`` executes it (and records it in ``launch.json``), so what is shown is
+what runs; a test compares the three.
 
 Defaults, measured on this project's 2-core machine (see README "Choosing a launcher"):
 Horovod's MPI controller moves allreduce data several times faster than its Gloo one, and
@@ -13,14 +19,12 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hvdtrain.cluster.hosts import Host
-from hvdtrain.cluster.pinning import PLAN_ENV, encode_plan
-from hvdtrain.cluster.placement import Placement, plan_placement
-from hvdtrain.cluster.selection import apply_selection
-from hvdtrain.cluster.sources import HostSource, resolve_hosts
+from hvdtrain.cluster.pinning import encode_plan
+from hvdtrain.cluster.planning import Plan
 from hvdtrain.errors import LaunchError
 from hvdtrain.launch.commands import (
     ALWAYS_EXPORT,
@@ -30,26 +34,8 @@ from hvdtrain.launch.commands import (
     horovodrun_command,
     mpirun_command,
 )
-from hvdtrain.launch.rank_wrapper import STATUS_DIR_ENV
-from hvdtrain.launch.runner import JobResult, Watchdog, run_job, wrap_program
-
-RUN_DIR_ENV = "HVDTRAIN_RUN_DIR"
-
-
-@dataclass(frozen=True)
-class PlacementRequest:
-    hostfile: str | None = None
-    hosts: str | None = None
-    np: int | None = None
-    include: str | None = None
-    exclude: str | None = None
-
-
-@dataclass(frozen=True)
-class Plan:
-    source: HostSource
-    hosts: tuple[Host, ...]  # after include/exclude
-    placement: Placement
+from hvdtrain.launch.protocol import RunLayout
+from hvdtrain.launch.supervisor import JobResult, Watchdog, run_job
 
 
 @dataclass(frozen=True)
@@ -61,13 +47,8 @@ class LaunchSettings:
     mpi_flavour: str | None = None  # detected from `mpirun --version` when None
 
 
-def make_plan(request: PlacementRequest) -> Plan:
-    source = resolve_hosts(request.hostfile, request.hosts, request.np)
-    hosts = tuple(apply_selection(source.hosts, request.include, request.exclude))
-    return Plan(source, hosts, plan_placement(hosts, request.np))
-
-
 def resolve_backend(settings: LaunchSettings, mpi_available: bool) -> tuple[str, str]:
+    """(launcher, controller) with ``auto`` decided."""
     launcher, controller = settings.launcher, settings.controller
     if launcher == "mpirun" and controller == "gloo":
         raise LaunchError("--controller gloo needs --launcher horovodrun (mpirun always uses MPI)")
@@ -82,18 +63,47 @@ def resolve_backend(settings: LaunchSettings, mpi_available: bool) -> tuple[str,
 
 
 def build_command(plan: Plan, program: list[str], settings: LaunchSettings,
-                  export: dict[str, str] | None = None) -> LaunchCommand:
+                  export: Mapping[str, str] | None = None,
+                  environ: Mapping[str, str] | None = None,
+                  locate: bool = True) -> LaunchCommand:
+    """The launcher's argv and environment for ``program`` as given (not wrapped).
+
+    ``locate``: start with horovodrun's full path (found beside this Python when it is not on
+    PATH); off for commands shown for a user to type.
+    """
+    environ = os.environ if environ is None else environ
     flavour = settings.mpi_flavour or detect_mpi_flavour()
     launcher, controller = resolve_backend(settings, flavour is not None)
-    export = {PLAN_ENV: encode_plan(plan.placement), **(export or {})}
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     if launcher == "horovodrun":
-        binary = find_horovodrun()
         command = horovodrun_command(plan.placement, program, controller, settings.tuning,
                                      export, is_root)
+        binary = find_horovodrun() if locate else "horovodrun"
         return LaunchCommand([binary, *command.argv[1:]], command.env)
     return mpirun_command(plan.placement, program, flavour or "openmpi", settings.tuning,
-                          export, is_root, [n for n in ALWAYS_EXPORT if n in os.environ])
+                          export, is_root, [n for n in ALWAYS_EXPORT if n in environ])
+
+
+def job_command(plan: Plan, program: list[str], settings: LaunchSettings, layout: RunLayout,
+                environ: Mapping[str, str] | None = None) -> LaunchCommand:
+    """Exactly what a launch runs: ``program`` under the rank wrapper, with the protocol's
+    variables exported to every rank."""
+    return build_command(plan, layout.wrap(program), settings,
+                         layout.environment(encode_plan(plan.placement)), environ)
+
+
+def manual_commands(plan: Plan, program: list[str],
+                    settings: LaunchSettings) -> dict[str, LaunchCommand]:
+    """The commands a user can type to start the ranks without hvdtrain's supervisor (each
+    rank then runs ``program`` as a worker): one per launcher that fits the settings."""
+    found: dict[str, LaunchCommand] = {}
+    for launcher in ("horovodrun", "mpirun"):
+        try:
+            found[launcher] = build_command(plan, program, replace(settings, launcher=launcher),
+                                            locate=False)
+        except LaunchError:
+            continue  # e.g. mpirun with --controller gloo, or no MPI for mpirun
+    return found
 
 
 def find_horovodrun() -> str:
@@ -108,21 +118,24 @@ def find_horovodrun() -> str:
                       hint="run scripts/setup.sh, or use --launcher mpirun")
 
 
-def new_run_dir(base: str | Path = "runs") -> Path:
+def next_run_dir(base: str | Path = "runs") -> Path:
+    """The fresh run directory a launch without ``--run-dir`` would use (not created)."""
     path = Path(base) / time.strftime("%Y%m%d-%H%M%S")
     suffix, candidate = 0, path
     while candidate.exists():
         suffix += 1
         candidate = path.with_name(f"{path.name}-{suffix}")
-    candidate.mkdir(parents=True)
     return candidate
 
 
-def launch(plan: Plan, program: list[str], settings: LaunchSettings, run_dir: Path,
-           export: dict[str, str] | None = None) -> JobResult:
-    run_dir = run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    command = build_command(plan, wrap_program(run_dir, program), settings,
-                            {RUN_DIR_ENV: str(run_dir), STATUS_DIR_ENV: str(run_dir / "ranks"),
-                             **(export or {})})
-    return run_job(command, plan.placement.size, run_dir, settings.watchdog)
+def layout_for(run_dir: str | Path | None) -> RunLayout:
+    """The layout of ``run_dir`` (absolute: ranks may start elsewhere), or of a fresh one."""
+    return RunLayout(Path(run_dir if run_dir else next_run_dir()).resolve())
+
+
+def launch(plan: Plan, program: list[str], settings: LaunchSettings,
+           layout: RunLayout) -> JobResult:
+    layout.root.mkdir(parents=True, exist_ok=True)
+    command = job_command(plan, program, settings, layout)
+    layout.record_launch(command.argv, command.env)
+    return run_job(command, plan.placement.size, layout, settings.watchdog)

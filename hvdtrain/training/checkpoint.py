@@ -46,10 +46,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 class CheckpointStore:
     def __init__(self, directory: Path, keep: int = 3) -> None:
-        if keep < 1:
-            raise CheckpointError(f"--keep-checkpoints must be >= 1, got {keep}")
         self.directory = directory
-        self.keep = keep
+        self.keep = keep  # validated by TrainConfig (--keep-checkpoints >= 1)
 
     def epoch_files(self) -> list[tuple[int, Path]]:
         if not self.directory.is_dir():

@@ -13,26 +13,42 @@ Built in (no download: everything ships with scikit-learn or is generated):
 User files, by extension: ``.csv`` (header row; the label column by name, every other column
 numeric), ``.npz`` (arrays ``x`` and ``y``), ``.jsonl`` (objects with ``text`` and ``label``).
 Every problem is a one-line ``DataError`` naming the file and what is wrong.
+
+The names and suffixes are declared in ``catalog.DATASETS`` / ``catalog.DATA_FILES``, whose
+targets are the ``Loader`` functions at the end of this module; ``load_dataset`` dispatches
+through those registries, with no list of names of its own.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from hvdtrain.catalog import DATA_FILES, DATASETS
 from hvdtrain.errors import DataError
-from hvdtrain.training.config import BUILTIN_DATA
-from hvdtrain.training.data import Dataset, encode_texts, split_and_standardise
+from hvdtrain.training.sharding import split_and_standardise
+from hvdtrain.types import TEXT_LENGTH, Dataset
 
-BUILTIN = BUILTIN_DATA
+# (source, seed, val_fraction, label_column) → Dataset
+Loader = Callable[[str, int, float, str], Dataset]
 
 _POSITIVE = ("good", "great", "excellent", "love", "wonderful", "best", "happy", "superb")
 _NEGATIVE = ("bad", "awful", "terrible", "hate", "worst", "poor", "sad", "boring")
 _FILLER = ("the", "movie", "was", "plot", "actor", "scene", "film", "story", "and", "it",
            "quite", "really", "a", "very")
+
+
+def encode_texts(texts: list[str], length: int = TEXT_LENGTH) -> np.ndarray:
+    """Byte tokens, padded with 0 (byte b becomes token b + 1)."""
+    out = np.zeros((len(texts), length), dtype=np.int64)
+    for row, text in enumerate(texts):
+        data = np.frombuffer(text.encode("utf-8")[:length], dtype=np.uint8).astype(np.int64)
+        out[row, : len(data)] = data + 1
+    return out
 
 
 def synthetic(n: int = 16384, features: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -134,51 +150,69 @@ def read_jsonl(path: Path) -> tuple[list[str], np.ndarray]:
     return texts, _labels_as_ints(raw, path)
 
 
-FILE_SUFFIXES = (".csv", ".npz", ".jsonl")
-
-
 def check_data_source(name: str) -> None:
     """Fail before any rank starts when ``--data`` names nothing we can read."""
-    if name in BUILTIN:
+    if name in DATASETS:
         return
     path = Path(name)
-    if path.suffix not in FILE_SUFFIXES:
-        raise DataError(f"unknown data set {name!r}: use one of {', '.join(BUILTIN)} or a "
-                        ".csv/.npz/.jsonl file")
+    if path.suffix not in DATA_FILES:
+        raise DataError(f"unknown data set {name!r}: use one of {', '.join(DATASETS.names())} "
+                        f"or a {'/'.join(DATA_FILES.names())} file")
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
 
 
 def load_dataset(name: str, seed: int, val_fraction: float,
                  label_column: str = "label") -> Dataset:
-    if name == "synthetic":
-        x, y = synthetic(seed=seed)
-        return split_and_standardise(name, "tabular", x, y, seed, val_fraction)
-    if name == "digits":
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        return split_and_standardise(name, "image", bunch.data.astype(np.float32),
-                                     bunch.target.astype(np.int64), seed, val_fraction,
-                                     image_shape=(1, 8, 8))
-    if name == "breast-cancer":
-        from sklearn.datasets import load_breast_cancer
-
-        bunch = load_breast_cancer()
-        return split_and_standardise(name, "tabular", bunch.data.astype(np.float32),
-                                     bunch.target.astype(np.int64), seed, val_fraction)
-    if name == "synthetic-text":
-        texts, labels = synthetic_text(seed=seed)
-        return split_and_standardise(name, "text", encode_texts(texts), labels, seed,
-                                     val_fraction)
     check_data_source(name)
+    registry, key = (DATASETS, name) if name in DATASETS else (DATA_FILES, Path(name).suffix)
+    loader: Loader = registry.load(key)
+    return loader(name, seed, val_fraction, label_column)
+
+
+# -- the loaders behind catalog.DATASETS and catalog.DATA_FILES ----------------------------
+def synthetic_set(name: str, seed: int, val_fraction: float, _label_column: str) -> Dataset:
+    x, y = synthetic(seed=seed)
+    return split_and_standardise(name, "tabular", x, y, seed, val_fraction)
+
+
+def digits(name: str, seed: int, val_fraction: float, _label_column: str) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return split_and_standardise(name, "image", bunch.data.astype(np.float32),
+                                 bunch.target.astype(np.int64), seed, val_fraction,
+                                 image_shape=(1, 8, 8))
+
+
+def breast_cancer(name: str, seed: int, val_fraction: float, _label_column: str) -> Dataset:
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    return split_and_standardise(name, "tabular", bunch.data.astype(np.float32),
+                                 bunch.target.astype(np.int64), seed, val_fraction)
+
+
+def synthetic_text_set(name: str, seed: int, val_fraction: float,
+                       _label_column: str) -> Dataset:
+    texts, labels = synthetic_text(seed=seed)
+    return split_and_standardise(name, "text", encode_texts(texts), labels, seed, val_fraction)
+
+
+def csv_file(name: str, seed: int, val_fraction: float, label_column: str) -> Dataset:
     path = Path(name)
-    if path.suffix == ".csv":
-        x, y = read_csv(path, label_column)
-        return split_and_standardise(path.name, "tabular", x, y, seed, val_fraction)
-    if path.suffix == ".npz":
-        x, y = read_npz(path)
-        return split_and_standardise(path.name, "tabular", x, y, seed, val_fraction)
+    x, y = read_csv(path, label_column)
+    return split_and_standardise(path.name, "tabular", x, y, seed, val_fraction)
+
+
+def npz_file(name: str, seed: int, val_fraction: float, _label_column: str) -> Dataset:
+    path = Path(name)
+    x, y = read_npz(path)
+    return split_and_standardise(path.name, "tabular", x, y, seed, val_fraction)
+
+
+def jsonl_file(name: str, seed: int, val_fraction: float, _label_column: str) -> Dataset:
+    path = Path(name)
     texts, labels = read_jsonl(path)
     return split_and_standardise(path.name, "text", encode_texts(texts), labels, seed,
                                  val_fraction)

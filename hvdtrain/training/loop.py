@@ -1,11 +1,11 @@
 """The framework-free training loop: epochs, sharded steps, reduced metrics, early stopping,
 checkpoints and resume.
 
-It sees only the ``FrameworkAdapter`` seam and a ``Comm``. Metrics are reduced as *sums*
-(loss, correct, count) with one allreduce and then divided, so averages are exact over all
-samples and sharded validation equals a single-process evaluation of the whole set. Decisions
-that must agree (stop early or not, resume state) are broadcast from rank 0. Only rank 0
-writes files and prints.
+It sees only the ``FrameworkAdapter`` seam and ``Collectives`` (both in ``hvdtrain.types``).
+Metrics are reduced as *sums* (loss, correct, count) with one allreduce and then divided, so
+averages are exact over all samples and sharded validation equals a single-process evaluation
+of the whole set. Decisions that must agree (stop early or not, resume state) are broadcast
+from rank 0. Only rank 0 writes files and prints.
 """
 
 from __future__ import annotations
@@ -21,18 +21,16 @@ from typing import Any, TypeVar
 import numpy as np
 
 from hvdtrain import __version__
-from hvdtrain.comm import Comm
 from hvdtrain.errors import CheckpointError, HvdtrainError
-from hvdtrain.frameworks.base import BatchStats, FrameworkAdapter
 from hvdtrain.training.checkpoint import (
     FORMAT,
     CheckpointStore,
     check_compatible,
     refuse_to_overwrite,
 )
-from hvdtrain.training.config import TrainConfig
-from hvdtrain.training.data import Dataset, eval_shard, shard_batches
 from hvdtrain.training.events import ChiefRecorder
+from hvdtrain.training.sharding import eval_shard, shard_batches
+from hvdtrain.types import BatchStats, Collectives, Dataset, FrameworkAdapter, TrainConfig
 
 EVAL_BATCH = 1024
 T = TypeVar("T")
@@ -45,7 +43,7 @@ class Progress:
     epochs_since_best: int = 0
 
 
-def _reduce(comm: Comm, stats: list[BatchStats], name: str) -> tuple[float, float, int]:
+def _reduce(comm: Collectives, stats: list[BatchStats], name: str) -> tuple[float, float, int]:
     local = np.array([sum(s.loss_sum for s in stats), sum(s.correct for s in stats),
                       sum(s.count for s in stats)], dtype=np.float64)
     total = comm.allreduce_sum(local, name=name)
@@ -53,7 +51,7 @@ def _reduce(comm: Comm, stats: list[BatchStats], name: str) -> tuple[float, floa
     return float(total[0] / count), float(total[1] / count), count
 
 
-def evaluate(adapter: FrameworkAdapter, comm: Comm, x: np.ndarray, y: np.ndarray,
+def evaluate(adapter: FrameworkAdapter, comm: Collectives, x: np.ndarray, y: np.ndarray,
              name: str) -> tuple[float, float]:
     """Loss and accuracy of the whole set, each rank evaluating a disjoint shard."""
     idx = eval_shard(len(x), comm.rank, comm.size)
@@ -63,7 +61,7 @@ def evaluate(adapter: FrameworkAdapter, comm: Comm, x: np.ndarray, y: np.ndarray
     return loss, accuracy
 
 
-def _on_chief(comm: Comm, action: Callable[[], T]) -> T:
+def _on_chief(comm: Collectives, action: Callable[[], T]) -> T:
     """Run ``action`` on rank 0 and broadcast its result; an error there is raised on every
     rank (so no rank waits forever in the next collective)."""
     result, error = None, None
@@ -78,7 +76,7 @@ def _on_chief(comm: Comm, action: Callable[[], T]) -> T:
     return result
 
 
-def _resume(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig,
+def _resume(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig,
             store: CheckpointStore) -> Progress:
     """Rank 0 reads and checks the checkpoint; state and progress are broadcast from it."""
 
@@ -100,7 +98,7 @@ def _resume(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig,
                     int(meta["epochs_since_best"]))
 
 
-def _checkpoint(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig, data: Dataset,
+def _checkpoint(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, data: Dataset,
                 store: CheckpointStore, progress: Progress, is_best: bool) -> None:
     rng = comm.allgather_object(adapter.rng_state())
     if comm.rank != 0:
@@ -115,7 +113,7 @@ def _checkpoint(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig, data
     store.save(progress.epoch, lambda path: adapter.write_checkpoint(path, meta), is_best)
 
 
-def train(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig, data: Dataset,
+def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, data: Dataset,
           run_dir: Path, record_step_losses: bool = False) -> dict[str, Any]:
     started = time.monotonic()
     store = CheckpointStore(run_dir / "checkpoints", config.keep_checkpoints)
@@ -182,7 +180,7 @@ def train(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig, data: Data
                    step_losses if record_step_losses else None, started)
 
 
-def _finish(adapter: FrameworkAdapter, comm: Comm, config: TrainConfig, run_dir: Path,
+def _finish(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, run_dir: Path,
             chief: ChiefRecorder | None, history: list[dict[str, Any]], progress: Progress,
             stopped_early: bool, step_losses: list[float] | None,
             started: float) -> dict[str, Any]:

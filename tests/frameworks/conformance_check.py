@@ -11,13 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from hvdtrain.cluster.pinning import DeviceChoice
 from hvdtrain.errors import CheckpointError
-from hvdtrain.frameworks.base import FrameworkAdapter
 from hvdtrain.frameworks.registry import create_adapter
 from hvdtrain.training.checkpoint import FORMAT, check_compatible
-from hvdtrain.training.config import TrainConfig
 from hvdtrain.training.datasets import load_dataset
+from hvdtrain.types import DeviceChoice, FrameworkAdapter, TrainConfig
 
 
 def main(framework: str, out: Path) -> dict[str, object]:

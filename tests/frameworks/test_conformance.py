@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from hvdtrain.frameworks.registry import ADAPTERS
+from hvdtrain.catalog import FRAMEWORKS
 
 pytest.importorskip("horovod")
 CHECK = Path(__file__).with_name("conformance_check.py")
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("framework", sorted(ADAPTERS))
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_adapter_conforms(framework: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(CHECK), framework, str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)

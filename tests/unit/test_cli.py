@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hvdtrain.cli import main
+from hvdtrain.commands import main
 
 HOSTFILES = Path(__file__).resolve().parents[2] / "hostfiles"
 HEAVY = ("torch", "tensorflow", "horovod", "keras", "numpy")
@@ -17,7 +17,7 @@ HEAVY = ("torch", "tensorflow", "horovod", "keras", "numpy")
 
 def test_importing_cli_and_every_help_loads_no_ml_framework() -> None:
     code = (
-        "import sys\nfrom click.testing import CliRunner\nfrom hvdtrain.cli import main\n"
+        "import sys\nfrom click.testing import CliRunner\nfrom hvdtrain.commands import main\n"
         "r = CliRunner()\n"
         "for args in ([], ['train'], ['launch'], ['plan'], ['hosts'], ['hosts', 'check'],"
         " ['env'], ['doctor']):\n"
@@ -49,7 +49,8 @@ def test_plan_table_names_its_source_and_commands() -> None:
     result = CliRunner().invoke(main, ["plan", "--hosts", "a:2,b:1", "--exclude", "a:1"])
     assert result.exit_code == 0, result.output
     assert "source: --hosts a:2,b:1" in result.output
-    assert "[horovodrun] horovodrun -np 2 -H a:1,b:1" in result.output
+    assert "[horovodrun] " in result.output
+    assert "horovodrun -np 2 -H a:1,b:1" in result.output
 
 
 @pytest.mark.parametrize("args", [

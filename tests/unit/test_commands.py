@@ -4,7 +4,7 @@ import pytest
 
 from hvdtrain.cluster.hosts import Host
 from hvdtrain.cluster.placement import plan_placement
-from hvdtrain.errors import LaunchError
+from hvdtrain.errors import ConfigError, LaunchError
 from hvdtrain.launch.commands import HorovodTuning, horovodrun_command, mpirun_command
 from hvdtrain.launch.job import LaunchSettings, resolve_backend
 
@@ -49,9 +49,9 @@ def test_mpich_even_and_uneven() -> None:
 
 
 def test_tuning_validation() -> None:
-    with pytest.raises(LaunchError, match="log level"):
+    with pytest.raises(ConfigError, match="--log-level must be one of"):
         HorovodTuning(log_level="LOUD")
-    with pytest.raises(LaunchError):
+    with pytest.raises(ConfigError, match="--cycle-time-ms must be > 0"):
         HorovodTuning(cycle_time_ms=0)
 
 

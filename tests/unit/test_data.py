@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from hvdtrain.errors import DataError
-from hvdtrain.training.data import eval_shard, shard_batches
 from hvdtrain.training.datasets import load_dataset
+from hvdtrain.training.sharding import eval_shard, shard_batches
 
 
 @pytest.mark.parametrize(("n", "size", "batch"), [(100, 2, 8), (101, 3, 7), (12288, 2, 64),
@@ -92,7 +92,7 @@ def test_unknown_and_missing() -> None:
 ])
 def test_model_and_data_must_fit(model: str, data: str, fragment: str) -> None:
     from hvdtrain.errors import ConfigError
-    from hvdtrain.frameworks.model_rules import check_model_fits
+    from hvdtrain.frameworks.models import check_model_fits
 
     with pytest.raises(ConfigError, match=fragment):
         check_model_fits(model, load_dataset(data, 0, 0.2))
@@ -101,7 +101,7 @@ def test_model_and_data_must_fit(model: str, data: str, fragment: str) -> None:
 
 def test_user_factory_must_return_the_frameworks_model_type() -> None:
     from hvdtrain.errors import ConfigError
-    from hvdtrain.frameworks.user_model import build_user_model
+    from hvdtrain.frameworks.models import build_user_model
 
     data = load_dataset("breast-cancer", 0, 0.2)
     with pytest.raises(ConfigError, match=r"returned str, not a keras\.Model"):

@@ -1,60 +1,25 @@
-"""Data sets as NumPy arrays, split and standardised identically on every rank.
+"""Splitting, standardising and sharding: identical on every rank, whatever the rank count.
 
 Every rank builds the same arrays from the same seed (cheap at these sizes) and then takes its
 own shard, so no rank needs another's files and the split never depends on the rank count.
 Tabular features are standardised with statistics of the *training* split only; those
 statistics travel with checkpoints. Readers for built-in sets and user files live in
-``datasets``; this module holds the container, the split and the sharding.
+``datasets``; the ``Dataset`` container is a neutral type (``hvdtrain.types``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from hvdtrain.errors import DataError
-
-TEXT_LENGTH = 64  # byte tokens per text sample (0 = padding, byte b -> b + 1)
-TEXT_VOCAB = 257
-
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    kind: str  # tabular | image | text
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    num_classes: int  # 2 = binary (one sigmoid output), k > 2 = k logits
-    image_shape: tuple[int, ...] | None = None  # (channels, h, w) for image sets
-    mean: np.ndarray | None = None  # standardisation statistics of the training split
-    std: np.ndarray | None = None
-
-    @property
-    def num_features(self) -> int:
-        return int(self.x_train.shape[1])
-
-    @property
-    def num_outputs(self) -> int:
-        return 1 if self.num_classes == 2 else self.num_classes
-
-
-def encode_texts(texts: list[str], length: int = TEXT_LENGTH) -> np.ndarray:
-    out = np.zeros((len(texts), length), dtype=np.int64)
-    for row, text in enumerate(texts):
-        data = np.frombuffer(text.encode("utf-8")[:length], dtype=np.uint8).astype(np.int64)
-        out[row, : len(data)] = data + 1
-    return out
+from hvdtrain.types import Dataset
 
 
 def split_and_standardise(name: str, kind: str, x: np.ndarray, y: np.ndarray, seed: int,
                           val_fraction: float, image_shape: tuple[int, ...] | None = None
                           ) -> Dataset:
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
     if len(x) < 4:
         raise DataError(f"{name}: only {len(x)} samples; need at least 4 to train and validate")
     order = np.random.default_rng(seed).permutation(len(x))

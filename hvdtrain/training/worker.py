@@ -1,7 +1,10 @@
-"""What a rank does: pin its device, build the adapter, run the loop.
+"""What a rank does: initialise Horovod, pin its device, load the data, run the loop.
 
 Entered when ``hvdtrain train`` finds it already is a rank (horovodrun, mpirun or our own
-launcher started it). Imports exactly one framework, chosen by ``--framework``.
+launcher started it). Imports exactly one framework, chosen by ``--framework``. This module is
+where the layers meet: the adapter (``frameworks``), its comm binding, the loop and the data
+(``training``), and the rank protocol (``launch.protocol``: "Horovod is initialised", the run
+directory and the plan the launcher chose).
 """
 
 from __future__ import annotations
@@ -11,27 +14,35 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hvdtrain.cluster.pinning import PLAN_ENV, choose_device, decode_plan
+from hvdtrain.cluster.pinning import choose_device, decode_plan
 from hvdtrain.cluster.sources import count_local_gpus
 from hvdtrain.frameworks.registry import create_adapter
-from hvdtrain.launch.rank_wrapper import mark_ready
-from hvdtrain.training.config import TrainConfig
+from hvdtrain.launch.protocol import PLAN_ENV, RunLayout
 from hvdtrain.training.datasets import load_dataset
 from hvdtrain.training.loop import train
+from hvdtrain.types import TrainConfig
 
 
-def run_worker(config: TrainConfig, record_step_losses: bool = False) -> dict[str, Any]:
+def run_worker(config: TrainConfig, record_step_losses: bool = False,
+               env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    env = os.environ if env is None else env
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks on demand for hangs
+    layout = RunLayout.from_env(env)
+    if layout is not None:  # launched by hvdtrain: the run directory it chose
+        config = replace(config, run_dir=str(layout.root))
     adapter = create_adapter(config.framework)
     comm = adapter.comm
-    mark_ready(comm.rank)
+    if layout is not None:
+        layout.write_ready(comm.rank)
     choice = choose_device(comm.rank, comm.local_rank,
-                           [os.environ.get("HOROVOD_HOSTNAME", ""), socket.gethostname(),
+                           [env.get("HOROVOD_HOSTNAME", ""), socket.gethostname(),
                             socket.getfqdn()],
-                           count_local_gpus(), decode_plan(os.environ.get(PLAN_ENV)))
+                           count_local_gpus(), decode_plan(env.get(PLAN_ENV)))
     if choice.mismatch:
         print(f"hvdtrain: warning: {choice.mismatch}", file=sys.stderr, flush=True)
     adapter.pin(choice)

@@ -2,8 +2,9 @@
 
 Horovod recipe: parameters and optimizer state broadcast from rank 0, gradients averaged by
 ``DistributedOptimizer`` (with ``backward_passes_per_step`` for accumulation), per-rank RNG
-seeded from the run seed. ``--compression fp16`` uses ``SafeFP16`` from ``comm.fp16``, which
-cannot silently turn large gradients into inf.
+seeded from the run seed. ``--compression fp16`` uses ``SafeFP16Torch`` from ``comm.fp16``,
+which cannot silently turn large gradients into inf. Optimizers are a table keyed by the
+``catalog.OPTIMIZERS`` names (a conformance test checks both adapters cover every name).
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ from typing import Any
 import numpy as np
 
 from hvdtrain import comm
-from hvdtrain.cluster.pinning import DeviceChoice
 from hvdtrain.errors import CheckpointError
-from hvdtrain.frameworks.base import BatchStats
-from hvdtrain.frameworks.torch_models import build_model
-from hvdtrain.training.config import TrainConfig
-from hvdtrain.training.data import Dataset
+from hvdtrain.frameworks.models import build_model
+from hvdtrain.frameworks.torch.models import BUILDERS
+from hvdtrain.types import BatchStats, Dataset, DeviceChoice, TrainConfig
+
+# name → (torch.optim class name, extra keyword arguments)
+OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "adam": ("Adam", {}),
+    "adamw": ("AdamW", {}),
+    "sgd": ("SGD", {"momentum": 0.9}),
+}
 
 
 class TorchAdapter:
@@ -31,14 +37,14 @@ class TorchAdapter:
         import torch
 
         self.torch = torch
-        self.comm = comm.init("torch")
+        self.comm = comm.init("horovod.torch", torch.from_numpy)
         self.device = torch.device("cpu")
         self.fp16_recoveries = 0
         self.safe_fp16: Any = None
 
     def pin(self, choice: DeviceChoice) -> None:
         # One process per rank: split the cores instead of every rank using all of them.
-        local_size = max(1, int(self.comm.hvd.local_size()))
+        local_size = max(1, self.comm.local_size)
         self.torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_size))
         if choice.kind == "cuda" and choice.index is not None:
             self.torch.cuda.set_device(choice.index)
@@ -51,15 +57,12 @@ class TorchAdapter:
         torch, hvd = self.torch, self.comm.hvd
         torch.manual_seed(config.seed)  # same init everywhere; broadcast makes it certain
         self.binary = data.num_classes == 2
-        self.model = build_model(config.model, data).to(self.device)
-        params = self.model.parameters()
-        lr = config.scaled_lr(self.comm.size)
-        if config.optimizer == "adam":
-            base = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
-        elif config.optimizer == "adamw":
-            base = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
-        else:
-            base = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=config.weight_decay)
+        self.model = build_model(config.model, data, BUILDERS, torch.nn.Module,
+                                 "torch.nn.Module").to(self.device)
+        kind, extra = OPTIMIZERS[config.optimizer]
+        base = getattr(torch.optim, kind)(self.model.parameters(),
+                                          lr=config.scaled_lr(self.comm.size),
+                                          weight_decay=config.weight_decay, **extra)
         from hvdtrain.comm.fp16 import torch_compression
 
         self.safe_fp16 = torch_compression(config.compression, hvd)

@@ -22,11 +22,16 @@ from typing import Any
 import numpy as np
 
 from hvdtrain import comm
-from hvdtrain.cluster.pinning import DeviceChoice
 from hvdtrain.errors import CheckpointError
-from hvdtrain.frameworks.base import BatchStats
-from hvdtrain.training.config import TrainConfig
-from hvdtrain.training.data import Dataset
+from hvdtrain.frameworks.models import build_model
+from hvdtrain.types import BatchStats, Dataset, DeviceChoice, TrainConfig
+
+# name → (keras.optimizers class name, extra keyword arguments, weight decay applied as L2)
+OPTIMIZERS: dict[str, tuple[str, dict[str, Any], bool]] = {
+    "adam": ("Adam", {"epsilon": 1e-8}, True),
+    "adamw": ("AdamW", {"epsilon": 1e-8}, False),  # decoupled: weight_decay passed below
+    "sgd": ("SGD", {"momentum": 0.9}, True),
+}
 
 
 class TensorFlowAdapter:
@@ -37,7 +42,8 @@ class TensorFlowAdapter:
         import tensorflow as tf
 
         self.tf = tf
-        self.comm = comm.init("tensorflow")
+        self.comm = comm.init("horovod.tensorflow",
+                               lambda values: tf.constant(values, dtype=tf.float64))
         self.device = "cpu"
         self.fp16_recoveries = 0
 
@@ -50,7 +56,7 @@ class TensorFlowAdapter:
             self.device = f"/GPU:{choice.index}"
         elif gpus:
             tf.config.set_visible_devices([], "GPU")
-        threads = max(1, (os.cpu_count() or 1) // max(1, int(self.comm.hvd.local_size())))
+        threads = max(1, (os.cpu_count() or 1) // max(1, self.comm.local_size))
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
         tf.config.experimental.enable_op_determinism()  # resume must equal an unbroken run
@@ -61,21 +67,18 @@ class TensorFlowAdapter:
     def setup(self, config: TrainConfig, data: Dataset) -> None:
         import keras
 
-        from hvdtrain.frameworks.tf_models import build_model
+        from hvdtrain.frameworks.tensorflow.models import BUILDERS
 
         tf = self.tf
         keras.utils.set_random_seed(config.seed)  # same init everywhere; broadcast makes sure
         self.binary = data.num_classes == 2
-        self.model = build_model(config.model, data)
-        lr = config.scaled_lr(self.comm.size)
-        if config.optimizer == "adam":
-            self.optimizer = keras.optimizers.Adam(lr, epsilon=1e-8)
-        elif config.optimizer == "adamw":
-            self.optimizer = keras.optimizers.AdamW(lr, weight_decay=config.weight_decay,
-                                                    epsilon=1e-8)
-        else:
-            self.optimizer = keras.optimizers.SGD(lr, momentum=0.9)
-        self.l2 = config.weight_decay if config.optimizer != "adamw" else 0.0
+        self.model = build_model(config.model, data, BUILDERS, keras.Model, "keras.Model")
+        kind, extra, decay_as_l2 = OPTIMIZERS[config.optimizer]
+        if not decay_as_l2:
+            extra = {**extra, "weight_decay": config.weight_decay}
+        self.optimizer = getattr(keras.optimizers, kind)(config.scaled_lr(self.comm.size),
+                                                         **extra)
+        self.l2 = config.weight_decay if decay_as_l2 else 0.0
         self.optimizer.build(self.model.trainable_variables)
         self.accumulation = config.grad_accumulation
         self.compression = config.compression

@@ -1,11 +1,14 @@
-"""Human-readable rendering of plans and reports. Kept apart so commands stay thin."""
+"""Human-readable rendering of plans and commands. Kept apart so commands stay thin."""
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
 
+import click
+
 from hvdtrain.cluster.placement import Placement
+from hvdtrain.cluster.planning import Plan
 from hvdtrain.launch.commands import LaunchCommand
 
 
@@ -28,7 +31,18 @@ def plan_table(placement: Placement, gpu_hosts: bool = True) -> str:
 
 
 def command_line(command: LaunchCommand) -> str:
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(command.env.items())
-                   if k.startswith("OMPI_"))
-    argv = shlex.join(command.argv)
-    return f"{env} {argv}" if env else argv
+    """A shell line that runs ``command``: its added variables, then its argv, all quoted."""
+    env = [f"{k}={shlex.quote(v)}" for k, v in sorted(command.env.items())]
+    return " ".join([*env, shlex.join(command.argv)])
+
+
+def show_plan(plan: Plan) -> None:
+    click.echo(f"source: {plan.source.description}")
+    click.echo(f"size:   {plan.placement.size} ranks on {len(plan.placement.hosts)} host(s)")
+    click.echo(plan_table(plan.placement))
+
+
+def show_dry_run(plan: Plan, command: LaunchCommand) -> None:
+    show_plan(plan)
+    click.echo("\nthe launch runs exactly:")
+    click.echo(command_line(command))

@@ -1,0 +1,137 @@
+"""Everything a user chooses by name, declared once: frameworks, models, data sets, optimizers.
+
+Each choice is a ``Registry`` of names. The Click options read their ``Choice`` lists and help
+from here, and ``TrainConfig`` (the single validator) checks names against the same registries,
+so adding a model or a data set is one entry, not a tuple plus an if-chain in three places.
+Entries that lead to code name it as ``"module:attr"`` and import it on use (``Registry.load``):
+listing the choices, as ``hvdtrain --help`` does, imports no framework.
+
+This module sits at the bottom of the package (it imports only ``errors``); the targets it
+names live higher up, which is why they are strings and never imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from hvdtrain.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Choice:
+    name: str
+    help: str = ""
+    target: str = ""  # "module:attr" of the code behind the name, imported on use
+
+
+@dataclass(frozen=True)
+class ModelChoice(Choice):
+    data_kinds: tuple[str, ...] = ()  # which Dataset.kind values this model reads
+    needs: str = ""  # how to say what it needs in an error
+
+
+@dataclass(frozen=True)
+class DataChoice(Choice):
+    kind: str = "tabular"  # tabular | image | text
+
+
+C = TypeVar("C", bound=Choice)
+
+
+class Registry(Generic[C]):
+    """An ordered name → entry table for one option (``flag`` names it in errors)."""
+
+    def __init__(self, flag: str, entries: Sequence[C], hint: str | None = None) -> None:
+        self.flag = flag
+        self.hint = hint  # added to the error for an unknown name
+        self._entries = {entry.name: entry for entry in entries}
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[C]:
+        return iter(self._entries.values())
+
+    def get(self, name: str) -> C:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ConfigError(f"{self.flag} must be one of {', '.join(self._entries)}, "
+                              f"got {name!r}", hint=self.hint) from None
+
+    def load(self, name: str) -> Any:
+        """Import the code behind ``name`` (its ``module:attr`` target)."""
+        module, _, attr = self.get(name).target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+FRAMEWORKS: Registry[Choice] = Registry("--framework", [
+    Choice("torch", "PyTorch", "hvdtrain.frameworks.torch.adapter:TorchAdapter"),
+    Choice("tensorflow", "TensorFlow 2 / Keras 3",
+           "hvdtrain.frameworks.tensorflow.adapter:TensorFlowAdapter"),
+])
+
+# Each framework's ``models`` module has one builder per name here (a conformance test checks).
+MODELS: Registry[ModelChoice] = Registry("--model", [
+    ModelChoice("mlp", "in→256→256→out", data_kinds=("tabular", "image"),
+                needs="tabular or image data (it cannot read text: use --model transformer)"),
+    ModelChoice("cnn", "conv net for 8×8 digits", data_kinds=("image",),
+                needs="image data (e.g. digits)"),
+    ModelChoice("transformer", "byte-token encoder for text", data_kinds=("text",),
+                needs="text data (synthetic-text or a .jsonl file)"),
+], hint="or give your own model as 'module.path:factory'")
+USER_MODEL_HELP = "or your own 'module.path:factory' returning a model"
+
+DATASETS: Registry[DataChoice] = Registry("--data", [
+    DataChoice("synthetic", "generated 128-feature binary classification (not real data)",
+               "hvdtrain.training.datasets:synthetic_set", kind="tabular"),
+    DataChoice("digits", "UCI 8×8 handwritten digits (ships with scikit-learn)",
+               "hvdtrain.training.datasets:digits", kind="image"),
+    DataChoice("breast-cancer", "Wisconsin diagnostic set (ships with scikit-learn)",
+               "hvdtrain.training.datasets:breast_cancer", kind="tabular"),
+    DataChoice("synthetic-text", "generated sentiment-style sentences (not real data)",
+               "hvdtrain.training.datasets:synthetic_text_set", kind="text"),
+], hint="or give a .csv, .npz or .jsonl file")
+# User files, by suffix.
+DATA_FILES: Registry[DataChoice] = Registry("--data file type", [
+    DataChoice(".csv", "header row; the label column by name, every other column numeric",
+               "hvdtrain.training.datasets:csv_file", kind="tabular"),
+    DataChoice(".npz", "arrays x and y", "hvdtrain.training.datasets:npz_file",
+               kind="tabular"),
+    DataChoice(".jsonl", "objects with text and label", "hvdtrain.training.datasets:jsonl_file",
+               kind="text"),
+])
+
+OPTIMIZERS: Registry[Choice] = Registry("--optimizer", [
+    Choice("adam", "Adam, epsilon 1e-8; weight decay as L2 on the gradient"),
+    Choice("adamw", "AdamW, decoupled weight decay"),
+    Choice("sgd", "SGD with momentum 0.9"),
+])
+COMPRESSIONS: Registry[Choice] = Registry("--compression", [
+    Choice("none", "fp32 allreduce"),
+    Choice("fp16", "overflow-safe fp16 (pre-scaled, fp32 retry on overflow)"),
+])
+LR_SCALINGS: Registry[Choice] = Registry("--lr-scaling", [
+    Choice("linear", "lr × ranks (Horovod recipe)"),
+    Choice("none", "the lr as given"),
+])
+
+LAUNCHERS: Registry[Choice] = Registry("--launcher", [
+    Choice("auto", "mpirun when MPI is installed, else horovodrun --gloo"),
+    Choice("horovodrun", "Horovod's own launcher (MPI or Gloo)"),
+    Choice("mpirun", "OpenMPI, MPICH or Intel MPI"),
+])
+CONTROLLERS: Registry[Choice] = Registry("--controller", [
+    Choice("auto", "mpi when MPI is installed, else gloo"),
+    Choice("mpi", "Horovod over MPI"),
+    Choice("gloo", "Horovod over Gloo (horovodrun only; needs no MPI)"),
+])
+LOG_LEVELS: Registry[Choice] = Registry("--log-level", [
+    Choice(level) for level in ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "FATAL")
+])

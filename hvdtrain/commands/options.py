@@ -1,0 +1,121 @@
+"""Click options shared by ``plan``, ``launch`` and ``train``, and their conversion to the
+typed requests the library takes. Defined once so the commands cannot drift apart.
+
+Options only parse: choices come from ``catalog`` and every range is checked by the typed
+object the option feeds (``TrainConfig``, ``HorovodTuning``, ``Watchdog``), so a value from a
+YAML file or an ``HVDTRAIN_*`` variable meets the same check and message as a flag.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import click
+
+from hvdtrain import catalog
+from hvdtrain.cluster.planning import PlacementRequest
+from hvdtrain.launch.commands import HorovodTuning
+from hvdtrain.launch.job import LaunchSettings
+from hvdtrain.launch.supervisor import Watchdog
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Flags that only steer the launching command and are not passed on to the ranks.
+LAUNCHER_ONLY_FLAGS = frozenset({"--dry-run", "--json"})
+
+
+def stacked(options: list[Callable[[F], F]]) -> Callable[[F], F]:
+    """One decorator applying ``options`` so they appear in ``--help`` in list order."""
+
+    def apply(func: F) -> F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
+
+
+def choice(registry: catalog.Registry[Any], **kw: Any) -> Callable[[F], F]:
+    """A ``click.Choice`` option whose names come from a catalog registry."""
+    return click.option(registry.flag, type=click.Choice(registry.names()), **kw)
+
+
+placement_options = stacked([
+    click.option("--hostfile", type=str, default=None,
+                 help="Hostfile (OpenMPI 'host slots=N', MPICH 'host:N', 'gpus=0,2'). "
+                 "Else HVDTRAIN_HOSTFILE, Slurm, /etc/mpi/hostfile, then localhost."),
+    click.option("--hosts", "-H", type=str, default=None,
+                 help="Hosts as horovodrun's -H: 'h1:2,h2:4'."),
+    click.option("-np", "--num-proc", "np", type=click.IntRange(min=1), default=None,
+                 help="Number of ranks (default: every slot on offer; locally, one per "
+                 "GPU or 2 CPU ranks)."),
+    click.option("--include", type=str, default=None,
+                 help="Only these hosts/GPUs: 'h1:0,1@h2' (DeepSpeed syntax)."),
+    click.option("--exclude", type=str, default=None,
+                 help="All but these hosts/GPUs: 'h1:3@h2'."),
+])
+
+launch_options = stacked([
+    choice(catalog.LAUNCHERS, default="auto", show_default=True,
+           help="auto = mpirun when MPI is installed (fastest allreduce here), else "
+           "horovodrun --gloo."),
+    choice(catalog.CONTROLLERS, default="auto", show_default=True,
+           help="Horovod controller. MPI's allreduce measured about 2x (1.0-3.3x) Gloo's on a "
+           "2-core host (docs/benchmarks.md); Gloo needs no MPI (horovodrun only)."),
+    click.option("--fusion-threshold-mb", type=float, default=None,
+                 help="Tensor fusion buffer size in MB."),
+    click.option("--cycle-time-ms", type=float, default=None, help="Horovod cycle time in ms."),
+    click.option("--cache-capacity", type=int, default=None,
+                 help="Response cache capacity (0 disables)."),
+    click.option("--timeline-filename", type=str, default=None,
+                 help="Write a Horovod timeline (chrome://tracing) here."),
+    click.option("--autotune/--no-autotune", default=False, help="Horovod autotuning."),
+    click.option("--log-level", type=click.Choice(catalog.LOG_LEVELS.names(),
+                                                  case_sensitive=False),
+                 default=None, help="Horovod log level."),
+    click.option("--start-timeout", type=float, default=120.0, show_default=True,
+                 help="Seconds for every rank to start before the job is stopped."),
+    click.option("--timeout", type=float, default=None,
+                 help="Wall-clock limit for the whole job, in seconds."),
+    click.option("--idle-timeout", type=float, default=None,
+                 help="Stop the job when no rank writes output for this many seconds."),
+    click.option("--network-interface", type=str, default=None,
+                 help="Network interface for Horovod/MPI traffic (e.g. eth0)."),
+])
+
+dry_run_option = click.option(
+    "--dry-run", is_flag=True,
+    help="Print the plan and the exact command and environment a launch runs, then exit.")
+
+
+def placement_request(kw: dict[str, Any]) -> PlacementRequest:
+    return PlacementRequest(kw["hostfile"], kw["hosts"], kw["np"], kw["include"], kw["exclude"])
+
+
+def launch_settings(kw: dict[str, Any], require_ready: bool = False) -> LaunchSettings:
+    """``require_ready``: start-up ends when each rank reports Horovod initialised (only
+    hvdtrain's own workers report it)."""
+    start_timeout = kw["start_timeout"]
+    tuning = HorovodTuning(
+        fusion_threshold_mb=kw["fusion_threshold_mb"], cycle_time_ms=kw["cycle_time_ms"],
+        cache_capacity=kw["cache_capacity"], timeline_filename=kw["timeline_filename"],
+        autotune=kw["autotune"], log_level=kw["log_level"],
+        start_timeout=math.ceil(start_timeout) if start_timeout > 0 else None,
+        network_interface=kw["network_interface"])
+    watchdog = Watchdog(start_timeout=start_timeout, timeout=kw["timeout"],
+                        idle_timeout=kw["idle_timeout"], require_ready=require_ready)
+    return replace(LaunchSettings(kw["launcher"], kw["controller"]), tuning=tuning,
+                   watchdog=watchdog)
+
+
+def train_program(args: list[str] | None = None) -> list[str]:
+    """What every rank runs for ``hvdtrain train``: this command line as ``train``, without
+    the flags that only concern the launcher. ``args``: the options after the command name
+    (default: this process's own)."""
+    args = sys.argv[2:] if args is None else args
+    return [sys.executable, "-m", "hvdtrain", "train",
+            *(a for a in args if a not in LAUNCHER_ONLY_FLAGS)]

@@ -1,0 +1,122 @@
+"""``hvdtrain train``: launch ranks (or, inside a rank, be one) and train.
+
+One command for every way users start it: run directly, it plans and launches its own ranks
+(each re-running this command line, see ``options.train_program``); started by horovodrun or
+mpirun, it notices ``HOROVOD_RANK``/``OMPI_COMM_WORLD_RANK``/``PMI_RANK``/``PMIX_RANK`` and
+trains as a worker. ``TrainConfig`` validates every option on the launching side, before any
+rank starts, and again in each rank (same code, same messages).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from hvdtrain import catalog
+from hvdtrain.cluster.planning import make_plan
+from hvdtrain.commands.options import (
+    choice,
+    dry_run_option,
+    launch_options,
+    launch_settings,
+    placement_options,
+    placement_request,
+    stacked,
+    train_program,
+)
+from hvdtrain.commands.precedence import config_option, mirror_env
+from hvdtrain.commands.render import show_dry_run
+from hvdtrain.launch.job import job_command, launch, layout_for
+from hvdtrain.launch.rank_env import detect_rank
+from hvdtrain.types import TrainConfig
+
+
+def _names(registry: catalog.Registry[Any]) -> str:
+    return "; ".join(f"{entry.name}: {entry.help}" for entry in registry)
+
+
+_train_options = stacked([
+    choice(catalog.FRAMEWORKS, default="torch", show_default=True),
+    click.option("--model", type=str, default="mlp", show_default=True,
+                 help=f"{_names(catalog.MODELS)}; {catalog.USER_MODEL_HELP}."),
+    click.option("--data", type=str, default="synthetic", show_default=True,
+                 help=f"{_names(catalog.DATASETS)}; or a "
+                 f"{'/'.join(catalog.DATA_FILES.names())} file."),
+    click.option("--label-column", type=str, default="label", show_default=True,
+                 help="Label column of a CSV file."),
+    click.option("--epochs", type=int, default=10, show_default=True),
+    click.option("--batch-size", type=int, default=64, show_default=True, help="Per rank."),
+    click.option("--lr", type=float, default=1e-3, show_default=True,
+                 help="Base learning rate."),
+    choice(catalog.LR_SCALINGS, default="linear", show_default=True,
+           help=_names(catalog.LR_SCALINGS)),
+    click.option("--warmup-epochs", type=float, default=0.0, show_default=True,
+                 help="Gradual warm-up to the scaled lr."),
+    choice(catalog.OPTIMIZERS, default="adam", show_default=True,
+           help=_names(catalog.OPTIMIZERS)),
+    click.option("--weight-decay", type=float, default=0.0),
+    choice(catalog.COMPRESSIONS, default="none", show_default=True,
+           help=_names(catalog.COMPRESSIONS)),
+    click.option("--grad-accumulation", type=int, default=1, show_default=True,
+                 help="Horovod backward_passes_per_step."),
+    click.option("--seed", type=int, default=42, show_default=True),
+    click.option("--val-fraction", type=float, default=0.2, show_default=True),
+    click.option("--early-stopping-patience", type=int, default=0, show_default=True,
+                 help="Stop after this many epochs without val_loss improvement (0: off)."),
+    click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+                 help="Metrics, TensorBoard events, checkpoints, summary.json and rank "
+                 "logs (default: runs/<timestamp>)."),
+    click.option("--checkpoint-every", type=int, default=1, show_default=True,
+                 help="Epochs between checkpoints (0: never)."),
+    click.option("--keep-checkpoints", type=int, default=3, show_default=True,
+                 help="Keep the last K epoch checkpoints (+ best)."),
+    click.option("--resume", type=str, default=None,
+                 help="'latest' (newest checkpoint in --run-dir) or a checkpoint path."),
+    click.option("--record-step-losses", is_flag=True, hidden=True),
+])
+
+
+def train_config(kw: dict[str, Any]) -> TrainConfig:
+    """The typed, validated config from the options."""
+    fields = TrainConfig.__dataclass_fields__
+    return TrainConfig(**{k: v for k, v in kw.items() if k in fields and v is not None})
+
+
+def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
+    from hvdtrain.training.checkpoint import refuse_to_overwrite
+    from hvdtrain.training.datasets import check_data_source  # NumPy: not for --help
+
+    train_config(kw)  # every option error before any rank starts
+    check_data_source(kw["data"])
+    the_plan = make_plan(placement_request(kw))
+    settings = launch_settings(kw, require_ready=True)
+    program = train_program()
+    layout = layout_for(kw["run_dir"])
+    if dry_run:
+        show_dry_run(the_plan, job_command(the_plan, program, settings, layout))
+        return
+    if kw["run_dir"]:
+        refuse_to_overwrite(layout.root, kw["resume"])
+    click.echo(f"hvdtrain: {the_plan.placement.size} ranks from {the_plan.source.description}; "
+               f"run dir {layout.root}", err=True)
+    launch(the_plan, program, settings, layout)
+
+
+@click.command(context_settings={"show_default": False})
+@config_option
+@_train_options
+@placement_options
+@launch_options
+@dry_run_option
+def train(dry_run: bool, record_step_losses: bool, **kw: Any) -> None:
+    """Train a model data-parallel on Horovod (launches ranks, or runs as one)."""
+    if detect_rank() is None:
+        _launch_side(kw, dry_run)
+        return
+    from hvdtrain.training.worker import run_worker  # the rank's framework, loaded here
+
+    run_worker(train_config(kw), record_step_losses)
+
+
+mirror_env(train)

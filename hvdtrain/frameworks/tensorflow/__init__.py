@@ -1,0 +1,1 @@
+"""TensorFlow 2 / Keras 3: adapter, built-in models."""

@@ -1,0 +1,94 @@
+"""A failed job as a value: what went wrong first, and the report that explains it.
+
+Like torchrun's ``ChildFailedError``, the supervisor does not print and raise from seven
+places: each of its checks returns a ``JobFailure`` (or nothing), the supervisor stops the
+job, attaches the log tails (``with_tails``, once every process has said its last words) and
+prints ``format()``; the CLI then shows ``as_error()`` as one line, a hint and the exit code.
+The same value will carry failures reported over a launcher's channel when hosts share no
+filesystem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from hvdtrain.errors import RankFailedError
+from hvdtrain.launch.protocol import RunLayout, tail
+
+EXIT_TIMEOUT = 124  # like coreutils' timeout(1)
+EXIT_NOT_STARTED = 125
+TAIL_LINES = 15
+SHORT_TAIL_LINES = 8
+MAX_RANKS_SHOWN = 4
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    kind: str  # rank | launcher | not-started | timeout | interrupted
+    headline: str  # the report's first line
+    message: str  # the one-line error
+    exit_code: int
+    hint: str | None = None
+    show_ranks: tuple[int, ...] = ()  # whose stderr tails belong in the report
+    show_launcher: bool = False
+    tail_lines: int = TAIL_LINES
+    footer: str | None = None
+    tails: tuple[tuple[str, str], ...] = ()  # (whose, text), filled by with_tails
+
+    def with_tails(self, layout: RunLayout) -> JobFailure:
+        found = [(f"rank {rank} stderr", tail(layout.stderr_log(rank), self.tail_lines))
+                 for rank in self.show_ranks[:MAX_RANKS_SHOWN]]
+        if self.show_launcher:
+            found.append(("the launcher's output", tail(layout.launcher_log, self.tail_lines)))
+        return replace(self, tails=tuple((whose, text) for whose, text in found if text))
+
+    def format(self) -> str:
+        lines = [f"hvdtrain: {self.headline}"]
+        for whose, text in self.tails:
+            lines.append(f"--- last lines of {whose} ---\n{text}\n---")
+        if self.footer:
+            lines.append(f"hvdtrain: {self.footer}")
+        return "\n".join(lines)
+
+    def as_error(self) -> RankFailedError:
+        return RankFailedError(self.message, self.exit_code, hint=self.hint)
+
+
+def rank_failed(layout: RunLayout, rank: int, host: str, exit_code: int,
+                killed_by: int | None) -> JobFailure:
+    how = f"killed by signal {killed_by}" if killed_by else f"exit code {exit_code}"
+    return JobFailure(
+        "rank", f"rank {rank} on {host} failed first ({how})",
+        f"rank {rank} on {host} failed with exit code {exit_code}", exit_code,
+        hint=f"see {layout.stderr_log(rank)}", show_ranks=(rank,),
+        footer=f"all rank logs are in {layout.logs_dir}")
+
+
+def launcher_failed(layout: RunLayout, launcher: str, code: int, finished: int,
+                    size: int) -> JobFailure:
+    return JobFailure(
+        "launcher", f"the launcher ({launcher}) exited with code {code} before every rank "
+        "finished", f"launcher exited with code {code}; {finished} of {size} ranks finished",
+        code or EXIT_NOT_STARTED, hint=f"see {layout.launcher_log}", show_launcher=True)
+
+
+def not_started(missing: list[int], what: str, start_timeout: float) -> JobFailure:
+    message = f"ranks {missing} did not {what} within {start_timeout:g} s"
+    return JobFailure(
+        "not-started", f"{message}; stopped the job", message, EXIT_NOT_STARTED,
+        hint="check that every host is reachable, has hvdtrain installed, and that "
+        "--network-interface names a working interface; raise --start-timeout if slow",
+        show_ranks=tuple(missing), show_launcher=True, tail_lines=SHORT_TAIL_LINES)
+
+
+def timed_out(layout: RunLayout, why: str, running: list[int]) -> JobFailure:
+    return JobFailure(
+        "timeout", f"{why}; ranks still running: {running}; stopped them",
+        f"{why} (ranks still running: {running})", EXIT_TIMEOUT,
+        hint=f"rank logs are in {layout.logs_dir}", show_ranks=tuple(running),
+        tail_lines=SHORT_TAIL_LINES)
+
+
+def interrupted(signal_name: str, signum: int) -> JobFailure:
+    return JobFailure("interrupted", f"stopped all ranks after {signal_name}",
+                      f"stopped by {signal_name}", 128 + signum)

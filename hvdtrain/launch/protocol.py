@@ -1,0 +1,179 @@
+"""The rank protocol, in one place: the run directory's layout, its file formats, and the
+variables that carry it to the ranks.
+
+Both sides use this module: the writers (``rank_wrapper`` for start and exit, the training
+worker for "Horovod is initialised") and the reader (``supervisor``), so a path or a field
+cannot be spelled two ways. Layout of a run directory::
+
+    launch.json             the exact argv and environment the launcher was started with
+    launcher.log            the launcher's own output (rank 0's stderr passes through it too)
+    ranks/rank-N.start.json {rank, host, pid, child_pid, time}   written by the rank wrapper
+    ranks/rank-N.ready.json {rank, time}                         written by the worker
+    ranks/rank-N.exit.json  {rank, host, exit_code, signal, time} written by the rank wrapper
+    logs/rank-N.out, .err   every rank's stdout and stderr
+
+The variables are deliberately not ``HVDTRAIN_<OPTION>`` names: those are the option mirrors
+(``HVDTRAIN_RUN_DIR`` sets ``--run-dir``), and the protocol must not depend on one happening to
+match the other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+JOB_DIR_ENV = "HVDTRAIN_JOB_DIR"  # the run directory the launcher chose (absolute)
+PLAN_ENV = "HVDTRAIN_PLAN"  # the placement, as ``cluster.pinning.encode_plan`` writes it
+PROTOCOL_VARIABLES = (JOB_DIR_ENV, PLAN_ENV)
+
+WRAPPER_MODULE = "hvdtrain.launch.rank_wrapper"
+
+
+@dataclass(frozen=True)
+class RankStart:
+    rank: int
+    host: str
+    pid: int
+    child_pid: int
+    time: float
+
+
+@dataclass(frozen=True)
+class RankExit:
+    rank: int
+    host: str
+    exit_code: int
+    signal: int | None
+    time: float
+
+
+def _write_json(path: Path, payload: Mapping[str, object]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, path)  # readers never see half a file
+
+
+def _read_json(path: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _rank_of(path: Path) -> int | None:
+    """``rank-12.exit.json`` → 12."""
+    number = path.name.split(".")[0].removeprefix("rank-")
+    return int(number) if number.isdigit() else None
+
+
+def tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a text file ('' when it is missing)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RunLayout | None:
+        """The layout a launcher handed to this rank, or None when started by hand."""
+        value = env.get(JOB_DIR_ENV)
+        return cls(Path(value)) if value else None
+
+    # -- paths ----------------------------------------------------------------------------
+    @property
+    def ranks_dir(self) -> Path:
+        return self.root / "ranks"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def launcher_log(self) -> Path:
+        return self.root / "launcher.log"
+
+    @property
+    def launch_record(self) -> Path:
+        return self.root / "launch.json"
+
+    def status_file(self, rank: int, event: str) -> Path:
+        return self.ranks_dir / f"rank-{rank}.{event}.json"
+
+    def stdout_log(self, rank: int) -> Path:
+        return self.logs_dir / f"rank-{rank}.out"
+
+    def stderr_log(self, rank: int) -> Path:
+        return self.logs_dir / f"rank-{rank}.err"
+
+    # -- the launcher's side ----------------------------------------------------------------
+    def environment(self, encoded_plan: str) -> dict[str, str]:
+        """The variables every rank of this job receives."""
+        return {JOB_DIR_ENV: str(self.root), PLAN_ENV: encoded_plan}
+
+    def wrap(self, program: list[str]) -> list[str]:
+        """``program`` run under the rank wrapper, which writes this layout's status files."""
+        return [sys.executable, "-m", WRAPPER_MODULE, str(self.root), "--", *program]
+
+    def prepare(self) -> None:
+        """Create the directories and forget the status files of an earlier job here."""
+        self.ranks_dir.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.ranks_dir.glob("rank-*.json"):
+            stale.unlink()
+
+    def record_launch(self, argv: list[str], env: Mapping[str, str]) -> None:
+        _write_json(self.launch_record, {"argv": argv, "env": dict(env)})
+
+    # -- the writers (rank wrapper, worker) ---------------------------------------------------
+    def write_start(self, start: RankStart) -> None:
+        _write_json(self.status_file(start.rank, "start"), asdict(start))
+
+    def write_ready(self, rank: int) -> None:
+        _write_json(self.status_file(rank, "ready"), {"rank": rank, "time": time.time()})
+
+    def write_exit(self, done: RankExit) -> None:
+        _write_json(self.status_file(done.rank, "exit"), asdict(done))
+
+    # -- the reader (supervisor) ------------------------------------------------------------
+    def _records(self, event: str) -> list[dict[str, object]]:
+        found = []
+        for path in self.ranks_dir.glob(f"rank-*.{event}.json"):
+            data = _read_json(path) if _rank_of(path) is not None else None
+            if data is not None:
+                found.append(data)
+        return found
+
+    def starts(self) -> dict[int, RankStart]:
+        return {int(str(d["rank"])): RankStart(int(str(d["rank"])), str(d["host"]),
+                                               int(str(d["pid"])), int(str(d["child_pid"])),
+                                               float(str(d["time"])))
+                for d in self._records("start")}
+
+    def ready(self) -> set[int]:
+        return {int(str(d["rank"])) for d in self._records("ready")}
+
+    def exits(self) -> list[RankExit]:
+        """Finished ranks, earliest first (the first failure is the root cause)."""
+        found = [RankExit(int(str(d["rank"])), str(d["host"]), int(str(d["exit_code"])),
+                          None if d.get("signal") is None else int(str(d["signal"])),
+                          float(str(d["time"])))
+                 for d in self._records("exit")]
+        return sorted(found, key=lambda e: (e.time, e.rank))
+
+    def last_output_time(self) -> float:
+        """When any rank last wrote to its logs (0 when none has)."""
+        times = [p.stat().st_mtime for p in self.logs_dir.glob("rank-*.*") if p.is_file()]
+        return max(times, default=0.0)
+

@@ -1,0 +1,250 @@
+"""Start a launcher, watch its ranks, and turn any failure into a root-cause report.
+
+The launcher (horovodrun or mpirun) runs in its own session. Every rank runs under
+``rank_wrapper``, which writes its start and exit records into the run directory
+(``launch.protocol``). The supervisor polls those records, so it knows, independently of how a
+launcher words its errors:
+
+* the **first failing rank** (earliest non-zero exit), its host, exit code and stderr tail;
+  the job then exits with that rank's exit code after stopping the others;
+* ranks that never started within ``start_timeout`` (a launcher stuck on ssh, a bad host),
+  or, for hvdtrain's own workers, never finished ``hvd.init()`` (they report it);
+* a job past its wall-clock ``timeout`` or silent past ``idle_timeout`` (no output from any
+  rank): a hang becomes a report, never a stuck terminal or CI.
+
+Each of those is one small check that returns a ``JobFailure`` or nothing; the loop runs them
+in order and the first answer ends the job. SIGINT/SIGTERM to hvdtrain are passed to the
+launcher's process group and to every recorded rank, then escalated to SIGKILL after a grace
+period: no orphans.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from hvdtrain.errors import ConfigError, LaunchError
+from hvdtrain.launch import failures
+from hvdtrain.launch.commands import LaunchCommand
+from hvdtrain.launch.failures import JobFailure
+from hvdtrain.launch.protocol import RankExit, RunLayout
+from hvdtrain.launch.streams import start_pump
+
+LAUNCHER_EXIT_GRACE = 2.0  # seconds for wrappers to write exit records after the launcher ends
+
+
+@dataclass(frozen=True)
+class Watchdog:
+    start_timeout: float = 120.0
+    timeout: float | None = None
+    idle_timeout: float | None = None
+    require_ready: bool = False  # start-up ends at Horovod init (hvdtrain workers report it)
+    grace: float = 10.0
+    poll_interval: float = 0.2
+
+    def __post_init__(self) -> None:
+        for flag, value in (("--start-timeout", self.start_timeout), ("--timeout", self.timeout),
+                            ("--idle-timeout", self.idle_timeout)):
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{flag} must be > 0 seconds, got {value:g}")
+
+
+@dataclass(frozen=True)
+class JobResult:
+    run_dir: Path
+    ranks: tuple[RankExit, ...]
+    wall_seconds: float
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+class _Supervisor:
+    def __init__(self, command: LaunchCommand, size: int, layout: RunLayout, watchdog: Watchdog,
+                 env: Mapping[str, str], report: TextIO) -> None:
+        self.command, self.size, self.layout = command, size, layout
+        self.watchdog, self.env, self.report = watchdog, env, report
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.tee: threading.Thread | None = None
+        self.interrupted: int | None = None
+        self.began = 0.0
+        self.launcher_gone_at: float | None = None
+
+    def say(self, text: str) -> None:
+        print(text, file=self.report, flush=True)
+
+    # -- stopping ------------------------------------------------------------------------
+    def _pids(self) -> list[int]:
+        return [pid for start in self.layout.starts().values()
+                for pid in (start.pid, start.child_pid)]
+
+    def _signal_all(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        for pid in self._pids():
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def _anything_alive(self) -> bool:
+        launcher_alive = self.proc is not None and self.proc.poll() is None
+        return launcher_alive or any(_alive(pid) for pid in self._pids())
+
+    def stop_all(self) -> None:
+        self._signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + self.watchdog.grace
+        while time.monotonic() < deadline and self._anything_alive():
+            time.sleep(0.1)
+        if self._anything_alive():
+            self._signal_all(signal.SIGKILL)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=self.watchdog.grace)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.tee is not None:  # let the launcher's last words out before our report
+            self.tee.join(timeout=2)
+
+    # -- the checks, in order: each returns the job's outcome or None ----------------------
+    def check_interrupted(self, _exits: list[RankExit]) -> JobFailure | None:
+        if self.interrupted is None:
+            return None
+        name = signal.Signals(self.interrupted).name
+        self.say(f"hvdtrain: {name} received, stopping all ranks")
+        return failures.interrupted(name, self.interrupted)
+
+    def check_rank_failed(self, exits: list[RankExit]) -> JobFailure | None:
+        failed = next((e for e in exits if e.exit_code != 0), None)
+        if failed is None:
+            return None
+        return failures.rank_failed(self.layout, failed.rank, failed.host, failed.exit_code,
+                                    failed.signal)
+
+    def check_launcher_exited(self, exits: list[RankExit]) -> JobFailure | JobResult | None:
+        assert self.proc is not None  # started by run(); not user input
+        code = self.proc.poll()
+        if code is None:
+            return None
+        if len(exits) == self.size:
+            return JobResult(self.layout.root, tuple(exits), time.monotonic() - self.began)
+        self.launcher_gone_at = self.launcher_gone_at or time.monotonic()
+        if time.monotonic() - self.launcher_gone_at < LAUNCHER_EXIT_GRACE:
+            return None  # the wrappers may still be writing their exit records
+        return failures.launcher_failed(self.layout, self.command.argv[0], code, len(exits),
+                                        self.size)
+
+    def check_started(self, _exits: list[RankExit]) -> JobFailure | None:
+        wd = self.watchdog
+        if time.monotonic() - self.began <= wd.start_timeout:
+            return None
+        done = self.layout.ready() if wd.require_ready else set(self.layout.starts())
+        missing = sorted(set(range(self.size)) - done)
+        if not missing:
+            return None
+        what = "initialise Horovod" if wd.require_ready else "start"
+        return failures.not_started(missing, what, wd.start_timeout)
+
+    def check_timeout(self, exits: list[RankExit]) -> JobFailure | None:
+        timeout = self.watchdog.timeout
+        if timeout is None or time.monotonic() - self.began <= timeout:
+            return None
+        return failures.timed_out(self.layout, f"the job ran past its {timeout:g} s timeout",
+                                  self._running(exits))
+
+    def check_idle(self, exits: list[RankExit]) -> JobFailure | None:
+        idle = self.watchdog.idle_timeout
+        starts = self.layout.starts()
+        if idle is None or len(starts) < self.size:
+            return None
+        last = max(self.layout.last_output_time(), *(s.time for s in starts.values()))
+        if time.time() - last <= idle:
+            return None
+        return failures.timed_out(self.layout, f"no rank wrote any output for {idle:g} s",
+                                  self._running(exits))
+
+    def _running(self, exits: list[RankExit]) -> list[int]:
+        return sorted(set(self.layout.starts()) - {e.rank for e in exits})
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> JobResult:
+        self.layout.prepare()
+        self.began = time.monotonic()
+        launcher_log = self.layout.launcher_log.open("wb")
+        try:
+            self.proc = subprocess.Popen(self.command.argv, env={**self.env, **self.command.env},
+                                         stdout=None, stderr=subprocess.PIPE,
+                                         start_new_session=True)
+        except FileNotFoundError as exc:
+            launcher_log.close()
+            raise LaunchError(f"launcher {self.command.argv[0]!r} not found",
+                              hint="run 'hvdtrain env' to see what is installed") from exc
+        # The launcher's stderr carries rank 0's (progress bar, warnings): show it and keep it.
+        self.tee = start_pump(self.proc.stderr, launcher_log,
+                              getattr(sys.stderr, "buffer", None))
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def on_signal(signum: int, _frame: object) -> None:
+            self.interrupted = signum
+
+        for sig in previous:
+            signal.signal(sig, on_signal)
+        try:
+            outcome = self._watch()
+            if isinstance(outcome, JobFailure):
+                self.stop_all()  # still under our handlers: a second Ctrl-C cannot cut it short
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if isinstance(outcome, JobFailure):
+            outcome = outcome.with_tails(self.layout)
+            self.say(outcome.format())
+        self.tee.join(timeout=5)
+        launcher_log.close()
+        if isinstance(outcome, JobFailure):
+            raise outcome.as_error()
+        return outcome
+
+    def _watch(self) -> JobFailure | JobResult:
+        checks: list[Callable[[list[RankExit]], JobFailure | JobResult | None]] = [
+            self.check_interrupted, self.check_rank_failed, self.check_launcher_exited,
+            self.check_started, self.check_timeout, self.check_idle]
+        while True:
+            time.sleep(self.watchdog.poll_interval)
+            exits = self.layout.exits()
+            for check in checks:
+                outcome = check(exits)
+                if outcome is not None:
+                    return outcome
+
+
+def run_job(command: LaunchCommand, size: int, layout: RunLayout,
+            watchdog: Watchdog | None = None, env: Mapping[str, str] | None = None,
+            report: TextIO | None = None) -> JobResult:
+    """Run ``command`` (whose program is already wrapped) and supervise its ``size`` ranks."""
+    return _Supervisor(command, size, layout, watchdog or Watchdog(),
+                       os.environ if env is None else env, report or sys.stderr).run()

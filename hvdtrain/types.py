@@ -1,0 +1,209 @@
+"""The neutral types that adapters implement and the training loop consumes.
+
+They sit below both ``frameworks/`` and ``training/`` so that neither has to import the other
+(Keras 3's ``backend/common`` plays the same part for its backends): the loop sees a
+``FrameworkAdapter`` and a ``Collectives``; an adapter sees a ``TrainConfig``, a ``Dataset``
+and a ``DeviceChoice``. ``TrainConfig`` is the single validator of training options: the Click
+options only parse, so a YAML file, an ``HVDTRAIN_*`` variable and a flag are checked by the
+same code with the same messages.
+
+Nothing here imports NumPy at run time (only for type checking), so ``cluster/`` can use
+``DeviceChoice`` and ``hvdtrain plan`` stays free of heavy imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from hvdtrain import catalog
+from hvdtrain.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+TEXT_LENGTH = 64  # byte tokens per text sample (0 = padding, byte b -> b + 1)
+TEXT_VOCAB = 257
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    kind: str  # "cuda" or "cpu"
+    index: int | None
+    message: str
+    mismatch: str | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and validation arrays, already split and standardised (same on every rank)."""
+
+    name: str
+    kind: str  # tabular | image | text
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    num_classes: int  # 2 = binary (one sigmoid output), k > 2 = k logits
+    image_shape: tuple[int, ...] | None = None  # (channels, h, w) for image sets
+    mean: np.ndarray | None = None  # standardisation statistics of the training split
+    std: np.ndarray | None = None
+
+    @property
+    def num_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.num_classes == 2 else self.num_classes
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    loss_sum: float
+    correct: int
+    count: int
+
+
+class Collectives(Protocol):
+    """What the loop needs of Horovod; ``comm.Comm`` implements it."""
+
+    @property
+    def rank(self) -> int: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def local_rank(self) -> int: ...
+
+    @property
+    def local_size(self) -> int: ...
+
+    def allreduce_sum(self, values: np.ndarray, name: str) -> np.ndarray:
+        """Sum a small float64 vector across ranks (metrics, counts)."""
+
+    def allgather_object(self, value: Any) -> list[Any]: ...
+
+    def broadcast_object(self, value: Any, root: int = 0) -> Any: ...
+
+
+class FrameworkAdapter(Protocol):
+    """The seam between the framework-free loop and one framework.
+
+    Declared (not implied by duck typing) so both adapters are checked against one definition,
+    and one conformance test runs against every registered adapter. Batches cross the seam as
+    NumPy arrays; metrics come back as plain sums so the loop can reduce them across ranks with
+    one collective. Checkpoint *files* are the adapter's business (each framework has its own
+    safe format); where and when they are written is the loop's.
+    """
+
+    name: str
+    comm: Collectives
+    fp16_recoveries: int
+
+    def pin(self, choice: DeviceChoice) -> None:
+        """Use the device the plan chose (GPU id or CPU)."""
+
+    def describe_device(self) -> str:
+        """Where this rank computes (cpu, cuda:N, /GPU:N)."""
+
+    def setup(self, config: TrainConfig, data: Dataset) -> None:
+        """Build model and optimizer, wrap for Horovod, broadcast from rank 0."""
+
+    def train_batch(self, x: np.ndarray, y: np.ndarray, lr: float) -> BatchStats:
+        """One synchronised optimisation step (or accumulation pass) on this rank's batch."""
+
+    def evaluate_batch(self, x: np.ndarray, y: np.ndarray) -> BatchStats:
+        """Loss and accuracy sums on a batch, no gradient."""
+
+    def parameter_hash(self) -> str:
+        """sha256 of all parameters (for 'identical on every rank' checks)."""
+
+    def rng_state(self) -> Any:
+        """This rank's framework RNG state (picklable)."""
+
+    def set_rng_state(self, state: Any) -> None: ...
+
+    def write_checkpoint(self, path: Path, meta: dict[str, Any]) -> None:
+        """Write model, optimizer and ``meta`` to ``path`` (rank 0)."""
+
+    def read_checkpoint(self, path: Path) -> dict[str, Any]:
+        """Read a checkpoint safely; ``CheckpointError`` for a corrupt or foreign file."""
+
+    def apply_checkpoint(self, payload: dict[str, Any]) -> None:
+        """Load model and optimizer state from a payload of ``read_checkpoint`` (rank 0)."""
+
+    def broadcast_state(self) -> None:
+        """Broadcast model and optimizer state from rank 0 to every rank."""
+
+
+def is_user_model(name: str) -> bool:
+    """``module.path:factory`` names a user's model factory."""
+    return ":" in name
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training option, typed and validated once (on the launcher and in each rank)."""
+
+    framework: str = "torch"
+    model: str = "mlp"
+    data: str = "synthetic"
+    label_column: str = "label"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_scaling: str = "linear"
+    warmup_epochs: float = 0.0
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    compression: str = "none"
+    grad_accumulation: int = 1
+    seed: int = 42
+    val_fraction: float = 0.2
+    early_stopping_patience: int = 0  # 0 = off
+    run_dir: str = "runs/latest"
+    checkpoint_every: int = 1  # epochs; 0 = never
+    keep_checkpoints: int = 3
+    resume: str | None = None  # "latest" or a checkpoint path
+
+    def __post_init__(self) -> None:
+        catalog.FRAMEWORKS.get(self.framework)
+        if not is_user_model(self.model):
+            catalog.MODELS.get(self.model)
+        catalog.OPTIMIZERS.get(self.optimizer)
+        catalog.COMPRESSIONS.get(self.compression)
+        catalog.LR_SCALINGS.get(self.lr_scaling)
+        ranges = [
+            ("--epochs", self.epochs, self.epochs >= 1, ">= 1"),
+            ("--batch-size", self.batch_size, self.batch_size >= 1, ">= 1"),
+            ("--lr", self.lr, self.lr > 0, "> 0"),
+            ("--weight-decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
+            ("--grad-accumulation", self.grad_accumulation, self.grad_accumulation >= 1,
+             ">= 1"),
+            ("--warmup-epochs", self.warmup_epochs, self.warmup_epochs >= 0, ">= 0"),
+            ("--early-stopping-patience", self.early_stopping_patience,
+             self.early_stopping_patience >= 0, ">= 0"),
+            ("--checkpoint-every", self.checkpoint_every, self.checkpoint_every >= 0, ">= 0"),
+            ("--keep-checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 1, ">= 1"),
+            ("--val-fraction", self.val_fraction, 0 < self.val_fraction < 1,
+             "between 0 and 1 (exclusive)"),
+        ]
+        for flag, value, ok, rule in ranges:
+            if not ok:
+                raise ConfigError(f"{flag} must be {rule}, got {value}")
+
+    def scaled_lr(self, size: int) -> float:
+        return self.lr * size if self.lr_scaling == "linear" else self.lr
+
+    def lr_at(self, epoch_progress: float, size: int) -> float:
+        """Gradual warm-up (Goyal et al.) from the base lr to the scaled lr."""
+        target = self.scaled_lr(size)
+        if self.warmup_epochs <= 0 or epoch_progress >= self.warmup_epochs:
+            return target
+        return self.lr + (target - self.lr) * epoch_progress / self.warmup_epochs
+
+    def as_json(self) -> dict[str, object]:
+        return asdict(self)
