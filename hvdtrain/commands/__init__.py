@@ -19,6 +19,7 @@ from hvdtrain.commands.env import env_command
 from hvdtrain.commands.hosts import hosts
 from hvdtrain.commands.launch import launch
 from hvdtrain.commands.plan import plan
+from hvdtrain.commands.preflight import preflight
 from hvdtrain.commands.train import train
 from hvdtrain.errors import HvdtrainError
 
@@ -49,6 +50,6 @@ def main() -> None:
     """
 
 
-for command in (plan, hosts, launch, train, env_command):
+for command in (plan, hosts, launch, train, env_command, preflight):
     main.add_command(command)
 main.add_command(env_command, "doctor")

@@ -20,7 +20,7 @@ from hvdtrain.commands.options import (
 )
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import show_dry_run
-from hvdtrain.launch.job import job_command, layout_for
+from hvdtrain.launch.job import job_command, layout_for, where_logs_are
 from hvdtrain.launch.job import launch as run
 from hvdtrain.launch.rank_env import detect_rank
 
@@ -48,7 +48,7 @@ def launch(program: tuple[str, ...], run_dir: str | None, dry_run: bool, **kw: A
         return
     result = run(the_plan, argv, settings, layout)
     click.echo(f"hvdtrain: {len(result.ranks)} ranks finished in {result.wall_seconds:.1f} s; "
-               f"logs in {layout.logs_dir}", err=True)
+               f"logs in {where_logs_are(result, layout)}", err=True)
 
 
 mirror_env(launch)

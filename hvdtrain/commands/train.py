@@ -27,7 +27,7 @@ from hvdtrain.commands.options import (
 )
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import show_dry_run
-from hvdtrain.launch.job import job_command, launch, layout_for
+from hvdtrain.launch.job import job_command, launch, layout_for, where_logs_are
 from hvdtrain.launch.rank_env import detect_rank
 from hvdtrain.types import TrainConfig
 
@@ -100,7 +100,9 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
         refuse_to_overwrite(layout.root, kw["resume"])
     click.echo(f"hvdtrain: {the_plan.placement.size} ranks from {the_plan.source.description}; "
                f"run dir {layout.root}", err=True)
-    launch(the_plan, program, settings, layout)
+    result = launch(the_plan, program, settings, layout)
+    click.echo(f"hvdtrain: {len(result.ranks)} ranks finished in {result.wall_seconds:.1f} s; "
+               f"rank logs in {where_logs_are(result, layout)}", err=True)
 
 
 @click.command(context_settings={"show_default": False})

@@ -36,7 +36,11 @@ class JobFailure:
     tails: tuple[tuple[str, str], ...] = ()  # (whose, text), filled by with_tails
 
     def with_tails(self, layout: RunLayout) -> JobFailure:
-        found = [(f"rank {rank} stderr", tail(layout.stderr_log(rank), self.tail_lines))
+        """Attach the stderr tails: from the local log, else (a rank on a host that does not
+        share the run directory) from the tail its exit record carried."""
+        relayed = {e.rank: e.stderr_tail for e in layout.exits()}
+        found = [(f"rank {rank} stderr", tail(layout.stderr_log(rank), self.tail_lines)
+                  or relayed.get(rank, ""))
                  for rank in self.show_ranks[:MAX_RANKS_SHOWN]]
         if self.show_launcher:
             found.append(("the launcher's output", tail(layout.launcher_log, self.tail_lines)))
@@ -55,13 +59,17 @@ class JobFailure:
 
 
 def rank_failed(layout: RunLayout, rank: int, host: str, exit_code: int,
-                killed_by: int | None) -> JobFailure:
+                killed_by: int | None, logs: str = "") -> JobFailure:
+    """``logs``: ``host:path`` of the rank's logs when they are not in ``layout``."""
     how = f"killed by signal {killed_by}" if killed_by else f"exit code {exit_code}"
+    local = layout.stderr_log(rank).exists() or not logs
     return JobFailure(
         "rank", f"rank {rank} on {host} failed first ({how})",
         f"rank {rank} on {host} failed with exit code {exit_code}", exit_code,
-        hint=f"see {layout.stderr_log(rank)}", show_ranks=(rank,),
-        footer=f"all rank logs are in {layout.logs_dir}")
+        hint=f"see {layout.stderr_log(rank) if local else f'{logs}/rank-{rank}.err'}",
+        show_ranks=(rank,),
+        footer=f"all rank logs are in {layout.logs_dir}" if local
+        else f"rank logs stay on their hosts ({logs} and alike)")
 
 
 def launcher_failed(layout: RunLayout, launcher: str, code: int, finished: int,

@@ -34,6 +34,7 @@ from hvdtrain.launch.commands import (
     horovodrun_command,
     mpirun_command,
 )
+from hvdtrain.launch.network import rendezvous_address
 from hvdtrain.launch.protocol import RunLayout
 from hvdtrain.launch.supervisor import JobResult, Watchdog, run_job
 
@@ -87,9 +88,15 @@ def build_command(plan: Plan, program: list[str], settings: LaunchSettings,
 def job_command(plan: Plan, program: list[str], settings: LaunchSettings, layout: RunLayout,
                 environ: Mapping[str, str] | None = None) -> LaunchCommand:
     """Exactly what a launch runs: ``program`` under the rank wrapper, with the protocol's
-    variables exported to every rank."""
-    return build_command(plan, layout.wrap(program), settings,
-                         layout.environment(encode_plan(plan.placement)), environ)
+    variables exported to every rank. For Gloo across hosts that includes the rendezvous
+    address the hosts can reach (see ``launch.network``)."""
+    mpi_available = settings.mpi_flavour is not None or detect_mpi_flavour() is not None
+    _launcher, controller = resolve_backend(settings, mpi_available)
+    rendezvous = None
+    if controller == "gloo":
+        rendezvous = rendezvous_address(host.name for host in plan.placement.hosts)
+    export = layout.environment(encode_plan(plan.placement), rendezvous)
+    return build_command(plan, layout.wrap(program), settings, export, environ)
 
 
 def manual_commands(plan: Plan, program: list[str],
@@ -139,3 +146,12 @@ def launch(plan: Plan, program: list[str], settings: LaunchSettings,
     command = job_command(plan, program, settings, layout)
     layout.record_launch(command.argv, command.env)
     return run_job(command, plan.placement.size, layout, settings.watchdog)
+
+
+def where_logs_are(result: JobResult, layout: RunLayout) -> str:
+    """The run directory's logs, or, for ranks on hosts that do not share it, host:path."""
+    remote = sorted({e.logs for e in result.ranks
+                     if e.logs and not layout.stderr_log(e.rank).exists()})
+    if not remote:
+        return str(layout.logs_dir)
+    return ", ".join(remote) + " (on the ranks' own hosts)"

@@ -12,6 +12,14 @@ cannot be spelled two ways. Layout of a run directory::
     ranks/rank-N.exit.json  {rank, host, exit_code, signal, time} written by the rank wrapper
     logs/rank-N.out, .err   every rank's stdout and stderr
 
+**No shared filesystem needed.** A rank's host may not see the launcher's run directory (a
+Kubernetes MPIJob, a login node with local disks): the rank wrapper and the worker still write
+these records under the same path *on their own host*, and the wrapper also prints each record
+as one ``STATUS_MARKER`` line on its stdout, which every launcher forwards to the supervisor
+anyway. The supervisor's relay (``relay_status``) writes them into its own view of the layout,
+so the reader works the same whether the directory is shared or not. An exit record carries
+the tail of the rank's stderr and where its logs are, for the failure report.
+
 The variables are deliberately not ``HVDTRAIN_<OPTION>`` names: those are the option mirrors
 (``HVDTRAIN_RUN_DIR`` sets ``--run-dir``), and the protocol must not depend on one happening to
 match the other.
@@ -26,12 +34,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 JOB_DIR_ENV = "HVDTRAIN_JOB_DIR"  # the run directory the launcher chose (absolute)
 PLAN_ENV = "HVDTRAIN_PLAN"  # the placement, as ``cluster.pinning.encode_plan`` writes it
-PROTOCOL_VARIABLES = (JOB_DIR_ENV, PLAN_ENV)
+# Gloo across hosts: the launcher's address the hosts reach (``launch.network``); the rank
+# wrapper gives it to Horovod in place of the one horovodrun guessed.
+RENDEZVOUS_ENV = "HVDTRAIN_RENDEZVOUS_ADDR"
+PROTOCOL_VARIABLES = (JOB_DIR_ENV, PLAN_ENV, RENDEZVOUS_ENV)
 
 WRAPPER_MODULE = "hvdtrain.launch.rank_wrapper"
+STATUS_MARKER = b"@@hvdtrain-rank-status@@ "  # starts a record line on a launcher's stdout
+EVENTS = ("start", "ready", "exit")
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,28 @@ class RankExit:
     exit_code: int
     signal: int | None
     time: float
+    stderr_tail: str = ""  # the end of the rank's stderr, for a report made on another host
+    logs: str = ""  # host:path of the rank's log files
+
+
+def status_line(event: str, record: Mapping[str, object]) -> bytes:
+    """One record as a line for the launcher's stdout (``relay_status`` reads it back)."""
+    return STATUS_MARKER + json.dumps({"event": event, **record}).encode() + b"\n"
+
+
+def split_status(line: bytes) -> tuple[bytes, dict[str, object] | None]:
+    """(text to pass on, record or None). Launchers may prefix forwarded lines (horovodrun:
+    ``[1]<stdout>:``); such a prefix before a record is dropped."""
+    at = line.find(STATUS_MARKER)
+    if at < 0:
+        return line, None
+    try:
+        record = json.loads(line[at + len(STATUS_MARKER):])
+    except ValueError:
+        return line, None
+    before = line[:at]
+    keep = b"" if before.strip() == b"" or before.rstrip().endswith(b">:") else before + b"\n"
+    return keep, record if isinstance(record, dict) else None
 
 
 def _write_json(path: Path, payload: Mapping[str, object]) -> None:
@@ -118,9 +154,13 @@ class RunLayout:
         return self.logs_dir / f"rank-{rank}.err"
 
     # -- the launcher's side ----------------------------------------------------------------
-    def environment(self, encoded_plan: str) -> dict[str, str]:
+    def environment(self, encoded_plan: str,
+                    rendezvous_address: str | None = None) -> dict[str, str]:
         """The variables every rank of this job receives."""
-        return {JOB_DIR_ENV: str(self.root), PLAN_ENV: encoded_plan}
+        env = {JOB_DIR_ENV: str(self.root), PLAN_ENV: encoded_plan}
+        if rendezvous_address:
+            env[RENDEZVOUS_ENV] = rendezvous_address
+        return env
 
     def wrap(self, program: list[str]) -> list[str]:
         """``program`` run under the rank wrapper, which writes this layout's status files."""
@@ -146,6 +186,14 @@ class RunLayout:
     def write_exit(self, done: RankExit) -> None:
         _write_json(self.status_file(done.rank, "exit"), asdict(done))
 
+    def write_record(self, event: str, record: Mapping[str, object]) -> None:
+        """A record relayed from a rank's host (see ``split_status``)."""
+        rank = record.get("rank")
+        if event in EVENTS and isinstance(rank, int):
+            self.ranks_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(self.status_file(rank, event), {k: v for k, v in record.items()
+                                                        if k != "event"})
+
     # -- the reader (supervisor) ------------------------------------------------------------
     def _records(self, event: str) -> list[dict[str, object]]:
         found = []
@@ -168,7 +216,8 @@ class RunLayout:
         """Finished ranks, earliest first (the first failure is the root cause)."""
         found = [RankExit(int(str(d["rank"])), str(d["host"]), int(str(d["exit_code"])),
                           None if d.get("signal") is None else int(str(d["signal"])),
-                          float(str(d["time"])))
+                          float(str(d["time"])), str(d.get("stderr_tail", "")),
+                          str(d.get("logs", "")))
                  for d in self._records("exit")]
         return sorted(found, key=lambda e: (e.time, e.rank))
 
@@ -177,3 +226,25 @@ class RunLayout:
         times = [p.stat().st_mtime for p in self.logs_dir.glob("rank-*.*") if p.is_file()]
         return max(times, default=0.0)
 
+
+
+def relay_status(source: IO[bytes] | None, layout: RunLayout, passthrough: IO[bytes] | None,
+                 log: IO[bytes] | None = None) -> None:
+    """The supervisor's side of the stdout channel: records into ``layout``, every other line
+    on to ``passthrough`` (and ``log``), until ``source`` closes."""
+    if source is None:
+        return
+    for line in iter(source.readline, b""):
+        text, record = split_status(line)
+        if record is not None:
+            layout.write_record(str(record.get("event")), record)
+        if not text:
+            continue
+        for sink in (passthrough, log):
+            if sink is None:
+                continue
+            try:
+                sink.write(text)
+                sink.flush()
+            except (ValueError, OSError):
+                pass

@@ -6,6 +6,11 @@ the run directory (``launch.protocol.RunLayout``), that its rank started (pid, h
 ended (exit code, signal). The supervisor reads those records to name the first failing rank
 and to stop the rest.
 
+Every record is also printed as one status line on the wrapper's stdout, which the launcher
+forwards to the supervisor: that is how the supervisor learns about ranks on hosts that do not
+share its run directory. "Horovod is initialised" is written by the worker (the child) into
+the local layout; a small watcher here relays it the same way.
+
 It also makes orphans impossible: the child is killed if the wrapper dies
 (``PR_SET_PDEATHSIG``), the wrapper is terminated if its launcher dies, and SIGINT/SIGTERM
 are forwarded. Rank 0's output is shown live; every rank's stdout and stderr are kept under
@@ -20,15 +25,47 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 
-from hvdtrain.launch.protocol import RankExit, RankStart, RunLayout
+from hvdtrain.launch.network import interface_towards
+from hvdtrain.launch.protocol import (
+    RENDEZVOUS_ENV,
+    RankExit,
+    RankStart,
+    RunLayout,
+    status_line,
+    tail,
+)
 from hvdtrain.launch.rank_env import detect_rank
 from hvdtrain.launch.streams import start_pump
 
 PR_SET_PDEATHSIG = 1
 EXIT_CANNOT_START = 127  # like a shell's "command not found"
+TAIL_LINES = 15
+_stdout_lock = threading.Lock()
+
+
+def _announce(event: str, record: Mapping[str, object]) -> None:
+    """Print one record for the supervisor (through the launcher's stdout forwarding)."""
+    with _stdout_lock:
+        try:
+            sys.stdout.buffer.write(status_line(event, record))
+            sys.stdout.buffer.flush()
+        except (ValueError, OSError):
+            pass
+
+
+def _relay_ready(layout: RunLayout, rank: int, child: subprocess.Popen[bytes]) -> None:
+    ready = layout.status_file(rank, "ready")
+    while child.poll() is None:
+        if ready.exists():
+            _announce("ready", {"rank": rank, "time": time.time()})
+            return
+        time.sleep(0.2)
 
 
 def _die_with_parent(sig: int) -> None:
@@ -36,6 +73,20 @@ def _die_with_parent(sig: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
     except OSError:  # not Linux: best effort only
         pass
+
+
+def child_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The program's environment: ours, except that under horovodrun's Gloo the rendezvous
+    address becomes the one hvdtrain's launcher found reachable, and the interface this
+    host's own route to it (``launch.network`` says why)."""
+    child = dict(env)
+    wanted = env.get(RENDEZVOUS_ENV)
+    if wanted and "HOROVOD_GLOO_RENDEZVOUS_ADDR" in env:
+        child["HOROVOD_GLOO_RENDEZVOUS_ADDR"] = wanted
+        interface = interface_towards(wanted)
+        if interface:
+            child["HOROVOD_GLOO_IFACE"] = interface
+    return child
 
 
 def exit_status(returncode: int) -> tuple[int, int | None]:
@@ -61,12 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     with layout.stdout_log(rank).open("wb") as out, layout.stderr_log(rank).open("wb") as err:
         try:
             child = subprocess.Popen(program, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=child_environment(os.environ),
                                      preexec_fn=lambda: _die_with_parent(signal.SIGKILL))
         except OSError as exc:
-            err.write(f"cannot start {program[0]!r}: {exc}\n".encode())
-            layout.write_exit(RankExit(rank, host, EXIT_CANNOT_START, None, time.time()))
+            message = f"cannot start {program[0]!r}: {exc}"
+            err.write(f"{message}\n".encode())
+            _finish(layout, RankExit(rank, host, EXIT_CANNOT_START, None, time.time(), message,
+                                     f"{host}:{layout.logs_dir}"))
             return EXIT_CANNOT_START
-        layout.write_start(RankStart(rank, host, os.getpid(), child.pid, started))
+        start = RankStart(rank, host, os.getpid(), child.pid, started)
+        layout.write_start(start)
+        _announce("start", asdict(start))
+        threading.Thread(target=_relay_ready, args=(layout, rank, child), daemon=True).start()
 
         def forward(signum: int, _frame: object) -> None:
             if child.poll() is None:
@@ -83,8 +140,15 @@ def main(argv: list[str] | None = None) -> int:
             thread.join()
 
     exit_code, killed_by = exit_status(code)
-    layout.write_exit(RankExit(rank, host, exit_code, killed_by, time.time()))
+    _finish(layout, RankExit(rank, host, exit_code, killed_by, time.time(),
+                             tail(layout.stderr_log(rank), TAIL_LINES) if exit_code else "",
+                             f"{host}:{layout.logs_dir}"))
     return exit_code
+
+
+def _finish(layout: RunLayout, done: RankExit) -> None:
+    layout.write_exit(done)
+    _announce("exit", asdict(done))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ from hvdtrain.errors import ConfigError, LaunchError
 from hvdtrain.launch import failures
 from hvdtrain.launch.commands import LaunchCommand
 from hvdtrain.launch.failures import JobFailure
-from hvdtrain.launch.protocol import RankExit, RunLayout
+from hvdtrain.launch.network import is_local
+from hvdtrain.launch.protocol import RankExit, RunLayout, relay_status
 from hvdtrain.launch.streams import start_pump
 
 LAUNCHER_EXIT_GRACE = 2.0  # seconds for wrappers to write exit records after the launcher ends
@@ -87,6 +88,7 @@ class _Supervisor:
         self.watchdog, self.env, self.report = watchdog, env, report
         self.proc: subprocess.Popen[bytes] | None = None
         self.tee: threading.Thread | None = None
+        self.relay: threading.Thread | None = None
         self.interrupted: int | None = None
         self.began = 0.0
         self.launcher_gone_at: float | None = None
@@ -96,7 +98,9 @@ class _Supervisor:
 
     # -- stopping ------------------------------------------------------------------------
     def _pids(self) -> list[int]:
-        return [pid for start in self.layout.starts().values()
+        """Rank processes on this machine (a pid from another host means nothing here; the
+        launcher stops those)."""
+        return [pid for start in self.layout.starts().values() if is_local(start.host)
                 for pid in (start.pid, start.child_pid)]
 
     def _signal_all(self, sig: int) -> None:
@@ -127,8 +131,9 @@ class _Supervisor:
                 self.proc.wait(timeout=self.watchdog.grace)
             except subprocess.TimeoutExpired:
                 pass
-        if self.tee is not None:  # let the launcher's last words out before our report
-            self.tee.join(timeout=2)
+        for thread in (self.tee, self.relay):  # the launcher's last words before our report
+            if thread is not None:
+                thread.join(timeout=2)
 
     # -- the checks, in order: each returns the job's outcome or None ----------------------
     def check_interrupted(self, _exits: list[RankExit]) -> JobFailure | None:
@@ -143,7 +148,7 @@ class _Supervisor:
         if failed is None:
             return None
         return failures.rank_failed(self.layout, failed.rank, failed.host, failed.exit_code,
-                                    failed.signal)
+                                    failed.signal, failed.logs)
 
     def check_launcher_exited(self, exits: list[RankExit]) -> JobFailure | JobResult | None:
         assert self.proc is not None  # started by run(); not user input
@@ -197,7 +202,7 @@ class _Supervisor:
         launcher_log = self.layout.launcher_log.open("wb")
         try:
             self.proc = subprocess.Popen(self.command.argv, env={**self.env, **self.command.env},
-                                         stdout=None, stderr=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          start_new_session=True)
         except FileNotFoundError as exc:
             launcher_log.close()
@@ -206,6 +211,12 @@ class _Supervisor:
         # The launcher's stderr carries rank 0's (progress bar, warnings): show it and keep it.
         self.tee = start_pump(self.proc.stderr, launcher_log,
                               getattr(sys.stderr, "buffer", None))
+        # Its stdout carries the ranks' status records (hosts may not share the run directory)
+        # and rank 0's stdout, which goes on to ours.
+        self.relay = threading.Thread(
+            target=relay_status, args=(self.proc.stdout, self.layout,
+                                       getattr(sys.stdout, "buffer", None)), daemon=True)
+        self.relay.start()
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
         def on_signal(signum: int, _frame: object) -> None:
@@ -224,6 +235,7 @@ class _Supervisor:
             outcome = outcome.with_tails(self.layout)
             self.say(outcome.format())
         self.tee.join(timeout=5)
+        self.relay.join(timeout=5)
         launcher_log.close()
         if isinstance(outcome, JobFailure):
             raise outcome.as_error()

@@ -114,7 +114,9 @@ def _checkpoint(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfi
 
 
 def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, data: Dataset,
-          run_dir: Path, record_step_losses: bool = False) -> dict[str, Any]:
+          run_dir: Path, record_step_losses: bool = False,
+          ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``ranks``: where each rank ran (host, local rank, device), recorded in the summary."""
     started = time.monotonic()
     store = CheckpointStore(run_dir / "checkpoints", config.keep_checkpoints)
     _on_chief(comm, lambda: refuse_to_overwrite(run_dir, config.resume))
@@ -177,13 +179,13 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
         history.append({"epoch": progress.epoch, "val_loss": val_loss, "val_accuracy": val_acc,
                         "fp16_recoveries": 0})
     return _finish(adapter, comm, config, run_dir, chief, history, progress, stopped_early,
-                   step_losses if record_step_losses else None, started)
+                   step_losses if record_step_losses else None, started, ranks)
 
 
 def _finish(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, run_dir: Path,
             chief: ChiefRecorder | None, history: list[dict[str, Any]], progress: Progress,
             stopped_early: bool, step_losses: list[float] | None,
-            started: float) -> dict[str, Any]:
+            started: float, ranks: list[dict[str, Any]] | None) -> dict[str, Any]:
     hashes = comm.allgather_object(adapter.parameter_hash())
     last = history[-1] if history else {}
     summary: dict[str, Any] = {
@@ -196,6 +198,7 @@ def _finish(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, r
         "fp16_recoveries": last.get("fp16_recoveries", 0),
         "wall_seconds": time.monotonic() - started,
         "parameter_hashes": hashes, "parameters_identical": len(set(hashes)) == 1,
+        "ranks": ranks or [],
         "config": config.as_json(), "hvdtrain_version": __version__,
         "frameworks_loaded": comm.allgather_object(
             sorted(m for m in ("torch", "tensorflow") if m in sys.modules)),

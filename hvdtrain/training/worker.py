@@ -39,10 +39,10 @@ def run_worker(config: TrainConfig, record_step_losses: bool = False,
     comm = adapter.comm
     if layout is not None:
         layout.write_ready(comm.rank)
-    choice = choose_device(comm.rank, comm.local_rank,
-                           [env.get("HOROVOD_HOSTNAME", ""), socket.gethostname(),
-                            socket.getfqdn()],
-                           count_local_gpus(), decode_plan(env.get(PLAN_ENV)))
+    names = [n for n in (env.get("HOROVOD_HOSTNAME"), socket.gethostname(), socket.getfqdn())
+             if n]
+    choice = choose_device(comm.rank, comm.local_rank, names, count_local_gpus(),
+                           decode_plan(env.get(PLAN_ENV)))
     if choice.mismatch:
         print(f"hvdtrain: warning: {choice.mismatch}", file=sys.stderr, flush=True)
     adapter.pin(choice)
@@ -51,14 +51,18 @@ def run_worker(config: TrainConfig, record_step_losses: bool = False,
         run_dir.mkdir(parents=True, exist_ok=True)
     data = load_dataset(config.data, config.seed, config.val_fraction, config.label_column)
     adapter.setup(config, data)
-    placed = comm.allgather_object((socket.gethostname(), adapter.describe_device()))
+    placed = comm.allgather_object({
+        "rank": comm.rank, "host": socket.gethostname(), "local_rank": comm.local_rank,
+        "device": adapter.describe_device(), "placement_warning": choice.mismatch})
     if comm.rank == 0:
-        hosts = {host: sum(1 for h, _ in placed if h == host) for host, _ in placed}
-        devices = ",".join(f"{rank}:{device}" for rank, (_, device) in enumerate(placed))
+        hosts: dict[str, int] = {}
+        for rank in placed:
+            hosts[rank["host"]] = hosts.get(rank["host"], 0) + 1
+        devices = ",".join(f"{rank['rank']}:{rank['device']}" for rank in placed)
         print(f"hvdtrain: {comm.size} ranks on "
               f"{', '.join(f'{h}({n})' for h, n in hosts.items())} | devices {devices} | "
               f"{config.framework} "
               f"{config.model} on {config.data} | compression {config.compression} | "
               f"lr {config.lr:g} -> {config.scaled_lr(comm.size):g} ({config.lr_scaling})",
               flush=True)
-    return train(adapter, comm, config, data, run_dir, record_step_losses)
+    return train(adapter, comm, config, data, run_dir, record_step_losses, placed)

@@ -1,0 +1,21 @@
+"""Test tiers by directory, as pytest markers: ``pytest -m "not distributed"`` is the fast loop.
+
+``unit`` needs no ML framework; ``frameworks`` runs one rank in process per framework;
+``distributed`` runs real multi-rank jobs through the real launchers; ``multihost`` runs them
+across network-namespace hosts with their own sshd (root only; ``scripts/netns_hosts.sh``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TIERS = ("distributed", "frameworks", "multihost")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = Path(str(item.path)).parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))

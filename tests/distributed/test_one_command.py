@@ -1,0 +1,64 @@
+"""What ``plan`` and ``--dry-run`` show is exactly what a launch runs (argv and environment).
+
+The real launch records its command in ``launch.json``; the plan's JSON and the dry run's
+shell line must equal it. Training options travel as ``HVDTRAIN_*`` variables here so the
+three command lines are identical (the ranks re-run the launching command line).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.distributed.conftest import hvdtrain, run_job
+
+ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")
+
+
+def _parse_shell_line(line: str) -> dict[str, object]:
+    tokens = shlex.split(line)
+    env = {}
+    while tokens and ASSIGNMENT.match(tokens[0]):
+        name, _, value = tokens.pop(0).partition("=")
+        env[name] = value
+    return {"argv": tokens, "env": env}
+
+
+@pytest.mark.parametrize("launcher", ["mpirun", "horovodrun"])
+def test_plan_dry_run_and_launch_agree(tmp_path: Path, launcher: str) -> None:
+    run_dir = tmp_path / "run"
+    common = ["-np", "2", "--launcher", launcher, "--run-dir", str(run_dir)]
+    quick = {"HVDTRAIN_EPOCHS": "1", "HVDTRAIN_DATA": "breast-cancer"}
+
+    planned = run_job(hvdtrain("plan", *common, "--json"), timeout=60, **quick)
+    assert planned.returncode == 0, planned.stderr
+    from_plan = json.loads(planned.stdout)["launch"]
+
+    dry = run_job(hvdtrain("train", *common, "--dry-run"), timeout=60, **quick)
+    assert dry.returncode == 0, dry.stderr
+    from_dry_run = _parse_shell_line(dry.stdout.strip().splitlines()[-1])
+    assert not run_dir.exists()  # a dry run writes nothing
+
+    done = run_job(hvdtrain("train", *common), timeout=240, **quick)
+    assert done.returncode == 0, done.stderr[-3000:]
+    executed = json.loads((run_dir / "launch.json").read_text())
+
+    assert from_plan == from_dry_run == executed
+    assert executed["argv"][-10:] == [sys.executable, "-m", "hvdtrain", "train", *common]
+    assert json.loads((run_dir / "summary.json").read_text())["world_size"] == 2
+
+
+def test_launch_dry_run_is_what_launch_runs(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["-np", "2", "--run-dir", str(run_dir), "--", sys.executable, "-c", "pass"]
+    dry = run_job(hvdtrain("launch", "--dry-run", *args), timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    done = run_job(hvdtrain("launch", *args), timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    executed = json.loads((run_dir / "launch.json").read_text())
+    assert _parse_shell_line(dry.stdout.strip().splitlines()[-1]) == executed
