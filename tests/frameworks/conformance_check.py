@@ -7,10 +7,12 @@ results for each, so the adapters cannot drift apart.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
 
+from hvdtrain.catalog import MODELS, OPTIMIZERS
 from hvdtrain.errors import CheckpointError
 from hvdtrain.frameworks.registry import create_adapter
 from hvdtrain.training.checkpoint import FORMAT, check_compatible
@@ -24,6 +26,12 @@ def main(framework: str, out: Path) -> dict[str, object]:
     members += list(FrameworkAdapter.__annotations__)
     results: dict[str, object] = {"missing": sorted(m for m in set(members)
                                                     if not hasattr(adapter, m))}
+    # every name the catalog offers has a builder / an optimizer in this framework
+    package = type(adapter).__module__.rsplit(".", 1)[0]
+    builders = importlib.import_module(f"{package}.models").BUILDERS
+    optimizers = importlib.import_module(type(adapter).__module__).OPTIMIZERS
+    results["catalog_covered"] = (set(builders) == set(MODELS.names())
+                                  and set(optimizers) == set(OPTIMIZERS.names()))
     adapter.pin(DeviceChoice("cpu", None, "cpu"))
     config = TrainConfig(framework=framework, model="mlp", data="breast-cancer", seed=1)
     data = load_dataset("breast-cancer", 1, 0.2)

@@ -23,7 +23,8 @@ def test_adapter_conforms(framework: str, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
     assert results == {
-        "missing": [], "eval_count": 64, "hash_stable": True, "loss_decreased": True,
+        "missing": [], "catalog_covered": True, "eval_count": 64, "hash_stable": True,
+        "loss_decreased": True,
         "training_changes_parameters": True, "moved_after_checkpoint": True,
         "checkpoint_round_trip": True, "checkpoint_epoch": 1, "corrupt_rejected": True,
         "foreign_rejected": True,

@@ -13,7 +13,8 @@ pytest.importorskip("horovod")
 
 def test_env_json_reports_a_complete_matching_build() -> None:
     code = (
-        "import json, sys\nfrom click.testing import CliRunner\nfrom hvdtrain.commands import main\n"
+        "import json, sys\nfrom click.testing import CliRunner\n"
+        "from hvdtrain.commands import main\n"
         "result = CliRunner().invoke(main, ['env', '--json'])\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('torch', 'tensorflow', 'keras', 'horovod'))\n"
