@@ -14,6 +14,7 @@ nothing is ever re-quoted. Flavour differences live here and only here:
 from __future__ import annotations
 
 import functools
+import ipaddress
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,7 +42,7 @@ class HorovodTuning:
     autotune: bool = False
     log_level: str | None = None
     start_timeout: int | None = None
-    network_interface: str | None = None
+    network_interface: str | None = None  # an interface name (eth0) or a network (10.0.0.0/24)
 
     def __post_init__(self) -> None:
         """The single validator of these options (the Click options only parse)."""
@@ -55,9 +56,27 @@ class HorovodTuning:
         for flag, value, rule, ok in checks:
             if value is not None and not ok(value):
                 raise ConfigError(f"{flag} must be {rule}, got {value}")
+        if self.network_interface is not None and "/" in self.network_interface:
+            try:
+                ipaddress.ip_network(self.network_interface, strict=False)
+            except ValueError:
+                raise ConfigError(f"--network-interface {self.network_interface!r} is neither "
+                                  "an interface name nor a network like 10.0.0.0/24") from None
         if self.log_level is not None and self.log_level.upper() not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS.names())}, "
                               f"got {self.log_level!r}")
+
+    @property
+    def network(self) -> str | None:
+        """The network (CIDR) given as ``--network-interface``, if it is one."""
+        value = self.network_interface
+        return value if value and "/" in value else None
+
+    @property
+    def interface_name(self) -> str | None:
+        """The interface name given as ``--network-interface``, if it is one."""
+        value = self.network_interface
+        return value if value and "/" not in value else None
 
     def horovodrun_flags(self) -> list[str]:
         flags: list[str] = []
@@ -75,8 +94,8 @@ class HorovodTuning:
             flags += ["--log-level", self.log_level.upper()]
         if self.start_timeout is not None:
             flags += ["--start-timeout", str(self.start_timeout)]
-        if self.network_interface:
-            flags += ["--network-interface", self.network_interface]
+        if self.interface_name:  # a network is resolved per host by the rank wrapper
+            flags += ["--network-interface", self.interface_name]
         return flags
 
     def environment(self) -> dict[str, str]:
@@ -94,8 +113,8 @@ class HorovodTuning:
             env["HOROVOD_AUTOTUNE"] = "1"
         if self.log_level:
             env["HOROVOD_LOG_LEVEL"] = self.log_level.upper()
-        if self.network_interface:
-            env["HOROVOD_GLOO_IFACE"] = self.network_interface
+        if self.interface_name:
+            env["HOROVOD_GLOO_IFACE"] = self.interface_name
         return env
 
 
@@ -152,8 +171,9 @@ def mpirun_command(
             argv.append("--allow-run-as-root")
         argv += ["-np", str(placement.size), "-H", hosts_argument(placement),
                  "-bind-to", "none", "-map-by", "slot", "--oversubscribe"]
-        if tuning.network_interface:
-            argv += ["-mca", "btl_tcp_if_include", tuning.network_interface]
+        if tuning.network_interface:  # both the data (btl) and the start-up (oob) channel
+            argv += ["-mca", "btl_tcp_if_include", tuning.network_interface,
+                     "-mca", "oob_tcp_if_include", tuning.network_interface]
         for name in names:
             argv += ["-x", name]
         return LaunchCommand([*argv, *program], env)

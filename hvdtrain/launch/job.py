@@ -34,7 +34,7 @@ from hvdtrain.launch.commands import (
     horovodrun_command,
     mpirun_command,
 )
-from hvdtrain.launch.network import rendezvous_address
+from hvdtrain.launch.network import interface_in, rendezvous_address
 from hvdtrain.launch.protocol import RunLayout
 from hvdtrain.launch.supervisor import JobResult, Watchdog, run_job
 
@@ -92,10 +92,12 @@ def job_command(plan: Plan, program: list[str], settings: LaunchSettings, layout
     address the hosts can reach (see ``launch.network``)."""
     mpi_available = settings.mpi_flavour is not None or detect_mpi_flavour() is not None
     _launcher, controller = resolve_backend(settings, mpi_available)
-    rendezvous = None
+    rendezvous, network = None, settings.tuning.network
     if controller == "gloo":
-        rendezvous = rendezvous_address(host.name for host in plan.placement.hosts)
-    export = layout.environment(encode_plan(plan.placement), rendezvous)
+        inside = interface_in(network) if network else None
+        rendezvous = inside[1] if inside else rendezvous_address(
+            host.name for host in plan.placement.hosts)
+    export = layout.environment(encode_plan(plan.placement), rendezvous, network)
     return build_command(plan, layout.wrap(program), settings, export, environ)
 
 

@@ -13,6 +13,7 @@ consults the route and sends no packet.
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import socket
 import struct
 from collections.abc import Iterable
@@ -64,3 +65,10 @@ def interface_towards(address: str) -> str | None:
     """The local interface on the route towards ``address``."""
     source = route_source_address(address)
     return next((name for name, ip in interface_addresses().items() if ip == source), None)
+
+
+def interface_in(network: str) -> tuple[str, str] | None:
+    """(interface, address) of this machine inside ``network`` (a CIDR), if any."""
+    net = ipaddress.ip_network(network, strict=False)
+    return next(((name, ip) for name, ip in interface_addresses().items()
+                 if ipaddress.ip_address(ip) in net), None)

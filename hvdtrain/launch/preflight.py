@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -157,12 +158,11 @@ def classify_probe_failure(host: str, returncode: int, stdout: str, stderr: str,
         return HostCheck(host, "python", False, f"{python} does not exist on {host}",
                          f"install the same environment at the same path on {host} "
                          "(ranks start with the launcher's interpreter path)")
-    if "no module named 'hvdtrain'" in text.lower() or "no module named hvdtrain" in \
-            text.lower().replace("'", ""):
-        if "hvdtrain.launch" in text:
-            return HostCheck(host, "hvdtrain", False,
-                             f"the hvdtrain for {python} on {host} is older than this one",
-                             f"install the launcher's hvdtrain on {host}")
+    if re.search(r"No module named '?hvdtrain\.launch", text):
+        return HostCheck(host, "hvdtrain", False,
+                         f"the hvdtrain for {python} on {host} is older than this one",
+                         f"install the launcher's hvdtrain on {host}")
+    if re.search(r"No module named '?hvdtrain\b(?!\.)", text):
         return HostCheck(host, "hvdtrain", False,
                          f"hvdtrain is not installed for {python} on {host}",
                          f"install it on {host}: {python} -m pip install hvdtrain "

@@ -41,7 +41,9 @@ PLAN_ENV = "HVDTRAIN_PLAN"  # the placement, as ``cluster.pinning.encode_plan`` 
 # Gloo across hosts: the launcher's address the hosts reach (``launch.network``); the rank
 # wrapper gives it to Horovod in place of the one horovodrun guessed.
 RENDEZVOUS_ENV = "HVDTRAIN_RENDEZVOUS_ADDR"
-PROTOCOL_VARIABLES = (JOB_DIR_ENV, PLAN_ENV, RENDEZVOUS_ENV)
+# --network-interface given as a network (CIDR): each host's wrapper picks its interface in it.
+NETWORK_ENV = "HVDTRAIN_NETWORK"
+PROTOCOL_VARIABLES = (JOB_DIR_ENV, PLAN_ENV, RENDEZVOUS_ENV, NETWORK_ENV)
 
 WRAPPER_MODULE = "hvdtrain.launch.rank_wrapper"
 STATUS_MARKER = b"@@hvdtrain-rank-status@@ "  # starts a record line on a launcher's stdout
@@ -154,12 +156,14 @@ class RunLayout:
         return self.logs_dir / f"rank-{rank}.err"
 
     # -- the launcher's side ----------------------------------------------------------------
-    def environment(self, encoded_plan: str,
-                    rendezvous_address: str | None = None) -> dict[str, str]:
+    def environment(self, encoded_plan: str, rendezvous_address: str | None = None,
+                    network: str | None = None) -> dict[str, str]:
         """The variables every rank of this job receives."""
         env = {JOB_DIR_ENV: str(self.root), PLAN_ENV: encoded_plan}
         if rendezvous_address:
             env[RENDEZVOUS_ENV] = rendezvous_address
+        if network:
+            env[NETWORK_ENV] = network
         return env
 
     def wrap(self, program: list[str]) -> list[str]:

@@ -31,8 +31,9 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
-from hvdtrain.launch.network import interface_towards
+from hvdtrain.launch.network import interface_in, interface_towards
 from hvdtrain.launch.protocol import (
+    NETWORK_ENV,
     RENDEZVOUS_ENV,
     RankExit,
     RankStart,
@@ -78,14 +79,17 @@ def _die_with_parent(sig: int) -> None:
 def child_environment(env: Mapping[str, str]) -> dict[str, str]:
     """The program's environment: ours, except that under horovodrun's Gloo the rendezvous
     address becomes the one hvdtrain's launcher found reachable, and the interface this
-    host's own route to it (``launch.network`` says why)."""
+    host's own one in the chosen network, or on its route to the launcher (``launch.network``
+    says why)."""
     child = dict(env)
     wanted = env.get(RENDEZVOUS_ENV)
     if wanted and "HOROVOD_GLOO_RENDEZVOUS_ADDR" in env:
         child["HOROVOD_GLOO_RENDEZVOUS_ADDR"] = wanted
-        interface = interface_towards(wanted)
-        if interface:
-            child["HOROVOD_GLOO_IFACE"] = interface
+    network = env.get(NETWORK_ENV)
+    inside = interface_in(network) if network else None
+    interface = inside[0] if inside else (interface_towards(wanted) if wanted else None)
+    if interface and ("HOROVOD_GLOO_RENDEZVOUS_ADDR" in env or network):
+        child["HOROVOD_GLOO_IFACE"] = interface
     return child
 
 

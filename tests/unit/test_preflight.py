@@ -4,12 +4,14 @@ with a fix, the good hostfile, the probe itself, and a real localhost run end to
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -233,9 +235,18 @@ def test_run_bounded_kills_the_whole_process_group() -> None:
 
 
 def test_resolution_gives_up_at_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pf.socket, "getaddrinfo", lambda *a, **k: time.sleep(30))
+    release = threading.Event()
+
+    def stuck(*args: Any, **kw: Any) -> Any:
+        release.wait(30)
+        raise socket.gaierror("released")
+
+    monkeypatch.setattr(pf.socket, "getaddrinfo", stuck)
     start = time.monotonic()
-    addresses, error = pf.resolve("slow.example", 0.3)
+    try:
+        addresses, error = pf.resolve("slow.example", 0.3)
+    finally:
+        release.set()
     assert addresses == [] and error is not None and "no answer" in error
     assert time.monotonic() - start < 5
 
@@ -317,8 +328,7 @@ def test_run_preflight_skips_mpi_when_a_host_fails(monkeypatch: pytest.MonkeyPat
 
 def test_cli_failure_exits_5_and_writes_the_good_hostfile(monkeypatch: pytest.MonkeyPatch,
                                                           tmp_path: Path) -> None:
-    import hvdtrain.commands.preflight as command
-
+    command = importlib.import_module("hvdtrain.commands.preflight")  # not the Click command
     def fake(plan: Any, run_dir: Path, timeout: float, **kw: Any) -> PreflightReport:
         assert timeout == 7.0 and kw == {"mpi_smoke": False}
         return PreflightReport(("a", "b"), str(run_dir), (

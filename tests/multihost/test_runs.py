@@ -1,0 +1,115 @@
+"""hvdtrain across real (namespace) hosts that share no run directory.
+
+The launcher runs in the root namespace like a login node; ranks run on hvdh1 and hvdh2 over
+ssh. The run directory lives under the private directory, which each host sees as its own
+empty tmpfs: rank status reaches the supervisor only over the launcher's channel, and rank 0's
+outputs stay on rank 0's host. Every rank's own report (summary.json, written on rank 0's host
+from an allgather) says where it ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.multihost.conftest import REPO, NamespaceHosts
+
+pytestmark = pytest.mark.multihost
+pytest.importorskip("horovod.torch")
+
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+
+
+def _hostfile(tmp_path: Path, lab: NamespaceHosts) -> Path:
+    path = tmp_path / "hosts.txt"
+    path.write_text("".join(f"{host} slots=1\n" for host in lab.hosts))
+    return path
+
+
+def _run(argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HVDTRAIN_", "OMPI_COMM_WORLD", "HOROVOD_"))}
+    env.update(PATH=f"{Path(PYTHON).parent}:{env.get('PATH', '')}", PYTHONFAULTHANDLER="1")
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{argv} hung\n{out[-3000:]}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _nothing_left(lab: NamespaceHosts) -> dict[str, list[str]]:
+    deadline = time.monotonic() + 20
+    while True:
+        left = lab.processes()
+        if not any(left.values()) or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize(("launcher", "controller", "network"), [
+    ("mpirun", "mpi", None),
+    ("horovodrun", "gloo", None),  # horovodrun alone would advertise an unreachable address
+    ("horovodrun", "gloo", "10.231.0.0/24"),  # a network, resolved to an interface per host
+])
+def test_train_across_hosts_without_a_shared_run_directory(
+        namespace_hosts: NamespaceHosts, tmp_path: Path, launcher: str, controller: str,
+        network: str | None) -> None:
+    lab = namespace_hosts
+    run_dir = lab.private_dir / f"run-{launcher}-{tmp_path.name}"
+    extra = ["--network-interface", network] if network else []
+    done = _run([PYTHON, "-m", "hvdtrain", "train", "--hostfile", str(_hostfile(tmp_path, lab)),
+                 "--launcher", launcher, "--controller", controller, "--run-dir", str(run_dir),
+                 "--data", "breast-cancer", "--epochs", "2", "--start-timeout", "90", *extra])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    first, second = lab.hosts
+    # rank 0's outputs are on rank 0's host, not on the launcher's or the other host's
+    summary = json.loads(lab.ssh(first, ["cat", str(run_dir / "summary.json")],
+                                 check=True).stdout)
+    assert lab.ssh(second, ["test", "-e", str(run_dir / "summary.json")]).returncode != 0
+    assert not (run_dir / "summary.json").exists()
+    assert summary["world_size"] == 2 and summary["parameters_identical"] is True
+    where = [(r["rank"], r["host"], r["local_rank"], r["placement_warning"])
+             for r in summary["ranks"]]
+    assert where == [(0, first, 0, None), (1, second, 0, None)]  # as the plan placed them
+    # the launcher knows how each rank ended although it cannot see their files
+    exits = sorted(json.loads(p.read_text())["host"]
+                   for p in (run_dir / "ranks").glob("rank-*.exit.json"))
+    assert exits == [first, second]
+    assert _nothing_left(lab) == {h: [] for h in lab.hosts}
+
+
+def test_first_failure_on_another_host_is_reported(namespace_hosts: NamespaceHosts,
+                                                   tmp_path: Path) -> None:
+    lab = namespace_hosts
+    script = tmp_path / "fail_on_rank1.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys, time
+        if os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("HOROVOD_RANK")) == "1":
+            print("disk on fire", file=sys.stderr)
+            sys.exit(3)
+        time.sleep(60)
+    """))
+    start = time.monotonic()
+    done = _run([PYTHON, "-m", "hvdtrain", "launch", "--hostfile",
+                 str(_hostfile(tmp_path, lab)), "--run-dir", str(lab.private_dir / "fail"),
+                 "--", sys.executable, str(script)], timeout=120)
+    assert done.returncode == 3, done.stderr[-3000:]
+    second = lab.hosts[1]
+    assert f"rank 1 on {second} failed first (exit code 3)" in done.stderr
+    assert "--- last lines of rank 1 stderr ---\ndisk on fire\n---" in done.stderr
+    assert f"{second}:{lab.private_dir / 'fail' / 'logs'}" in done.stderr  # where the logs are
+    assert time.monotonic() - start < 60
+    assert _nothing_left(lab) == {h: [] for h in lab.hosts}
