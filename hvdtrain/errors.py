@@ -47,6 +47,12 @@ class LaunchError(HvdtrainError):
     exit_code = 4
 
 
+class PreflightError(LaunchError):
+    """A host of a multi-host plan failed the checks made before launching on it."""
+
+    exit_code = 5
+
+
 class RankFailedError(HvdtrainError):
     """A rank exited non-zero; ``exit_code`` is that rank's exit code."""
 

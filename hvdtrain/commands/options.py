@@ -84,7 +84,11 @@ launch_options = stacked([
     click.option("--idle-timeout", type=float, default=None,
                  help="Stop the job when no rank writes output for this many seconds."),
     click.option("--network-interface", type=str, default=None,
-                 help="Network interface for Horovod/MPI traffic (e.g. eth0)."),
+                 help="Interface (eth0) or network (10.0.0.0/24) for Horovod/MPI traffic; a "
+                 "network lets each host use its own interface in it."),
+    click.option("--preflight/--no-preflight", default=True, show_default=True,
+                 help="Before launching on other hosts, check them briefly (ssh, versions, "
+                 "run dir); 'hvdtrain preflight' runs every check."),
 ])
 
 dry_run_option = click.option(
@@ -109,7 +113,7 @@ def launch_settings(kw: dict[str, Any], require_ready: bool = False) -> LaunchSe
     watchdog = Watchdog(start_timeout=start_timeout, timeout=kw["timeout"],
                         idle_timeout=kw["idle_timeout"], require_ready=require_ready)
     return replace(LaunchSettings(kw["launcher"], kw["controller"]), tuning=tuning,
-                   watchdog=watchdog)
+                   watchdog=watchdog, preflight=kw["preflight"])
 
 
 def train_program(args: list[str] | None = None) -> list[str]:

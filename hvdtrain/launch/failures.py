@@ -35,13 +35,15 @@ class JobFailure:
     footer: str | None = None
     tails: tuple[tuple[str, str], ...] = ()  # (whose, text), filled by with_tails
 
-    def with_tails(self, layout: RunLayout) -> JobFailure:
+    def with_tails(self, layout: RunLayout, shown: set[int] | frozenset[int] = frozenset()
+                   ) -> JobFailure:
         """Attach the stderr tails: from the local log, else (a rank on a host that does not
-        share the run directory) from the tail its exit record carried."""
+        share the run directory) from the tail its exit record carried. Ranks in ``shown``
+        already had their stderr on the terminal: it is not repeated."""
         relayed = {e.rank: e.stderr_tail for e in layout.exits()}
         found = [(f"rank {rank} stderr", tail(layout.stderr_log(rank), self.tail_lines)
                   or relayed.get(rank, ""))
-                 for rank in self.show_ranks[:MAX_RANKS_SHOWN]]
+                 for rank in self.show_ranks[:MAX_RANKS_SHOWN] if rank not in shown]
         if self.show_launcher:
             found.append(("the launcher's output", tail(layout.launcher_log, self.tail_lines)))
         return replace(self, tails=tuple((whose, text) for whose, text in found if text))

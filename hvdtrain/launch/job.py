@@ -25,7 +25,7 @@ from pathlib import Path
 
 from hvdtrain.cluster.pinning import encode_plan
 from hvdtrain.cluster.planning import Plan
-from hvdtrain.errors import LaunchError
+from hvdtrain.errors import LaunchError, PreflightError
 from hvdtrain.launch.commands import (
     ALWAYS_EXPORT,
     HorovodTuning,
@@ -34,7 +34,8 @@ from hvdtrain.launch.commands import (
     horovodrun_command,
     mpirun_command,
 )
-from hvdtrain.launch.network import interface_in, rendezvous_address
+from hvdtrain.launch.network import interface_in, is_local, rendezvous_address
+from hvdtrain.launch.preflight import run_preflight
 from hvdtrain.launch.protocol import RunLayout
 from hvdtrain.launch.supervisor import JobResult, Watchdog, run_job
 
@@ -46,6 +47,8 @@ class LaunchSettings:
     tuning: HorovodTuning = field(default_factory=HorovodTuning)
     watchdog: Watchdog = field(default_factory=Watchdog)
     mpi_flavour: str | None = None  # detected from `mpirun --version` when None
+    preflight: bool = True  # check remote hosts briefly before launching on them
+    preflight_timeout: float = 20.0  # per host
 
 
 def resolve_backend(settings: LaunchSettings, mpi_available: bool) -> tuple[str, str]:
@@ -142,8 +145,25 @@ def layout_for(run_dir: str | Path | None) -> RunLayout:
     return RunLayout(Path(run_dir if run_dir else next_run_dir()).resolve())
 
 
+def check_hosts(plan: Plan, settings: LaunchSettings, layout: RunLayout) -> None:
+    """The brief preflight before a launch on other hosts: resolution, ssh, the same Python,
+    hvdtrain and Horovod build, a writable run directory (no MPI smoke test). A failing host
+    is one line with its fix, in seconds, instead of a launcher that hangs on it."""
+    if not settings.preflight or all(is_local(h.name) for h in plan.hosts):
+        return
+    report = run_preflight(plan, layout.root, settings.preflight_timeout, mpi_smoke=False)
+    failures = report.failures
+    if failures:
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise PreflightError(
+            f"preflight: {failures[0].failure_line()}{more}",
+            hint="'hvdtrain preflight' with the same options shows every check "
+            "(--write-good-hostfile keeps the hosts that passed); --no-preflight skips this")
+
+
 def launch(plan: Plan, program: list[str], settings: LaunchSettings,
            layout: RunLayout) -> JobResult:
+    check_hosts(plan, settings, layout)
     layout.root.mkdir(parents=True, exist_ok=True)
     command = job_command(plan, program, settings, layout)
     layout.record_launch(command.argv, command.env)

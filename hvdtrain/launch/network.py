@@ -18,12 +18,15 @@ import socket
 import struct
 from collections.abc import Iterable
 
-LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "127.0.0.1", "::1"})
 SIOCGIFADDR = 0x8915  # Linux ioctl: an interface's IPv4 address
 
 
-def is_local(host: str) -> bool:
-    return host in LOCAL_NAMES or host in (socket.gethostname(), socket.getfqdn())
+def is_local(name: str, hostname: str | None = None) -> bool:
+    """localhost, a loopback literal, or this machine's own hostname (no DNS lookup)."""
+    hostname = (socket.gethostname() if hostname is None else hostname).lower()
+    lowered = name.lower()
+    return lowered in LOCAL_NAMES or lowered in (hostname, hostname.split(".")[0])
 
 
 def route_source_address(host: str, port: int = 9) -> str | None:

@@ -43,10 +43,10 @@ from hvdtrain.cluster.hosts import Host
 from hvdtrain.cluster.planning import Plan
 from hvdtrain.launch import probe as probe_module
 from hvdtrain.launch.commands import ALWAYS_EXPORT, detect_mpi_flavour, mpirun_command
+from hvdtrain.launch.network import is_local
 
 ALL_HOSTS = "all"  # the host column of checks about the job as a whole
 EXIT_FAILED = 5
-LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "127.0.0.1", "::1"})
 COMPARED_PACKAGES = ("horovod", "torch", "tensorflow", "mpi4py")
 SMOKE_MARK = "HVDTRAIN_PREFLIGHT_ALLREDUCE"
 SMOKE_PROGRAM = f"""
@@ -108,13 +108,6 @@ class PreflightReport:
 
 
 # ------------------------------------------------------------------------------ pure judgement
-
-def is_local(name: str, hostname: str | None = None) -> bool:
-    """localhost, a loopback literal, or this machine's own hostname: probed without ssh."""
-    hostname = (socket.gethostname() if hostname is None else hostname).lower()
-    lowered = name.lower()
-    return lowered in LOCAL_NAMES or lowered in (hostname, hostname.split(".")[0])
-
 
 def classify_ssh_failure(host: str, returncode: int | None, stderr: str,
                          timeout: float) -> HostCheck:

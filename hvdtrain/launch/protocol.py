@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -233,9 +234,10 @@ class RunLayout:
 
 
 def relay_status(source: IO[bytes] | None, layout: RunLayout, passthrough: IO[bytes] | None,
-                 log: IO[bytes] | None = None) -> None:
-    """The supervisor's side of the stdout channel: records into ``layout``, every other line
-    on to ``passthrough`` (and ``log``), until ``source`` closes."""
+                 log: IO[bytes] | None = None, gate: threading.Event | None = None) -> None:
+    """The supervisor's side of the stdout channel: records into ``layout``; every other line
+    into ``log`` and on to ``passthrough`` while ``gate`` is open (or always, without one),
+    until ``source`` closes."""
     if source is None:
         return
     for line in iter(source.readline, b""):
@@ -244,7 +246,8 @@ def relay_status(source: IO[bytes] | None, layout: RunLayout, passthrough: IO[by
             layout.write_record(str(record.get("event")), record)
         if not text:
             continue
-        for sink in (passthrough, log):
+        speak = gate is None or gate.is_set()
+        for sink in (passthrough if speak else None, log):
             if sink is None:
                 continue
             try:

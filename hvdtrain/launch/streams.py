@@ -1,32 +1,71 @@
-"""Copying a child's output as it comes: into a log file, and optionally on to our own stream.
+"""Copying output as it comes: a child's pipes into log files, and log files onto a terminal.
 
-Used by the rank wrapper (each rank's stdout/stderr into ``logs/``, rank 0's also shown) and
-by the supervisor (the launcher's stderr into ``launcher.log`` and onto the terminal).
+Used by the rank wrapper (each rank's stdout/stderr into ``logs/``, rank 0's also echoed for a
+launcher to forward) and by the supervisor (the launcher's streams into ``launcher.log``, and
+rank 0's log files followed onto the terminal). An optional ``gate`` holds an echo back until
+it is set: the supervisor decides which one source speaks on the terminal.
 """
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import IO
 
 
-def pump(source: IO[bytes] | None, log: IO[bytes], echo: IO[bytes] | None = None) -> None:
-    """Copy ``source`` to ``log`` (and ``echo``) chunk by chunk until it closes."""
+def _write(sink: IO[bytes] | None, data: bytes) -> bool:
+    """Write and flush; False when the sink is gone (keep going without it)."""
+    if sink is None:
+        return False
+    try:
+        sink.write(data)
+        sink.flush()
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def pump(source: IO[bytes] | None, log: IO[bytes], echo: IO[bytes] | None = None,
+         gate: threading.Event | None = None) -> None:
+    """Copy ``source`` to ``log`` (and to ``echo`` while ``gate`` is open) until it closes."""
     if source is None:
         return
     for chunk in iter(lambda: source.read1(65536), b""):  # type: ignore[attr-defined]
-        log.write(chunk)
-        log.flush()
-        if echo is not None:
-            try:
-                echo.write(chunk)
-                echo.flush()
-            except (ValueError, OSError):  # our own stream went away: keep logging
-                echo = None
+        _write(log, chunk)
+        if echo is not None and (gate is None or gate.is_set()) and not _write(echo, chunk):
+            echo = None
 
 
-def start_pump(source: IO[bytes] | None, log: IO[bytes],
-               echo: IO[bytes] | None = None) -> threading.Thread:
-    thread = threading.Thread(target=pump, args=(source, log, echo), daemon=True)
+def start_pump(source: IO[bytes] | None, log: IO[bytes], echo: IO[bytes] | None = None,
+               gate: threading.Event | None = None) -> threading.Thread:
+    thread = threading.Thread(target=pump, args=(source, log, echo, gate), daemon=True)
+    thread.start()
+    return thread
+
+
+def follow(path: Path, sink: IO[bytes] | None, stop: threading.Event,
+           poll_interval: float = 0.1) -> None:
+    """Copy what is appended to ``path`` onto ``sink`` (like ``tail -f``) until ``stop`` is
+    set, then copy the rest once more and return."""
+    handle = None
+    try:
+        while True:
+            finished = stop.is_set()
+            if handle is None and path.exists():
+                handle = path.open("rb")
+            if handle is not None:
+                chunk = handle.read()
+                if chunk and not _write(sink, chunk):
+                    sink = None
+            if finished:
+                return
+            stop.wait(poll_interval)
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def start_follow(path: Path, sink: IO[bytes] | None, stop: threading.Event) -> threading.Thread:
+    thread = threading.Thread(target=follow, args=(path, sink, stop), daemon=True)
     thread.start()
     return thread

@@ -13,9 +13,16 @@ launcher words its errors:
   rank): a hang becomes a report, never a stuck terminal or CI.
 
 Each of those is one small check that returns a ``JobFailure`` or nothing; the loop runs them
-in order and the first answer ends the job. SIGINT/SIGTERM to hvdtrain are passed to the
-launcher's process group and to every recorded rank, then escalated to SIGKILL after a grace
-period: no orphans.
+in order and the first answer ends the job.
+
+**One voice on the terminal.** The terminal shows rank 0's own output, followed from its log
+files when this machine can see them, and hvdtrain's report; the launcher's banners, abort
+messages and crash backtraces (mpirun's own segfault while aborting, too) go to
+``launcher.log`` only, and the report mentions that file in one line. Only when rank 0 runs on
+a host that does not share the run directory does its output come through the launcher.
+
+SIGINT/SIGTERM to hvdtrain are passed to the launcher's process group and to every recorded
+rank, then escalated to SIGKILL after a grace period: no orphans.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from hvdtrain.launch.commands import LaunchCommand
 from hvdtrain.launch.failures import JobFailure
 from hvdtrain.launch.network import is_local
 from hvdtrain.launch.protocol import RankExit, RunLayout, relay_status
-from hvdtrain.launch.streams import start_pump
+from hvdtrain.launch.streams import start_follow, start_pump
 
 LAUNCHER_EXIT_GRACE = 2.0  # seconds for wrappers to write exit records after the launcher ends
 
@@ -89,6 +96,10 @@ class _Supervisor:
         self.proc: subprocess.Popen[bytes] | None = None
         self.tee: threading.Thread | None = None
         self.relay: threading.Thread | None = None
+        self.launcher_speaks = threading.Event()  # echo the launcher's streams (remote rank 0)
+        self.done_following = threading.Event()
+        self.followers: list[threading.Thread] = []
+        self.followed_ranks: set[int] = set()
         self.interrupted: int | None = None
         self.began = 0.0
         self.launcher_gone_at: float | None = None
@@ -195,6 +206,26 @@ class _Supervisor:
     def _running(self, exits: list[RankExit]) -> list[int]:
         return sorted(set(self.layout.starts()) - {e.rank for e in exits})
 
+    # -- the terminal ----------------------------------------------------------------------
+    def _choose_voice(self) -> None:
+        """Once rank 0 has started: follow its log files here, or, when this machine cannot
+        see them (another host, no shared run directory), let the launcher's streams speak."""
+        while not self.done_following.is_set():
+            if 0 in self.layout.starts():
+                break
+            self.done_following.wait(0.1)
+        else:
+            return
+        if self.layout.stderr_log(0).exists():
+            self.followed_ranks.add(0)
+            self.followers = [
+                start_follow(self.layout.stdout_log(0), getattr(sys.stdout, "buffer", None),
+                             self.done_following),
+                start_follow(self.layout.stderr_log(0), getattr(sys.stderr, "buffer", None),
+                             self.done_following)]
+        else:
+            self.launcher_speaks.set()
+
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> JobResult:
         self.layout.prepare()
@@ -208,15 +239,18 @@ class _Supervisor:
             launcher_log.close()
             raise LaunchError(f"launcher {self.command.argv[0]!r} not found",
                               hint="run 'hvdtrain env' to see what is installed") from exc
-        # The launcher's stderr carries rank 0's (progress bar, warnings): show it and keep it.
-        self.tee = start_pump(self.proc.stderr, launcher_log,
-                              getattr(sys.stderr, "buffer", None))
-        # Its stdout carries the ranks' status records (hosts may not share the run directory)
-        # and rank 0's stdout, which goes on to ours.
+        # The launcher's streams go to launcher.log; its stdout also carries the ranks' status
+        # records (hosts may not share the run directory). Both reach the terminal only when
+        # rank 0's own log files cannot be followed here.
+        self.tee = start_pump(self.proc.stderr, launcher_log, getattr(sys.stderr, "buffer", None),
+                              self.launcher_speaks)
         self.relay = threading.Thread(
             target=relay_status, args=(self.proc.stdout, self.layout,
-                                       getattr(sys.stdout, "buffer", None)), daemon=True)
+                                       getattr(sys.stdout, "buffer", None), launcher_log,
+                                       self.launcher_speaks), daemon=True)
         self.relay.start()
+        voice = threading.Thread(target=self._choose_voice, daemon=True)
+        voice.start()
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
         def on_signal(signum: int, _frame: object) -> None:
@@ -231,9 +265,15 @@ class _Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        self.done_following.set()
+        for thread in [voice, *self.followers]:
+            thread.join(timeout=5)
         if isinstance(outcome, JobFailure):
-            outcome = outcome.with_tails(self.layout)
+            outcome = outcome.with_tails(self.layout, shown=self.followed_ranks)
             self.say(outcome.format())
+            if not self.launcher_speaks.is_set():
+                self.say(f"hvdtrain: the launcher's own messages are in "
+                         f"{self.layout.launcher_log}")
         self.tee.join(timeout=5)
         self.relay.join(timeout=5)
         launcher_log.close()

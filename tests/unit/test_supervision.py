@@ -190,3 +190,24 @@ def test_watchdog_validates_its_options(bad: dict[str, float]) -> None:
 
     with pytest.raises(ConfigError, match="must be > 0 seconds"):
         Watchdog(**bad)
+
+
+def test_one_voice_on_the_terminal(tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]
+                                   ) -> None:
+    """Rank 0's own output is shown once; the launcher's banner goes to launcher.log only."""
+    layout = RunLayout(tmp_path)
+    ranks = _fake_launcher(layout, [
+        f"{PY} -c \"import sys, time; print('epoch 1 done'); print('bad data', file=sys.stderr); "
+        "time.sleep(2); sys.exit(2)\"",
+        f"{PY} -c 'import time; time.sleep(30)'"])
+    banner = "(sleep 1; echo 'Primary job terminated normally, but 1 process returned' >&2) &"
+    command = LaunchCommand(["sh", "-c", f"{banner}\n{ranks.argv[2]}"])
+    report = StringIO()
+    with pytest.raises(RankFailedError):
+        run_job(command, 2, layout, FAST, report=report)
+    out, err = (stream.decode() for stream in capfdbinary.readouterr())
+    assert out.count("epoch 1 done") == 1 and err.count("bad data") == 1
+    assert "Primary job terminated" not in out + err + report.getvalue()
+    assert "Primary job terminated" in layout.launcher_log.read_text()
+    assert "bad data" not in report.getvalue()  # already shown above, not repeated
+    assert f"the launcher's own messages are in {layout.launcher_log}" in report.getvalue()
