@@ -113,3 +113,51 @@ def test_first_failure_on_another_host_is_reported(namespace_hosts: NamespaceHos
     assert f"{second}:{lab.private_dir / 'fail' / 'logs'}" in done.stderr  # where the logs are
     assert time.monotonic() - start < 60
     assert _nothing_left(lab) == {h: [] for h in lab.hosts}
+
+
+def test_launch_a_users_horovod_script_across_hosts(namespace_hosts: NamespaceHosts,
+                                                    tmp_path: Path) -> None:
+    lab = namespace_hosts
+    results = tmp_path / "results"  # on the shared root filesystem, unlike the run directory
+    results.mkdir()
+    script = tmp_path / "allreduce.py"
+    script.write_text(textwrap.dedent("""
+        import json, socket, sys
+        import torch
+        import horovod.torch as hvd
+        hvd.init()
+        total = hvd.allreduce(torch.tensor([float(hvd.rank() + 1)]), op=hvd.Sum).item()
+        with open(f"{sys.argv[1]}/rank{hvd.rank()}.json", "w") as out:
+            json.dump({"host": socket.gethostname(), "local_rank": hvd.local_rank(),
+                       "size": hvd.size(), "sum": total}, out)
+    """))
+    done = _run([PYTHON, "-m", "hvdtrain", "launch", "--hostfile",
+                 str(_hostfile(tmp_path, lab)), "--run-dir", str(lab.private_dir / "user"),
+                 "--", sys.executable, str(script), str(results)], timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = [json.loads((results / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [(r["host"], r["local_rank"], r["size"], r["sum"]) for r in reports] == [
+        (lab.hosts[0], 0, 2, 3.0), (lab.hosts[1], 0, 2, 3.0)]
+    assert "on the ranks' own hosts" in done.stderr  # where the logs are
+    assert _nothing_left(lab) == {h: [] for h in lab.hosts}
+
+
+def test_an_unreachable_host_fails_fast_before_launch(namespace_hosts: NamespaceHosts,
+                                                      tmp_path: Path) -> None:
+    lab = namespace_hosts
+    second = lab.hosts[1]
+    lab.stop_sshd(second)
+    try:
+        start = time.monotonic()
+        done = _run([PYTHON, "-m", "hvdtrain", "train", "--hostfile",
+                     str(_hostfile(tmp_path, lab)), "--run-dir", str(tmp_path / "run")],
+                    timeout=60)
+        elapsed = time.monotonic() - start
+    finally:
+        lab.start_sshd(second)
+    assert done.returncode == 5, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("hvdtrain: error")]
+    assert len(errors) == 1 and f"{second}: ssh: sshd not reachable" in errors[0]
+    assert "Traceback" not in done.stderr and elapsed < 30
+    assert not (tmp_path / "run" / "launch.json").exists()  # nothing was launched
+    assert _nothing_left(lab) == {h: [] for h in lab.hosts}
