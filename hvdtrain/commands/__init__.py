@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from hvdtrain import __version__
+from hvdtrain.commands.bench import bench
 from hvdtrain.commands.env import env_command
 from hvdtrain.commands.hosts import hosts
 from hvdtrain.commands.launch import launch
@@ -50,6 +51,6 @@ def main() -> None:
     """
 
 
-for command in (plan, hosts, launch, train, env_command, preflight):
+for command in (plan, hosts, launch, train, env_command, preflight, bench):
     main.add_command(command)
 main.add_command(env_command, "doctor")

@@ -5,7 +5,7 @@ functions: a lazy import is still a dependency), mapped to layers, and any arrow
 up fails the test with file:line. The picture (README "Layout", ``DESIGN.md``)::
 
     commands                         Click: one module per command
-    training                         loop, worker, data, checkpoints
+    training, benchmarks             loop, worker, data, checkpoints; measuring ranks
     launch, diagnostics              argv builders, rank protocol, supervisor
     frameworks                       one adapter per framework
     comm                             the Horovod seam
@@ -27,7 +27,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "hvdtrain"
 # Highest first. A module belongs to the first layer with a prefix matching its name.
 LAYERS: list[tuple[str, ...]] = [
     ("hvdtrain.commands", "hvdtrain.__main__"),
-    ("hvdtrain.training",),
+    ("hvdtrain.training", "hvdtrain.benchmarks"),
     ("hvdtrain.launch", "hvdtrain.diagnostics"),
     ("hvdtrain.frameworks",),
     ("hvdtrain.comm",),

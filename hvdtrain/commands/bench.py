@@ -1,0 +1,102 @@
+"""``hvdtrain bench``: benchmarks with their baseline measured in the same run.
+
+Thin: the ranks are planned and launched like any job (same placement and launch options);
+the measuring happens in ``hvdtrain.benchmarks``; this module only renders the result.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hvdtrain.cluster.planning import make_plan
+from hvdtrain.commands.options import (
+    launch_options,
+    launch_settings,
+    placement_options,
+    placement_request,
+)
+from hvdtrain.commands.precedence import config_option, mirror_env
+from hvdtrain.commands.render import table
+from hvdtrain.errors import ConfigError
+from hvdtrain.launch.job import launch, layout_for
+
+DEFAULT_SIZES = "4K,64K,1M,16M,64M"
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks (each prints its baseline, measured in the same run)."""
+
+
+def _sizes(text: str) -> list[int]:
+    from hvdtrain.benchmarks.allreduce import parse_size
+
+    try:
+        return [parse_size(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"--sizes {text!r}: {exc}", hint="e.g. --sizes 4K,1M,64M") from None
+
+
+def render_allreduce(result: dict[str, Any]) -> str:
+    from hvdtrain.benchmarks.allreduce import human_size
+
+    rows = []
+    for row in result["rows"]:
+        ours, base = row["hvdtrain"], row.get("mpi")
+        rows.append((human_size(row["bytes"]), row["dtype"], row["compression"],
+                     f"{ours['seconds'] * 1e3:.3g}", f"{ours['busbw_gb_s']:.3g}",
+                     "n/a" if base is None else f"{base['busbw_gb_s']:.3g}",
+                     "n/a" if base is None else f"{row['ratio']:.2f}"))
+    head = (f"allreduce on {result['ranks']} ranks, controller {result['controller']}; "
+            f"median of {result['config']['repeats']} interleaved timings; busbw = "
+            "bytes/time × 2(n-1)/n")
+    return head + "\n" + table(("size", "dtype", "compression", "ms", "busbw GB/s",
+                                "MPI busbw GB/s", "MPI time / ours"), rows)
+
+
+@bench.command("allreduce")
+@config_option
+@placement_options
+@launch_options
+@click.option("--sizes", default=DEFAULT_SIZES, show_default=True,
+              help="Tensor sizes in bytes (K, M, G suffixes).")
+@click.option("--dtypes", default="float32", show_default=True,
+              help="Comma-separated: float32, float16.")
+@click.option("--compressions", default="none,fp16", show_default=True,
+              help="Comma-separated: none, fp16 (the overflow-safe pre-scaled fp16 sum).")
+@click.option("--repeats", type=int, default=10, show_default=True)
+@click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
+def bench_allreduce(sizes: str, dtypes: str, compressions: str, repeats: int,
+                    json_output: bool, **kw: Any) -> None:
+    """Allreduce time and bandwidth through hvdtrain's seam vs raw MPI_Allreduce (mpi4py)."""
+    import sys
+
+    from hvdtrain.benchmarks.allreduce import COMPRESSIONS, DTYPES, AllreduceConfig
+
+    chosen_dtypes = tuple(d.strip() for d in dtypes.split(",") if d.strip())
+    chosen_compressions = tuple(c.strip() for c in compressions.split(",") if c.strip())
+    for flag, values, allowed in (("--dtypes", chosen_dtypes, DTYPES),
+                                  ("--compressions", chosen_compressions, COMPRESSIONS)):
+        unknown = sorted(set(values) - set(allowed))
+        if unknown or not values:
+            raise ConfigError(f"{flag}: {', '.join(unknown) or 'nothing given'} "
+                              f"(choose from {', '.join(allowed)})")
+    if repeats < 1:
+        raise ConfigError(f"--repeats must be >= 1, got {repeats}")
+    config = AllreduceConfig(tuple(_sizes(sizes)), chosen_dtypes, chosen_compressions, repeats)
+    plan = make_plan(placement_request(kw))
+    with tempfile.TemporaryDirectory(prefix="hvdtrain-bench-") as tmp:
+        out = Path(tmp) / "allreduce.json"
+        program = [sys.executable, "-m", "hvdtrain.benchmarks.allreduce", str(out),
+                   json.dumps(config.__dict__)]
+        launch(plan, program, launch_settings(kw), layout_for(Path(tmp) / "run"))
+        result = json.loads(out.read_text())
+    click.echo(json.dumps(result, indent=2) if json_output else render_allreduce(result))
+
+
+mirror_env(bench_allreduce)
