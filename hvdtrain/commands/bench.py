@@ -100,3 +100,89 @@ def bench_allreduce(sizes: str, dtypes: str, compressions: str, repeats: int,
 
 
 mirror_env(bench_allreduce)
+
+
+def render_train(by_size: dict[int, dict[str, Any]]) -> str:
+    sizes = sorted(by_size)
+    one, many = sizes[0], sizes[-1]
+    names = list(by_size[many]["contenders"])
+    speed = {n: {s: by_size[s]["contenders"][n]["samples_per_second"] for s in sizes}
+             for n in names}
+    rows = []
+    for name in names:
+        scaling = speed[name][many] / (many / one * speed[name][one]) if many != one else 1.0
+        rows.append((name, *(f"{speed[name][s]:,.0f}" for s in sizes), f"{scaling:.2f}",
+                     *(f"{speed[name][many] / speed[other][many]:.2f}"
+                       for other in ("horovod", "ddp") if other in speed)))
+    config = by_size[many]["config"]
+    head = (f"training throughput (aggregate samples/s over all ranks), MLP {config['features']}"
+            f"→{config['hidden']}→{config['hidden']}→1, batch {config['batch_size']}/rank, "
+            f"1 thread/rank, median of {config['rounds']} interleaved windows of "
+            f"{config['steps']} steps per launch; controller {by_size[many]['controller']}")
+    return head + "\n" + table(
+        ("contender", *(f"{s} rank(s)" for s in sizes), "scaling eff.",
+         *(f"vs {other} @{many}" for other in ("horovod", "ddp") if other in speed)), rows)
+
+
+@bench.command("train")
+@config_option
+@placement_options
+@launch_options
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Per rank.")
+@click.option("--hidden", type=int, default=1024, show_default=True, help="MLP width.")
+@click.option("--steps", type=int, default=20, show_default=True,
+              help="Timed steps per window.")
+@click.option("--rounds", type=int, default=3, show_default=True,
+              help="Interleaved windows per launch.")
+@click.option("--launches", type=int, default=2, show_default=True,
+              help="Launches at each rank count, alternating 1 and N (medians across them).")
+@click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
+def bench_train(batch_size: int, hidden: int, steps: int, rounds: int, launches: int,
+                json_output: bool, **kw: Any) -> None:
+    """Training throughput at 1 and N ranks: hvdtrain vs a minimal Horovod loop vs DDP."""
+    import socket
+    import statistics
+    import sys
+
+    from hvdtrain.benchmarks.train import TrainBenchConfig
+
+    for flag, value in (("--batch-size", batch_size), ("--hidden", hidden), ("--steps", steps),
+                        ("--rounds", rounds), ("--launches", launches)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    plan = make_plan(placement_request(kw))
+    single = make_plan(placement_request({**kw, "np": 1}))
+    settings = launch_settings(kw)
+    first_host = plan.placement.ranks[0].host
+    address = "127.0.0.1" if first_host in ("localhost", socket.gethostname()) else first_host
+    runs: dict[int, list[dict[str, Any]]] = {1: [], plan.placement.size: []}
+    with tempfile.TemporaryDirectory(prefix="hvdtrain-bench-") as tmp:
+        for index in range(launches):
+            for each in (single, plan) if plan.placement.size > 1 else (single,):
+                with socket.socket() as probe:  # a free port for torch.distributed's store
+                    probe.bind(("", 0))
+                    port = probe.getsockname()[1]
+                config = TrainBenchConfig(batch_size=batch_size, hidden=hidden, steps=steps,
+                                          rounds=rounds, ddp_address=address, ddp_port=port)
+                out = Path(tmp) / f"train-{each.placement.size}-{index}.json"
+                program = [sys.executable, "-m", "hvdtrain.benchmarks.train", str(out),
+                           json.dumps(config.__dict__)]
+                launch(each, program, settings,
+                       layout_for(Path(tmp) / f"run-{each.placement.size}-{index}"))
+                runs[each.placement.size].append(json.loads(out.read_text()))
+    merged: dict[int, dict[str, Any]] = {}
+    for size, results in runs.items():
+        if not results:
+            continue
+        merged[size] = {**results[0], "contenders": {
+            name: {"samples_per_second": statistics.median(
+                r["contenders"][name]["samples_per_second"] for r in results),
+                "per_launch": [r["contenders"][name]["samples_per_second"] for r in results]}
+            for name in results[0]["contenders"]}}
+    if json_output:
+        click.echo(json.dumps({str(k): v for k, v in merged.items()}, indent=2))
+    else:
+        click.echo(render_train(merged))
+
+
+mirror_env(bench_train)

@@ -35,3 +35,16 @@ def test_bench_rejects_bad_sizes() -> None:
     done = run_job(hvdtrain("bench", "allreduce", "--sizes", "4Q"), timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "--sizes '4Q'" in done.stderr
+
+
+def test_bench_train_measures_all_contenders_at_one_and_two_ranks() -> None:
+    done = run_job(hvdtrain("bench", "train", "-np", "2", "--hidden", "32", "--batch-size",
+                            "16", "--steps", "2", "--rounds", "1", "--launches", "1", "--json"),
+                   timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert sorted(result) == ["1", "2"]
+    for size in ("1", "2"):
+        assert result[size]["ranks"] == int(size)
+        assert sorted(result[size]["contenders"]) == ["ddp", "horovod", "hvdtrain"]
+        assert all(c["samples_per_second"] > 0 for c in result[size]["contenders"].values())
