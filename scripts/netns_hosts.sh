@@ -14,6 +14,8 @@
 #   netns_hosts.sh stop-sshd K [--state-dir DIR]                  host K stops answering ssh
 #   netns_hosts.sh start-sshd K [--state-dir DIR]                 ...and answers again
 #   netns_hosts.sh status [--state-dir DIR]                       exit 0 when the bridge is up
+#   netns_hosts.sh shape RATE                                     every host link limited to RATE
+#   netns_hosts.sh unshape                                        (tc tbf, both directions)
 #
 # Network rule: the hosts get no default route; nothing here sends traffic anywhere except to
 # loopback and to the addresses of the namespaces this script creates.
@@ -42,7 +44,7 @@ host_name() { echo "hvdh$1"; }
 host_addr() { echo "$PREFIX.$((10 + $1))"; }
 veth_name() { echo "hvdv$1"; }          # root-namespace end; the namespace end is "eth0"
 
-usage() { sed -n '11,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '11,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 # Replace FILE's content with stdin without replacing the file itself: /etc/hosts may be a
 # bind mount (rename fails there), and owner and mode stay as they are.
@@ -400,6 +402,25 @@ cmd_status() {
     [ "$up" = 1 ]
 }
 
+# Shape every host's link in both directions (the bridge end and the host's eth0), so traffic
+# between two hosts crosses two token buckets of RATE, like a real switched link.
+cmd_shape() {
+    local rate=$1 k ns
+    for k in $(seq 1 "$MAX_HOSTS"); do
+        ns=$(host_name "$k")
+        link_exists "$(veth_name "$k")" || continue
+        if [ "$rate" = none ]; then
+            tc qdisc del dev "$(veth_name "$k")" root 2>/dev/null || true
+            ip netns exec "$ns" tc qdisc del dev eth0 root 2>/dev/null || true
+            say "$ns: link unshaped"
+        else
+            tc qdisc replace dev "$(veth_name "$k")" root tbf rate "$rate" burst 512kb latency 50ms
+            ip netns exec "$ns" tc qdisc replace dev eth0 root tbf rate "$rate" burst 512kb latency 50ms
+            say "$ns: link shaped to $rate"
+        fi
+    done
+}
+
 # ---------------------------------------------------------------------------------------------
 main() {
     [ $# -ge 1 ] || usage
@@ -431,6 +452,8 @@ main() {
                 start_sshd "${args[0]}"
             fi;;
         status) [ ${#args[@]} -eq 0 ] || usage; cmd_status;;
+        shape) [ ${#args[@]} -eq 1 ] || usage; cmd_shape "${args[0]}";;
+        unshape) [ ${#args[@]} -eq 0 ] || usage; cmd_shape none;;
         *) usage;;
     esac
 }

@@ -52,7 +52,8 @@ def render_allreduce(result: dict[str, Any]) -> str:
                      f"{ours['seconds'] * 1e3:.3g}", f"{ours['busbw_gb_s']:.3g}",
                      "n/a" if base is None else f"{base['busbw_gb_s']:.3g}",
                      "n/a" if base is None else f"{row['ratio']:.2f}"))
-    head = (f"allreduce on {result['ranks']} ranks, controller {result['controller']}; "
+    head = (f"allreduce on {result['ranks']} ranks ({result.get('link', 'this host')}), "
+            f"controller {result['controller']}; "
             f"median of {result['config']['repeats']} interleaved timings; busbw = "
             "bytes/time × 2(n-1)/n")
     return head + "\n" + table(("size", "dtype", "compression", "ms", "busbw GB/s",
@@ -70,9 +71,12 @@ def render_allreduce(result: dict[str, Any]) -> str:
 @click.option("--compressions", default="none,fp16", show_default=True,
               help="Comma-separated: none, fp16 (the overflow-safe pre-scaled fp16 sum).")
 @click.option("--repeats", type=int, default=10, show_default=True)
+@click.option("--shaped-link", default=None, metavar="RATE",
+              help="Run the 2 ranks on two namespace hosts whose links tc limits to RATE "
+              "(e.g. 1gbit), brought up and removed by this command (root only).")
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
 def bench_allreduce(sizes: str, dtypes: str, compressions: str, repeats: int,
-                    json_output: bool, **kw: Any) -> None:
+                    shaped_link: str | None, json_output: bool, **kw: Any) -> None:
     """Allreduce time and bandwidth through hvdtrain's seam vs raw MPI_Allreduce (mpi4py)."""
     import sys
 
@@ -89,13 +93,24 @@ def bench_allreduce(sizes: str, dtypes: str, compressions: str, repeats: int,
     if repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {repeats}")
     config = AllreduceConfig(tuple(_sizes(sizes)), chosen_dtypes, chosen_compressions, repeats)
-    plan = make_plan(placement_request(kw))
-    with tempfile.TemporaryDirectory(prefix="hvdtrain-bench-") as tmp:
-        out = Path(tmp) / "allreduce.json"
-        program = [sys.executable, "-m", "hvdtrain.benchmarks.allreduce", str(out),
-                   json.dumps(config.__dict__)]
-        launch(plan, program, launch_settings(kw), layout_for(Path(tmp) / "run"))
-        result = json.loads(out.read_text())
+
+    def measure(hosts: str | None) -> dict[str, Any]:
+        plan = make_plan(placement_request({**kw, "hosts": hosts} if hosts else kw))
+        with tempfile.TemporaryDirectory(prefix="hvdtrain-bench-") as tmp:
+            out = Path(tmp) / "allreduce.json"
+            program = [sys.executable, "-m", "hvdtrain.benchmarks.allreduce", str(out),
+                       json.dumps(config.__dict__)]
+            launch(plan, program, launch_settings(kw), layout_for(Path(tmp) / "run"))
+            return dict(json.loads(out.read_text()))
+
+    if shaped_link:
+        from hvdtrain.benchmarks.lab import shaped_hosts
+
+        with shaped_hosts(shaped_link) as lab_hosts:
+            result = measure(",".join(f"{h}:1" for h in lab_hosts))
+        result["link"] = f"2 namespace hosts, tc-shaped to {shaped_link}"
+    else:
+        result = measure(None)
     click.echo(json.dumps(result, indent=2) if json_output else render_allreduce(result))
 
 
