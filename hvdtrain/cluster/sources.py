@@ -56,8 +56,32 @@ def _slurm_hosts(env: Mapping[str, str]) -> tuple[Host, ...]:
             [f"{variable} gives {len(counts)} task counts for {len(names)} nodes in "
              f"SLURM_JOB_NODELIST={env['SLURM_JOB_NODELIST']!r}"]
         )
+    gpus = slurm_gpu_ids(env)
     pairs = zip(names, counts, strict=True)
-    return tuple(Host(name, slots, tuple(range(slots))) for name, slots in pairs)
+    return tuple(Host(name, slots, gpus if gpus and len(gpus) >= slots else tuple(range(slots)))
+                 for name, slots in pairs)
+
+
+GPU_VARIABLES = ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES")
+
+
+def slurm_gpu_ids(env: Mapping[str, str]) -> tuple[int, ...] | None:
+    """The GPU ids Slurm gave this job on a node (``0,2``, ``0-3`` or ``0-1,4``), from the
+    first of ``SLURM_STEP_GPUS``, ``SLURM_JOB_GPUS``, ``CUDA_VISIBLE_DEVICES`` that is set and
+    numeric (UUIDs or ``NoDevFiles`` mean: use the slots' local order). Slurm gives the same
+    GRES on every node of a homogeneous allocation, so every host gets these ids."""
+    for variable in GPU_VARIABLES:
+        value = env.get(variable, "").strip()
+        if not value:
+            continue
+        ids: list[int] = []
+        for part in value.split(","):
+            low, _, high = part.strip().partition("-")
+            if not low.isdigit() or (high and not high.isdigit()):
+                return None
+            ids += range(int(low), int(high or low) + 1)
+        return tuple(ids) or None
+    return None
 
 
 def resolve_hosts(

@@ -61,3 +61,41 @@ def test_slurm_uneven_counts() -> None:
 def test_named_but_missing_hostfile_is_an_error() -> None:
     with pytest.raises(HostfileError, match="no such hostfile"):
         resolve_hosts(hostfile="/nonexistent.txt", env={})
+
+
+@pytest.mark.parametrize(("env", "gpus"), [
+    ({"SLURM_JOB_GPUS": "0,2"}, (0, 2)),
+    ({"SLURM_STEP_GPUS": "1-2", "SLURM_JOB_GPUS": "0-3"}, (1, 2)),  # the step's own wins
+    ({"CUDA_VISIBLE_DEVICES": "0-1,4"}, (0, 1, 4)),
+    ({"CUDA_VISIBLE_DEVICES": "GPU-3f2a"}, None),  # UUIDs: local order
+    ({}, None),
+])
+def test_gpu_ids_from_slurm(env: dict[str, str], gpus: tuple[int, ...] | None) -> None:
+    from hvdtrain.cluster.sources import slurm_gpu_ids
+
+    assert slurm_gpu_ids(env) == gpus
+
+
+def test_slurm_gpus_become_the_plans_gpu_ids() -> None:
+    env = {"SLURM_JOB_NODELIST": "g[1-2]", "SLURM_NTASKS_PER_NODE": "2",
+           "SLURM_JOB_GPUS": "1,3"}
+    source = resolve_hosts(env=env, mpi_operator_hostfile=NO_MPI_OPERATOR)
+    assert [h.gpus for h in source.hosts] == [(1, 3), (1, 3)]
+
+
+@pytest.mark.parametrize(("env", "refused"), [
+    ({"SLURM_PROCID": "1", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "2"}, True),
+    ({"SLURM_PROCID": "0", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "2", "PMIX_RANK": "0"}, False),
+    ({"SLURM_PROCID": "0", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "1"}, False),  # one task
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, False),  # the batch script itself
+])
+def test_bare_srun_tasks_are_refused(env: dict[str, str], refused: bool) -> None:
+    from hvdtrain.errors import LaunchError
+    from hvdtrain.launch.rank_env import refuse_bare_srun_task
+
+    if refused:
+        with pytest.raises(LaunchError, match="without an MPI rank") as refusal:
+            refuse_bare_srun_task(env)
+        assert "srun --mpi=pmix" in (refusal.value.hint or "")
+    else:
+        refuse_bare_srun_task(env)
