@@ -28,6 +28,16 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class FrameworkChoice(Choice):
+    # "module:attr" of what needs the framework but not Horovod (build a model, read a
+    # checkpoint): the launcher's model check runs it in a subprocess (``training.modelcheck``)
+    offline: str = ""
+    # the zip member (suffix) that marks this framework's checkpoint files, so a checkpoint
+    # can be told apart without importing its framework
+    checkpoint_marker: str = ""
+
+
+@dataclass(frozen=True)
 class ModelChoice(Choice):
     data_kinds: tuple[str, ...] = ()  # which Dataset.kind values this model reads
     needs: str = ""  # how to say what it needs in an error
@@ -36,6 +46,10 @@ class ModelChoice(Choice):
 @dataclass(frozen=True)
 class DataChoice(Choice):
     kind: str = "tabular"  # tabular | image | text
+    # "module:attr" of a check the launcher runs before any rank starts, when it can be done
+    # more cheaply than loading (same signature as the loader, returns nothing); else the
+    # loader itself is the check (user files) or none is needed (built-in sets)
+    check: str = ""
 
 
 C = TypeVar("C", bound=Choice)
@@ -65,16 +79,21 @@ class Registry(Generic[C]):
             raise ConfigError(f"{self.flag} must be one of {', '.join(self._entries)}, "
                               f"got {name!r}", hint=self.hint) from None
 
-    def load(self, name: str) -> Any:
-        """Import the code behind ``name`` (its ``module:attr`` target)."""
-        module, _, attr = self.get(name).target.partition(":")
+    def load(self, name: str, field: str = "target") -> Any:
+        """Import the code behind ``name`` (its ``module:attr`` target, or another field of
+        the entry that names code, such as a framework's ``offline``)."""
+        module, _, attr = str(getattr(self.get(name), field)).partition(":")
         return getattr(importlib.import_module(module), attr)
 
 
-FRAMEWORKS: Registry[Choice] = Registry("--framework", [
-    Choice("torch", "PyTorch", "hvdtrain.frameworks.torch.adapter:TorchAdapter"),
-    Choice("tensorflow", "TensorFlow 2 / Keras 3",
-           "hvdtrain.frameworks.tensorflow.adapter:TensorFlowAdapter"),
+FRAMEWORKS: Registry[FrameworkChoice] = Registry("--framework", [
+    FrameworkChoice("torch", "PyTorch", "hvdtrain.frameworks.torch.adapter:TorchAdapter",
+                    offline="hvdtrain.frameworks.torch.offline:OFFLINE",
+                    checkpoint_marker="data.pkl"),
+    FrameworkChoice("tensorflow", "TensorFlow 2 / Keras 3",
+                    "hvdtrain.frameworks.tensorflow.adapter:TensorFlowAdapter",
+                    offline="hvdtrain.frameworks.tensorflow.offline:OFFLINE",
+                    checkpoint_marker="meta.npy"),
 ])
 
 # Each framework's ``models`` module has one builder per name here (a conformance test checks).
@@ -103,7 +122,7 @@ DATA_FILES: Registry[DataChoice] = Registry("--data file type", [
     DataChoice(".csv", "header row; the label column by name, every other column numeric",
                "hvdtrain.training.datasets:csv_file", kind="tabular"),
     DataChoice(".npz", "arrays x and y", "hvdtrain.training.datasets:npz_file",
-               kind="tabular"),
+               kind="tabular", check="hvdtrain.training.datasets:check_npz_file"),
     DataChoice(".jsonl", "objects with text and label", "hvdtrain.training.datasets:jsonl_file",
                kind="text"),
 ])
@@ -116,6 +135,12 @@ OPTIMIZERS: Registry[Choice] = Registry("--optimizer", [
 COMPRESSIONS: Registry[Choice] = Registry("--compression", [
     Choice("none", "fp32 allreduce"),
     Choice("fp16", "overflow-safe fp16 (pre-scaled, fp32 retry on overflow)"),
+])
+ON_NONFINITE: Registry[Choice] = Registry("--on-nonfinite", [
+    Choice("stop", "stop every rank at the step whose loss became NaN/inf (exit 8); the last "
+           "good checkpoint stays the newest"),
+    Choice("skip", "skip that optimizer step on every rank and go on (counted as "
+           "nonfinite_skips)"),
 ])
 LR_SCALINGS: Registry[Choice] = Registry("--lr-scaling", [
     Choice("linear", "lr × ranks (Horovod recipe)"),

@@ -2,6 +2,12 @@
 
 The CLI turns these into one line (plus the hint) and a distinct exit code, never a
 traceback. Library code raises them; ``assert`` is never used to check input.
+
+Exit codes: 2 options/config (``ConfigError``), 3 hosts and placement, 4 launcher, 5 preflight
+failed, 6 data (``DataError``), 7 checkpoint (``CheckpointError``), 8 training diverged
+(``TrainingDivergedError``); a failed rank's own code is passed on (``RankFailedError``), 124
+job timeout, 125 ranks did not start. Codes 6-8 are raised by ranks as well as by the launcher
+side, so a job whose ranks all diverged exits 8 like a single rank would.
 """
 
 from __future__ import annotations
@@ -64,6 +70,19 @@ class RankFailedError(HvdtrainError):
 class DataError(HvdtrainError):
     """A data set that cannot be read or used."""
 
+    exit_code = 6
+
 
 class CheckpointError(HvdtrainError):
     """A checkpoint that cannot be read, or does not belong to this run."""
+
+    exit_code = 7
+
+
+class TrainingDivergedError(HvdtrainError):
+    """The loss (or the synchronised gradient, or the parameters) became NaN or infinite.
+
+    Raised on every rank at the same step (decided from a value identical on every rank), so
+    the job ends cleanly; the newest checkpoint is the last good one."""
+
+    exit_code = 8

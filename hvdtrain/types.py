@@ -13,6 +13,7 @@ Nothing here imports NumPy at run time (only for type checking), so ``cluster/``
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -64,6 +65,11 @@ class BatchStats:
     loss_sum: float
     correct: int
     count: int
+    # The synchronised (allreduced) gradient of this step was NaN/inf, so the adapter did not
+    # apply it. Identical on every rank: a rank whose own loss is non-finite poisons its
+    # gradient, and the allreduce carries that to all. Only set on a step that applies an
+    # update (the last pass of a gradient accumulation).
+    nonfinite: bool = False
 
 
 class Collectives(Protocol):
@@ -113,7 +119,13 @@ class FrameworkAdapter(Protocol):
         """Build model and optimizer, wrap for Horovod, broadcast from rank 0."""
 
     def train_batch(self, x: np.ndarray, y: np.ndarray, lr: float) -> BatchStats:
-        """One synchronised optimisation step (or accumulation pass) on this rank's batch."""
+        """One synchronised optimisation step (or accumulation pass) on this rank's batch.
+
+        A step whose synchronised gradient is not finite (or whose loss is not finite on any
+        rank) is never applied, on any rank; it comes back with ``nonfinite=True``."""
+
+    def parameters_finite(self) -> bool:
+        """Every parameter is finite (checked before a checkpoint is written)."""
 
     def evaluate_batch(self, x: np.ndarray, y: np.ndarray) -> BatchStats:
         """Loss and accuracy sums on a batch, no gradient."""
@@ -137,6 +149,37 @@ class FrameworkAdapter(Protocol):
 
     def broadcast_state(self) -> None:
         """Broadcast model and optimizer state from rank 0 to every rank."""
+
+
+class OfflineFramework(Protocol):
+    """What the launcher's checks need of a framework without Horovod: build the model for the
+    data and run it once, read a checkpoint and check it fits the model.
+
+    The launching host runs these in a subprocess (``training.modelcheck``), so the CLI never
+    imports a framework; ``read_meta`` runs in the CLI itself and must not import one (the
+    module defining an ``OfflineFramework`` imports its framework only inside methods). The
+    adapters use the same functions, so the launcher's check and the ranks cannot disagree.
+    """
+
+    name: str
+
+    def available(self) -> str | None:
+        """``None`` when the framework imports here, else why it does not."""
+
+    def build(self, config: TrainConfig, data: Dataset) -> Any:
+        """The model ``config.model`` for ``data`` (built-in or a user's factory)."""
+
+    def output_shape(self, model: Any, x: np.ndarray) -> tuple[int, ...]:
+        """The shape of the model's output on the batch ``x`` (inference mode)."""
+
+    def read_meta(self, path: Path) -> dict[str, Any]:
+        """A checkpoint's metadata (format, epoch, config), read without the framework."""
+
+    def read_checkpoint(self, path: Path) -> dict[str, Any]:
+        """A checkpoint's full payload; ``CheckpointError`` for a corrupt or foreign file."""
+
+    def check_checkpoint_fits(self, model: Any, payload: dict[str, Any]) -> None:
+        """``CheckpointError`` unless the payload's weights load into ``model``."""
 
 
 def is_user_model(name: str) -> bool:
@@ -168,9 +211,11 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs; 0 = never
     keep_checkpoints: int = 3
     resume: str | None = None  # "latest" or a checkpoint path
+    on_nonfinite: str = "stop"  # stop | skip (catalog.ON_NONFINITE)
 
     def __post_init__(self) -> None:
         catalog.FRAMEWORKS.get(self.framework)
+        catalog.ON_NONFINITE.get(self.on_nonfinite)
         if not is_user_model(self.model):
             catalog.MODELS.get(self.model)
         catalog.OPTIMIZERS.get(self.optimizer)
@@ -192,6 +237,8 @@ class TrainConfig:
              "between 0 and 1 (exclusive)"),
         ]
         for flag, value, ok, rule in ranges:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{flag} must be a finite number, got {value}")
             if not ok:
                 raise ConfigError(f"{flag} must be {rule}, got {value}")
 

@@ -28,7 +28,7 @@ from hvdtrain.commands.options import (
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import show_dry_run
 from hvdtrain.launch.job import job_command, launch, layout_for, where_logs_are
-from hvdtrain.launch.rank_env import detect_rank
+from hvdtrain.launch.rank_env import detect_rank, refuse_bare_srun_task
 from hvdtrain.types import TrainConfig
 
 
@@ -73,6 +73,8 @@ _train_options = stacked([
                  help="Keep the last K epoch checkpoints (+ best)."),
     click.option("--resume", type=str, default=None,
                  help="'latest' (newest checkpoint in --run-dir) or a checkpoint path."),
+    choice(catalog.ON_NONFINITE, default="stop", show_default=True,
+           help=f"When the loss or gradient becomes NaN/inf: {_names(catalog.ON_NONFINITE)}."),
     click.option("--record-step-losses", is_flag=True, hidden=True),
 ])
 
@@ -84,15 +86,18 @@ def train_config(kw: dict[str, Any]) -> TrainConfig:
 
 
 def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
+    # NumPy (and, in a subprocess, the framework for a user's model): not for --help
     from hvdtrain.training.checkpoint import refuse_to_overwrite
-    from hvdtrain.training.datasets import check_data_source  # NumPy: not for --help
+    from hvdtrain.training.validate import validate_run
 
-    train_config(kw)  # every option error before any rank starts
-    check_data_source(kw["data"])
+    config = train_config(kw)  # every option error before any rank starts
     the_plan = make_plan(placement_request(kw))
     settings = launch_settings(kw, require_ready=True)
     program = train_program()
     layout = layout_for(kw["run_dir"])
+    # the data, the model and the checkpoint to resume, as far as this host can see them
+    for note in validate_run(config, layout.root):
+        click.echo(f"hvdtrain: note: {note}", err=True)
     if dry_run:
         show_dry_run(the_plan, job_command(the_plan, program, settings, layout))
         return
@@ -114,6 +119,7 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
 def train(dry_run: bool, record_step_losses: bool, **kw: Any) -> None:
     """Train a model data-parallel on Horovod (launches ranks, or runs as one)."""
     if detect_rank() is None:
+        refuse_bare_srun_task()
         _launch_side(kw, dry_run)
         return
     from hvdtrain.training.worker import run_worker  # the rank's framework, loaded here

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from hvdtrain.catalog import FRAMEWORKS
 from hvdtrain.errors import CheckpointError
+from hvdtrain.types import OfflineFramework
 
 FORMAT = "hvdtrain-checkpoint-1"
 _EPOCH_FILE = re.compile(r"^epoch-(\d+)\.ckpt$")
@@ -80,7 +85,9 @@ class CheckpointStore:
             return files[-1][1]
         path = Path(resume)
         if not path.is_file():
-            raise CheckpointError(f"--resume {resume}: no such checkpoint file")
+            raise CheckpointError(f"--resume {resume}: no such checkpoint file",
+                                  hint="give 'latest' (with --run-dir) or the path of a "
+                                  "checkpoints/epoch-NNNN.ckpt file")
         return path
 
 
@@ -102,4 +109,40 @@ def check_compatible(meta: dict[str, object], path: Path, expected: dict[str, ob
         have = config.get(key) if isinstance(config, dict) else None
         if have != want:
             raise CheckpointError(f"{path}: checkpoint was made with {key}={have!r}, this run "
-                                  f"has {key}={want!r}")
+                                  f"has {key}={want!r}",
+                                  hint=f"resume with --{key.replace('_', '-')} {have}, or "
+                                  "start a fresh run in a new --run-dir")
+
+
+def _first_line(exc: BaseException) -> str:
+    return ((str(exc).strip().splitlines() or [exc.__class__.__name__])[0])[:200]
+
+
+CORRUPT_HINT = ("the file is damaged or not an hvdtrain checkpoint; resume from an older one "
+                "(--resume <run-dir>/checkpoints/epoch-NNNN.ckpt)")
+
+
+def read_checkpoint_meta(path: Path) -> dict[str, Any]:
+    """A checkpoint's metadata, checked complete (every zip member's CRC), without importing
+    any framework: which framework wrote it is told by its layout (``catalog.FRAMEWORKS``'
+    ``checkpoint_marker``), and that framework's ``OfflineFramework.read_meta`` reads it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            damaged = archive.testzip()
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({_first_line(exc)})",
+                              hint=CORRUPT_HINT) from None
+    if damaged is not None:
+        raise CheckpointError(f"{path}: cannot read checkpoint (member {damaged!r} is damaged)",
+                              hint=CORRUPT_HINT)
+    for framework in FRAMEWORKS:
+        marker = framework.checkpoint_marker
+        if any(n == marker or n.endswith("/" + marker) for n in names):
+            reader: OfflineFramework = FRAMEWORKS.load(framework.name, "offline")
+            try:
+                return reader.read_meta(path)
+            except CheckpointError as exc:
+                raise CheckpointError(exc.message, hint=exc.hint or CORRUPT_HINT) from None
+    raise CheckpointError(f"{path}: not an hvdtrain checkpoint (no known layout)",
+                          hint=CORRUPT_HINT)

@@ -63,11 +63,13 @@ class ChiefRecorder:
         self.tensorboard.scalars(int(metrics["epoch"]), {
             k: v for k, v in metrics.items()
             if k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
-                     "samples_per_second", "fp16_recoveries")})
+                     "samples_per_second", "fp16_recoveries", "nonfinite_skips")})
+        skips = int(metrics.get("nonfinite_skips", 0))
         print(f"epoch {metrics['epoch']}/{self.total_epochs}  loss {metrics['train_loss']:.4f}"
               f"  acc {metrics['train_accuracy']:.4f}  val_loss {metrics['val_loss']:.4f}"
               f"  val_acc {metrics['val_accuracy']:.4f}  lr {metrics['lr']:.2e}"
-              f"  {metrics['samples_per_second']:,.0f} samples/s", flush=True)
+              f"  {metrics['samples_per_second']:,.0f} samples/s"
+              + (f"  skipped {skips} non-finite steps" if skips else ""), flush=True)
 
     def close(self) -> None:
         self.tensorboard.close()

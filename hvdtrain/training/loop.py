@@ -6,6 +6,14 @@ Metrics are reduced as *sums* (loss, correct, count) with one allreduce and then
 averages are exact over all samples and sharded validation equals a single-process evaluation
 of the whole set. Decisions that must agree (stop early or not, resume state) are broadcast
 from rank 0. Only rank 0 writes files and prints.
+
+**Non-finite steps** cost no extra collective: a rank whose loss is NaN/inf poisons its own
+gradient, the gradient allreduce carries that to every rank, and the adapter reports (and never
+applies) a step whose averaged gradient is not finite: ``BatchStats.nonfinite``, identical on
+every rank. ``--on-nonfinite stop`` then raises ``TrainingDivergedError`` on every rank at that
+step (one small allreduce, only then, names NaN or inf); ``skip`` counts it and goes on. A
+non-finite validation loss, or parameters, end the run before a checkpoint is written, so the
+newest checkpoint is always a good one.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from hvdtrain import __version__
-from hvdtrain.errors import CheckpointError, HvdtrainError
+from hvdtrain.errors import CheckpointError, HvdtrainError, TrainingDivergedError
 from hvdtrain.training.checkpoint import (
     FORMAT,
     CheckpointStore,
@@ -48,7 +56,40 @@ def _reduce(comm: Collectives, stats: list[BatchStats], name: str) -> tuple[floa
                       sum(s.count for s in stats)], dtype=np.float64)
     total = comm.allreduce_sum(local, name=name)
     count = int(total[2])
+    if count == 0:
+        return math.nan, math.nan, 0
     return float(total[0] / count), float(total[1] / count), count
+
+
+def _hint(config: TrainConfig, comm: Collectives, run_dir: Path) -> str:
+    fixes = [f"lower --lr (now {config.lr:g}, {config.scaled_lr(comm.size):g} after scaling)",
+             "check the data"]
+    if config.compression != "none":
+        fixes.append("try --compression none")
+    if config.on_nonfinite == "stop":
+        fixes.append("or skip such steps with --on-nonfinite skip")
+    hint = ", ".join(fixes)
+    if CheckpointStore(run_dir / "checkpoints").epoch_files():
+        hint += f"; the newest checkpoint is a good one: --resume latest --run-dir {run_dir}"
+    return hint
+
+
+def _diverged_at_step(comm: Collectives, config: TrainConfig, run_dir: Path, batch: BatchStats,
+                      epoch: int, step: int, steps: int) -> TrainingDivergedError:
+    """The error every rank raises at the step whose synchronised gradient was not finite
+    (every rank got there: the flag is identical on all). One collective, only now, to say
+    whether the loss itself was NaN, infinite, or finite with a non-finite gradient."""
+    loss = batch.loss_sum
+    local = np.array([math.isnan(loss), math.isinf(loss),
+                      loss if math.isfinite(loss) else 0.0, batch.count], dtype=np.float64)
+    nans, infs, total, count = comm.allreduce_sum(local, name=f"nonfinite.{epoch}.{step}")
+    where = f"at epoch {epoch + 1} step {step + 1} (of {steps})"
+    if nans or infs:
+        what = f"loss became {'NaN' if nans else 'inf'} {where}"
+    else:
+        what = f"gradient became NaN/inf {where} (loss {total / max(count, 1):.4g})"
+    return TrainingDivergedError(f"{what}; stopped every rank there, that step was not applied",
+                                 hint=_hint(config, comm, run_dir))
 
 
 def evaluate(adapter: FrameworkAdapter, comm: Collectives, x: np.ndarray, y: np.ndarray,
@@ -98,6 +139,19 @@ def _resume(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig,
                     int(meta["epochs_since_best"]))
 
 
+def _check_parameters(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig,
+                      run_dir: Path, chief: ChiefRecorder | None, epoch: int) -> None:
+    """Never write a checkpoint with NaN/inf parameters: the last good one stays the newest.
+    (Reduced, so every rank raises or none does.)"""
+    bad = comm.allreduce_sum(np.array([0.0 if adapter.parameters_finite() else 1.0]),
+                             name=f"params_finite.{epoch}")[0]
+    if bad:
+        if chief:
+            chief.close()
+        raise TrainingDivergedError(f"parameters became NaN/inf in epoch {epoch + 1}; no "
+                                    "checkpoint written", hint=_hint(config, comm, run_dir))
+
+
 def _checkpoint(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, data: Dataset,
                 store: CheckpointStore, progress: Progress, is_best: bool) -> None:
     rng = comm.allgather_object(adapter.rng_state())
@@ -131,11 +185,23 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
         bar = chief.progress(epoch + 1, len(batches)) if chief else None
         epoch_start = time.monotonic()
         stats: list[BatchStats] = []
+        skips = 0
         lr = config.lr_at(epoch, comm.size)
         for step, idx in enumerate(batches):
             lr = config.lr_at(epoch + step / len(batches), comm.size)
             batch = adapter.train_batch(data.x_train[idx], data.y_train[idx], lr)
-            stats.append(batch)
+            if batch.nonfinite:  # identical on every rank: all stop, or all skip, here
+                if config.on_nonfinite == "stop":
+                    if bar is not None:
+                        bar.close()
+                    error = _diverged_at_step(comm, config, run_dir, batch, epoch, step,
+                                              len(batches))
+                    if chief:
+                        chief.close()
+                    raise error
+                skips += 1  # the adapter did not apply it
+            if math.isfinite(batch.loss_sum):  # a skipped NaN loss stays out of the averages
+                stats.append(batch)
             if record_step_losses:
                 total = comm.allreduce_sum(np.array([batch.loss_sum, batch.count]),
                                            name=f"step.{epoch}.{step}")
@@ -150,6 +216,14 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
             bar.close()
         train_loss, train_acc, seen = _reduce(comm, stats, f"train.{epoch}")
         val_loss, val_acc = evaluate(adapter, comm, data.x_val, data.y_val, f"val.{epoch}")
+        problem = (f"every step of epoch {epoch + 1} had a non-finite loss" if seen == 0
+                   else f"validation loss became {'NaN' if math.isnan(val_loss) else 'inf'} "
+                   f"after epoch {epoch + 1}"
+                   if not math.isfinite(val_loss) else None)  # reduced: the same on all ranks
+        if problem:
+            if chief:
+                chief.close()
+            raise TrainingDivergedError(problem, hint=_hint(config, comm, run_dir))
         is_best = val_loss < progress.best_val_loss
         progress = Progress(epoch + 1, min(val_loss, progress.best_val_loss),
                             0 if is_best else progress.epochs_since_best + 1)
@@ -158,6 +232,7 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
             "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr,
             "samples_per_second": seen / max(time.monotonic() - epoch_start, 1e-9),
             "fp16_recoveries": int(getattr(adapter, "fp16_recoveries", 0)),
+            "nonfinite_skips": skips,
         }
         history.append(metrics)
         if chief:
@@ -167,6 +242,7 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
         last = stop or epoch + 1 == config.epochs
         every = config.checkpoint_every
         if every and ((epoch + 1) % every == 0 or last):
+            _check_parameters(adapter, comm, config, run_dir, chief, epoch)
             _checkpoint(adapter, comm, config, data, store, progress, is_best)
         if stop:
             stopped_early = True
@@ -177,7 +253,7 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
     if not history:  # resumed at or past --epochs: evaluate the restored model once
         val_loss, val_acc = evaluate(adapter, comm, data.x_val, data.y_val, "val.final")
         history.append({"epoch": progress.epoch, "val_loss": val_loss, "val_accuracy": val_acc,
-                        "fp16_recoveries": 0})
+                        "fp16_recoveries": 0, "nonfinite_skips": 0})
     return _finish(adapter, comm, config, run_dir, chief, history, progress, stopped_early,
                    step_losses if record_step_losses else None, started, ranks)
 
@@ -196,6 +272,8 @@ def _finish(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, r
         "val_loss": last.get("val_loss"), "val_accuracy": last.get("val_accuracy"),
         "best_val_loss": progress.best_val_loss,
         "fp16_recoveries": last.get("fp16_recoveries", 0),
+        "nonfinite_skips": sum(int(h.get("nonfinite_skips", 0)) for h in history),
+        "on_nonfinite": config.on_nonfinite,
         "wall_seconds": time.monotonic() - started,
         "parameter_hashes": hashes, "parameters_identical": len(set(hashes)) == 1,
         "ranks": ranks or [],

@@ -16,21 +16,34 @@ import numpy as np
 from hvdtrain.errors import DataError
 from hvdtrain.types import Dataset
 
+MIN_SAMPLES = 4  # at least one to validate on and a few to train on
+
+
+def check_sample_count(name: str, n: int) -> None:
+    if n < MIN_SAMPLES:
+        raise DataError(f"{name}: only {n} samples; need at least {MIN_SAMPLES} to train and "
+                        "validate", hint="--val-fraction of them are held out for validation")
+
 
 def split_and_standardise(name: str, kind: str, x: np.ndarray, y: np.ndarray, seed: int,
                           val_fraction: float, image_shape: tuple[int, ...] | None = None
                           ) -> Dataset:
-    if len(x) < 4:
-        raise DataError(f"{name}: only {len(x)} samples; need at least 4 to train and validate")
+    check_sample_count(name, len(x))
     order = np.random.default_rng(seed).permutation(len(x))
     n_val = min(max(1, round(len(x) * val_fraction)), len(x) - 1)
     val, train = order[:n_val], order[n_val:]
     classes = max(int(y.max()) + 1, 2)
     if kind == "text":
         return Dataset(name, kind, x[train], y[train], x[val], y[val], classes)
-    mean = x[train].mean(axis=0).astype(np.float32)
-    std = x[train].std(axis=0).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow: reported just below
+        mean = x[train].mean(axis=0).astype(np.float32)
+        std = x[train].std(axis=0).astype(np.float32)
     std[std == 0] = 1.0  # constant columns (e.g. border pixels of digits)
+    overflow = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))
+    if overflow.size:  # values near float32's limit: their mean or spread is not finite
+        raise DataError(f"{name}: feature {int(overflow[0])} is too large to standardise "
+                        "(its mean or standard deviation overflows float32)",
+                        hint="rescale that column before training")
 
     def standardise(a: np.ndarray) -> np.ndarray:
         return ((a - mean) / std).astype(np.float32)

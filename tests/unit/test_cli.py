@@ -106,7 +106,7 @@ def test_fresh_run_refuses_a_run_dir_with_checkpoints(tmp_path: Path) -> None:
     checkpoints.mkdir()
     (checkpoints / "epoch-0003.ckpt").write_bytes(b"precious")
     result = CliRunner().invoke(main, ["train", "-np", "2", "--run-dir", str(tmp_path)])
-    assert result.exit_code == 2
+    assert result.exit_code == 7  # CheckpointError
     assert "already holds checkpoints of another run" in result.output
     assert "--resume latest" in result.output
     assert (checkpoints / "epoch-0003.ckpt").read_bytes() == b"precious"
@@ -120,15 +120,15 @@ def test_train_dry_run_shows_plan_and_command() -> None:
     assert "horovodrun -np 2 -H localhost:2 --gloo" in result.output
 
 
-@pytest.mark.parametrize(("data", "fragment"), [
-    ("/missing.csv", "/missing.csv: no such data file"),
-    ("imagenet", "unknown data set 'imagenet'"),
+@pytest.mark.parametrize(("data", "fragment", "code"), [
+    ("/missing.csv", "/missing.csv: no such data file", 6),  # DataError
+    ("imagenet", "unknown data set 'imagenet'", 2),  # an option's value: ConfigError
 ])
 def test_bad_data_fails_before_any_rank_starts(tmp_path: Path, data: str,
-                                               fragment: str) -> None:
+                                               fragment: str, code: int) -> None:
     result = CliRunner().invoke(main, ["train", "-np", "2", "--data", data,
                                        "--run-dir", str(tmp_path / "run")])
-    assert result.exit_code == 2
+    assert result.exit_code == code
     assert f"hvdtrain: error: {fragment}" in result.output
     assert not (tmp_path / "run").exists()
 

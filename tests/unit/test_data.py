@@ -79,7 +79,9 @@ def test_bad_files_name_the_file_and_problem(tmp_path: Path, name: str, content:
 
 
 def test_unknown_and_missing() -> None:
-    with pytest.raises(DataError, match="unknown data set 'nope'"):
+    from hvdtrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown data set 'nope'"):  # an option's value
         load_dataset("nope", 0, 0.2)
     with pytest.raises(DataError, match="no such data file"):
         load_dataset("/missing.csv", 0, 0.2)
@@ -108,3 +110,129 @@ def test_user_factory_must_return_the_frameworks_model_type() -> None:
         build_user_model("tests.fixtures.user_models:not_a_model", data, int, "keras.Model")
     with pytest.raises(ConfigError, match="cannot import 'no_such_module'"):
         build_user_model("no_such_module:make", data, int, "x")
+
+
+def test_the_ranks_loader_rejects_non_finite_values_naming_row_and_column(
+        tmp_path: Path) -> None:
+    csv = tmp_path / "d.csv"
+    csv.write_text("a,b,label\n" + "".join(f"{i},{i},{i % 2}\n" for i in range(8))
+                   + "1,inf,0\n")
+    with pytest.raises(DataError, match=r"d\.csv:10: column 'b' is infinite"):
+        load_dataset(str(csv), 0, 0.2)
+    npz = tmp_path / "d.npz"
+    x = np.ones((8, 2, 3))
+    x[5, 1, 2] = np.nan
+    np.savez(npz, x=x, y=np.arange(8) % 2)
+    with pytest.raises(DataError, match=r"d\.npz: x\[5, 1, 2\] is NaN"):
+        load_dataset(str(npz), 0, 0.2)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_npz_streaming_check_finds_the_same_value_as_loading(tmp_path: Path,
+                                                             order: str) -> None:
+    from hvdtrain.training.datasets import _npz_headers, _open_npz, _scan_npy
+
+    x = np.asarray(np.random.default_rng(0).normal(size=(50, 7)), order=order)
+    x[33, 4] = -np.inf
+    path = tmp_path / "d.npz"
+    np.savez_compressed(path, x=x, y=np.arange(50) % 3)
+    with _open_npz(path) as archive:
+        header = _npz_headers(path, archive)["x"]
+        assert header.fortran_order == (order == "F")
+        with pytest.raises(DataError, match=r"x\[33, 4\] is infinite"):
+            _scan_npy(path, archive, "x", header, keep=False, chunk_bytes=40)  # many chunks
+    with pytest.raises(DataError, match=r"x\[33, 4\] is infinite"):
+        load_dataset(str(path), 0, 0.2)
+
+
+def test_npz_check_streams_and_keeps_y(tmp_path: Path) -> None:
+    from hvdtrain.training.datasets import check_npz_file, inspect_npz
+
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.ones((20, 4), np.float64), y=(np.arange(20) % 4).astype(np.uint8))
+    assert inspect_npz(path) == (20, (4,))
+    check_npz_file(str(path), 0, 0.2, "label")
+    tiny = tmp_path / "tiny.npz"
+    np.savez(tiny, x=np.ones((3, 4)), y=np.arange(3))
+    with pytest.raises(DataError, match=r"tiny\.npz: only 3 samples"):
+        check_npz_file(str(tiny), 0, 0.2, "label")
+
+
+@pytest.mark.parametrize(("labels", "classes"), [
+    (["0", "1", "2", "1"], [0, 1, 2, 1]),
+    (["1.0", "0.0", "1", "0"], [1, 0, 1, 0]),  # integral floats are class ids
+    (["yes", "no", "yes", "maybe"], [2, 1, 2, 0]),  # names, in sorted order
+])
+def test_labels(labels: list[str], classes: list[int]) -> None:
+    from hvdtrain.training.datasets import _labels_as_ints
+
+    assert _labels_as_ints(labels, [f"f:{i}" for i in range(len(labels))]).tolist() == classes
+
+
+def test_jsonl_text_must_be_a_string(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "ok", "label": 0}\n{"text": 5, "label": 1}\n')
+    with pytest.raises(DataError, match=r"d\.jsonl:2: 'text' must be a string, got int"):
+        load_dataset(str(path), 0, 0.2)
+
+
+def test_huge_values_that_overflow_standardisation(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.full((10, 2), 3e38, np.float32), y=np.arange(10) % 2)
+    with pytest.raises(DataError, match="feature 0 is too large to standardise"):
+        load_dataset(str(path), 0, 0.2)
+
+
+def _torch_layout(path: Path, payload: object) -> None:
+    import pickle
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x/data.pkl", pickle.dumps(payload, protocol=2))
+
+
+def test_checkpoint_meta_without_any_framework(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    from collections import OrderedDict
+
+    from hvdtrain.training.checkpoint import read_checkpoint_meta
+
+    meta = {"format": "hvdtrain-checkpoint-1", "epoch": 3, "config": {"framework": "torch"}}
+    torch_like = tmp_path / "t.ckpt"
+    _torch_layout(torch_like, {**meta, "model": OrderedDict(w=[1.0]), "rng": [b"x"]})
+    assert read_checkpoint_meta(torch_like) == meta
+    tf_like = tmp_path / "f.ckpt"
+    with tf_like.open("wb") as handle:
+        np.savez(handle, meta=np.array(json.dumps(meta)), v00000=np.zeros(3))
+    assert read_checkpoint_meta(tf_like) == meta
+    code = ("import sys\nfrom pathlib import Path\n"
+            "from hvdtrain.training.checkpoint import read_checkpoint_meta\n"
+            f"read_checkpoint_meta(Path({str(torch_like)!r}))\n"
+            f"read_checkpoint_meta(Path({str(tf_like)!r}))\n"
+            "print(sorted(m for m in ('torch', 'tensorflow') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"  # no framework imported to read either
+
+
+def test_checkpoint_meta_reader_runs_nothing_from_the_file(tmp_path: Path) -> None:
+    """A pickle that would call os.system on load: the reader never imports or calls it."""
+    import os
+
+    from hvdtrain.errors import CheckpointError
+    from hvdtrain.training.checkpoint import read_checkpoint_meta
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return os.system, (f"touch {marker}",)
+
+    path = tmp_path / "evil.ckpt"
+    _torch_layout(path, Evil())
+    with pytest.raises(CheckpointError, match="not an hvdtrain checkpoint"):
+        read_checkpoint_meta(path)
+    _torch_layout(path, {"format": "hvdtrain-checkpoint-1", "model": Evil()})
+    assert read_checkpoint_meta(path) == {"format": "hvdtrain-checkpoint-1"}
+    assert not marker.exists()

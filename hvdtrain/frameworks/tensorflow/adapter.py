@@ -23,7 +23,7 @@ import numpy as np
 
 from hvdtrain import comm
 from hvdtrain.errors import CheckpointError
-from hvdtrain.frameworks.models import build_model
+from hvdtrain.frameworks.tensorflow.offline import OFFLINE
 from hvdtrain.types import BatchStats, Dataset, DeviceChoice, TrainConfig
 
 # name → (keras.optimizers class name, extra keyword arguments, weight decay applied as L2)
@@ -67,12 +67,9 @@ class TensorFlowAdapter:
     def setup(self, config: TrainConfig, data: Dataset) -> None:
         import keras
 
-        from hvdtrain.frameworks.tensorflow.models import BUILDERS
-
         tf = self.tf
-        keras.utils.set_random_seed(config.seed)  # same init everywhere; broadcast makes sure
         self.binary = data.num_classes == 2
-        self.model = build_model(config.model, data, BUILDERS, keras.Model, "keras.Model")
+        self.model = OFFLINE.build(config, data)  # seeded: same init everywhere
         kind, extra, decay_as_l2 = OPTIMIZERS[config.optimizer]
         if not decay_as_l2:
             extra = {**extra, "weight_decay": config.weight_decay}
@@ -116,7 +113,12 @@ class TensorFlowAdapter:
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             loss_sum, correct = self._loss(self.model(x, training=True), y)
-            scaled = loss_sum / (tf.cast(tf.shape(y)[0], tf.float32) * self.accumulation)
+            # a non-finite loss on this rank poisons its gradient (loss × 0 + 1: exactly 1,
+            # or NaN for NaN/inf); the allreduce carries it to every rank, so all skip the
+            # same step (the torch adapter does the same)
+            poison = tf.stop_gradient(loss_sum * 0 + 1)
+            scaled = loss_sum * poison / (tf.cast(tf.shape(y)[0], tf.float32)
+                                          * self.accumulation)
         grads = tape.gradient(scaled, [v.value for v in variables])
         for slot, grad in zip(self.accumulated, grads, strict=True):
             slot.assign_add(grad)
@@ -132,10 +134,17 @@ class TensorFlowAdapter:
                                                   self.compression)
         if self.l2:
             grads = [g + self.l2 * v.value for g, v in zip(grads, variables, strict=True)]
-        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        # identical on every rank (averaged gradients): all take the same branch
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+
+        def apply() -> Any:
+            self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+            return tf.constant(True)
+
+        applied = tf.cond(finite, apply, lambda: tf.constant(False))
         for slot in self.accumulated:
             slot.assign(tf.zeros_like(slot))
-        return recovered
+        return recovered, applied
 
     def _evaluate(self, x: Any, y: Any) -> tuple[Any, Any]:
         return self._loss(self.model(x, training=False), y)
@@ -145,10 +154,17 @@ class TensorFlowAdapter:
         self.optimizer.learning_rate.assign(lr)
         loss_sum, correct = self._accumulate_fn(x, y)
         self._passes += 1
+        nonfinite = False
         if self._passes == self.accumulation:
             self._passes = 0
-            self.fp16_recoveries += int(self._apply_fn())
-        return BatchStats(float(loss_sum), int(correct), len(y))
+            recovered, applied = self._apply_fn()
+            self.fp16_recoveries += int(recovered)
+            nonfinite = not bool(applied)  # never applied a NaN/inf update
+        return BatchStats(float(loss_sum), int(correct), len(y), nonfinite)
+
+    def parameters_finite(self) -> bool:
+        values = [np.asarray(v.numpy()) for v in self.model.variables]
+        return all(bool(np.isfinite(a).all()) for a in values if a.dtype.kind == "f")
 
     def evaluate_batch(self, x: np.ndarray, y: np.ndarray) -> BatchStats:
         loss_sum, correct = self._eval_fn(x, y)
@@ -180,16 +196,7 @@ class TensorFlowAdapter:
             np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
 
     def read_checkpoint(self, path: Path) -> dict[str, Any]:
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                meta = json.loads(str(archive["meta"]))
-                arrays = [archive[k] for k in sorted(k for k in archive.files if k != "meta")]
-        except (OSError, ValueError, KeyError, EOFError) as exc:
-            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-            raise CheckpointError(f"{path}: cannot read checkpoint ({first[:200]})") from None
-        if not isinstance(meta, dict):
-            raise CheckpointError(f"{path}: not an hvdtrain checkpoint")
-        return {**meta, "arrays": arrays}
+        return OFFLINE.read_checkpoint(path)
 
     def apply_checkpoint(self, payload: dict[str, Any]) -> None:
         variables = self._all_variables()

@@ -18,8 +18,7 @@ import numpy as np
 
 from hvdtrain import comm
 from hvdtrain.errors import CheckpointError
-from hvdtrain.frameworks.models import build_model
-from hvdtrain.frameworks.torch.models import BUILDERS
+from hvdtrain.frameworks.torch.offline import OFFLINE
 from hvdtrain.types import BatchStats, Dataset, DeviceChoice, TrainConfig
 
 # name → (torch.optim class name, extra keyword arguments)
@@ -55,10 +54,8 @@ class TorchAdapter:
 
     def setup(self, config: TrainConfig, data: Dataset) -> None:
         torch, hvd = self.torch, self.comm.hvd
-        torch.manual_seed(config.seed)  # same init everywhere; broadcast makes it certain
         self.binary = data.num_classes == 2
-        self.model = build_model(config.model, data, BUILDERS, torch.nn.Module,
-                                 "torch.nn.Module").to(self.device)
+        self.model = OFFLINE.build(config, data).to(self.device)  # seeded: same init everywhere
         kind, extra = OPTIMIZERS[config.optimizer]
         base = getattr(torch.optim, kind)(self.model.parameters(),
                                           lr=config.scaled_lr(self.comm.size),
@@ -107,14 +104,7 @@ class TorchAdapter:
                          "optimizer": self.optimizer.state_dict()}, path)
 
     def read_checkpoint(self, path: Path) -> dict[str, Any]:
-        try:
-            payload = self.torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many kinds for a bad file
-            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-            raise CheckpointError(f"{path}: cannot read checkpoint ({first[:200]})") from None
-        if not isinstance(payload, dict) or "model" not in payload:
-            raise CheckpointError(f"{path}: not an hvdtrain checkpoint")
-        return payload
+        return OFFLINE.read_checkpoint(path)
 
     def apply_checkpoint(self, payload: dict[str, Any]) -> None:
         try:
@@ -136,18 +126,39 @@ class TorchAdapter:
         if self._passes == 0:
             self.optimizer.zero_grad()
         loss_sum, correct = self._loss(self.model(xs), ys)
-        (loss_sum / (len(y) * self.accumulation)).backward()
+        # A non-finite loss on this rank poisons its gradient: loss × 0 + 1 is exactly 1 for a
+        # finite loss and NaN for NaN/inf, so the gradient becomes NaN × gradient. The
+        # allreduce carries that to every rank: all see the same non-finite gradient and skip
+        # the same step, with no extra collective and no host sync here.
+        poison = loss_sum.detach() * 0 + 1
+        (loss_sum * poison / (len(y) * self.accumulation)).backward()
         self._passes += 1
+        nonfinite = False
         if self._passes == self.accumulation:
             self._passes = 0
+            self.optimizer.synchronize()
             if self.safe_fp16 is not None:
-                self.optimizer.synchronize()
                 self.fp16_recoveries += self.safe_fp16.recover(self.model, self.comm.hvd)
+            nonfinite = not self._gradients_finite()
+            if not nonfinite:  # never apply a NaN/inf update: the parameters stay good
                 with self.optimizer.skip_synchronize():
                     self.optimizer.step()
-            else:
-                self.optimizer.step()
-        return BatchStats(float(loss_sum.detach()), int(correct), len(y))
+        return BatchStats(float(loss_sum.detach()), int(correct), len(y), nonfinite)
+
+    def _gradients_finite(self) -> bool:
+        """The averaged gradients (identical on every rank) hold no NaN/inf: the sum of all
+        their elements is finite (NaN and inf propagate through a sum). One host sync; the
+        cheapest whole check measured on the 2-rank default (isfinite per tensor, or a norm,
+        cost several times more on CPU). A sum beyond float32's range counts as non-finite,
+        which such a gradient is in effect."""
+        torch = self.torch
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return not grads or bool(torch.isfinite(torch.stack([g.sum() for g in grads]).sum()))
+
+    def parameters_finite(self) -> bool:
+        torch = self.torch
+        values = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        return not values or bool(torch.stack([torch.isfinite(t).all() for t in values]).all())
 
     def evaluate_batch(self, x: np.ndarray, y: np.ndarray) -> BatchStats:
         self.model.eval()

@@ -1,0 +1,84 @@
+"""TensorFlow / Keras 3 without Horovod: what the launcher's checks and the adapter share.
+
+``hvdtrain.training.modelcheck`` runs ``build``/``output_shape``/``check_checkpoint_fits`` in a
+subprocess on the launching host; the adapter calls the same ``build`` and ``read_checkpoint``
+in each rank. Checkpoints are ``.npz`` files (a JSON ``meta`` entry and one array per
+variable), read with ``allow_pickle=False``: reading one needs NumPy only, so ``read_meta`` and
+``read_checkpoint`` run without TensorFlow. Importing this module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hvdtrain.errors import CheckpointError
+from hvdtrain.frameworks.models import build_model
+from hvdtrain.types import Dataset, TrainConfig
+
+
+def _first_line(exc: BaseException) -> str:
+    return ((str(exc).strip().splitlines() or [exc.__class__.__name__])[0])[:200]
+
+
+def _read(path: Path, arrays: bool) -> dict[str, Any]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(str(archive["meta"]))
+            loaded = ([archive[k] for k in sorted(k for k in archive.files if k != "meta")]
+                      if arrays else [])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({_first_line(exc)})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: not an hvdtrain checkpoint")
+    return {**meta, "arrays": loaded} if arrays else meta
+
+
+class TensorFlowOffline:
+    name = "tensorflow"
+
+    def available(self) -> str | None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        try:
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401
+        except ImportError as exc:
+            return f"tensorflow is not importable here ({exc})"
+        return None
+
+    def build(self, config: TrainConfig, data: Dataset) -> Any:
+        import keras
+
+        from hvdtrain.frameworks.tensorflow.models import BUILDERS
+
+        keras.utils.set_random_seed(config.seed)  # same init everywhere; broadcast makes sure
+        return build_model(config.model, data, BUILDERS, keras.Model, "keras.Model")
+
+    def output_shape(self, model: Any, x: np.ndarray) -> tuple[int, ...]:
+        out = model(x, training=False)
+        shape = getattr(out, "shape", None)
+        return tuple(int(d) for d in shape) if shape is not None else ()
+
+    def read_meta(self, path: Path) -> dict[str, Any]:
+        return _read(path, arrays=False)
+
+    def read_checkpoint(self, path: Path) -> dict[str, Any]:
+        return _read(path, arrays=True)
+
+    def check_checkpoint_fits(self, model: Any, payload: dict[str, Any]) -> None:
+        """The model's variables come first in a checkpoint (the optimizer's follow)."""
+        variables = list(model.variables)
+        arrays = payload.get("arrays", [])
+        fits = len(arrays) >= len(variables) and all(
+            tuple(a.shape) == tuple(v.shape) for a, v in zip(arrays, variables, strict=False))
+        if not fits:
+            raise CheckpointError("the checkpoint does not fit this model "
+                                  f"({len(arrays)} arrays for {len(variables)} model variables)")
+
+
+OFFLINE = TensorFlowOffline()

@@ -1,0 +1,113 @@
+"""Everything the launching host can check before any rank starts, in seconds.
+
+A mistake found by the ranks costs a launch (tens of seconds, more on a cluster) and ends as a
+rank's traceback in a log; found here it is one line that names the file and the place, a
+hint, and an exit code of its own (``errors``), with no rank started and nothing written.
+
+* **data**: a user's file is read completely with the ranks' own reader (CSV and JSONL are
+  small) or streamed (``.npz``: headers, then ``x`` in chunks, never whole in memory): columns,
+  numbers, shapes, dtypes, class ids, NaN/inf. A path this host cannot see keeps the plain
+  "no such data file" error (ranks on other hosts may see other files, but the run directory
+  and the data are expected on a shared filesystem).
+* **model**: a built-in model must read the data's kind (``catalog.MODELS``), no framework
+  needed; a user's ``module:factory`` is imported, built and run once on the data in a
+  subprocess with the rank's framework (``training.modelcheck``), so this process never
+  imports one. Skipped, with a note, when the framework is not installed on this host.
+* **resume**: ``latest`` or a path resolves to a checkpoint that is complete (zip CRCs) and
+  whose format, framework, model and data match, read without a framework.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from hvdtrain.catalog import DATA_FILES, DATASETS
+from hvdtrain.errors import ConfigError
+from hvdtrain.frameworks.models import check_model_kind, check_user_module_exists
+from hvdtrain.training.checkpoint import CheckpointStore, check_compatible, read_checkpoint_meta
+from hvdtrain.training.datasets import Loader, check_data_source
+from hvdtrain.training.modelcheck import error_from
+from hvdtrain.types import TrainConfig, is_user_model
+
+MODEL_CHECK_TIMEOUT = 300.0  # seconds; a factory may download weights
+CHECK_MODULE = "hvdtrain.training.modelcheck"
+
+
+def validate_run(config: TrainConfig, run_dir: Path,
+                 model_check_timeout: float = MODEL_CHECK_TIMEOUT) -> list[str]:
+    """Raise the first problem (``DataError``, ``ConfigError``, ``CheckpointError``); return
+    notes for the user (checks that could not be made on this host)."""
+    kind, data_name = check_data(config)
+    check_model_kind(config.model, kind, data_name)
+    checkpoint = check_resume(config, run_dir) if config.resume else None
+    notes = []
+    if is_user_model(config.model):
+        check_user_module_exists(config.model)  # instant; the subprocess takes seconds
+        skipped = check_user_model(config, checkpoint, model_check_timeout)
+        if skipped:
+            notes.append(f"--model {config.model} not checked on this host: {skipped}")
+    return notes
+
+
+def check_data(config: TrainConfig) -> tuple[str, str]:
+    """(kind, name as the ranks' Dataset will call it) after checking a user's file whole."""
+    check_data_source(config.data)
+    if config.data in DATASETS:
+        return DATASETS.get(config.data).kind, config.data
+    path = Path(config.data)
+    entry = DATA_FILES.get(path.suffix)
+    checker: Loader = DATA_FILES.load(path.suffix, "check" if entry.check else "target")
+    checker(config.data, config.seed, config.val_fraction, config.label_column)
+    return entry.kind, path.name
+
+
+def check_resume(config: TrainConfig, run_dir: Path) -> Path:
+    path = CheckpointStore(run_dir / "checkpoints").resolve(config.resume or "latest")
+    check_compatible(read_checkpoint_meta(path), path, {
+        "framework": config.framework, "model": config.model, "data": config.data})
+    return path
+
+
+def check_user_model(config: TrainConfig, checkpoint: Path | None,
+                     timeout: float) -> str | None:
+    """Run ``training.modelcheck`` in a subprocess; raise its error, or return why it was
+    skipped (``None`` when the model is fine)."""
+    with tempfile.TemporaryDirectory(prefix="hvdtrain-modelcheck-") as tmp:
+        request, result, output = (Path(tmp) / n for n in ("request.json", "result.json",
+                                                            "output.txt"))
+        request.write_text(json.dumps({"config": config.as_json(),
+                                       "checkpoint": str(checkpoint) if checkpoint else None}))
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+               "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+        with output.open("wb") as sink:
+            proc = subprocess.Popen([sys.executable, "-m", CHECK_MODULE, str(request),
+                                     str(result)], stdin=subprocess.DEVNULL, stdout=sink,
+                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise ConfigError(f"--model {config.model}: building the model took longer "
+                                  f"than {timeout:g} s on this host",
+                                  hint="a factory should build the model quickly; it runs on "
+                                  "this host and in every rank") from None
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        if not result.is_file():
+            lines = [ln for ln in output.read_text(errors="replace").splitlines() if ln.strip()]
+            last = lines[-1][:200] if lines else "no output"
+            raise ConfigError(f"--model {config.model}: the model check crashed (exit code "
+                              f"{code}): {last}",
+                              hint="try calling the factory in a Python shell on this "
+                              "host")
+        outcome = json.loads(result.read_text())
+    if "error" in outcome:
+        raise error_from(outcome)
+    return outcome.get("skipped")
