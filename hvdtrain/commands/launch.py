@@ -20,7 +20,7 @@ from hvdtrain.commands.options import (
 )
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import show_dry_run
-from hvdtrain.launch.job import job_command, layout_for, where_logs_are
+from hvdtrain.launch.job import check_program, job_command, layout_for, where_logs_are
 from hvdtrain.launch.job import launch as run
 from hvdtrain.launch.rank_env import detect_rank, refuse_bare_srun_task
 
@@ -41,6 +41,7 @@ def launch(program: tuple[str, ...], run_dir: str | None, dry_run: bool, **kw: A
     if detect_rank() is not None:
         os.execvp(argv[0], argv)  # already a rank: just become the program
     refuse_bare_srun_task()
+    check_program(argv[0])
     the_plan = make_plan(placement_request(kw))
     settings = launch_settings(kw)
     layout = layout_for(run_dir)

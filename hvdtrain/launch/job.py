@@ -118,6 +118,19 @@ def manual_commands(plan: Plan, program: list[str],
     return found
 
 
+def check_program(program: str) -> None:
+    """The program of ``hvdtrain launch`` must exist and be executable here, before any rank
+    starts (hosts are checked to have the same installation by the preflight)."""
+    path = Path(program) if "/" in program else None
+    found = shutil.which(program) if path is None else (
+        program if path.is_file() and os.access(path, os.X_OK) else None)
+    if found is None:
+        what = "is not executable" if path is not None and path.is_file() else "was not found"
+        raise LaunchError(f"{program!r} {what}" + ("" if path else " on PATH"),
+                          hint="give the program's full path, e.g. "
+                          f"'hvdtrain launch -np 2 -- {sys.executable} my_script.py'")
+
+
 def find_horovodrun() -> str:
     """horovodrun on PATH, else beside this interpreter (a venv used without activating it)."""
     found = shutil.which("horovodrun")

@@ -138,3 +138,17 @@ def test_bad_model_fails_before_any_rank_starts(tmp_path: Path) -> None:
                                        "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 2
     assert "--model must be one of" in result.output and "resnet9000" in result.output
+
+
+@pytest.mark.parametrize(("program", "fragment"), [
+    ("/no/such/program", "'/no/such/program' was not found"),
+    ("no-such-command-anywhere", "'no-such-command-anywhere' was not found on PATH"),
+    (__file__, "is not executable"),
+])
+def test_launch_checks_its_program_before_any_rank(tmp_path: Path, program: str,
+                                                   fragment: str) -> None:
+    result = CliRunner().invoke(main, ["launch", "-np", "2", "--run-dir", str(tmp_path / "r"),
+                                       "--", program])
+    assert result.exit_code == 4, result.output
+    assert result.output.startswith("hvdtrain: error: ") and fragment in result.output
+    assert not (tmp_path / "r").exists()
