@@ -164,7 +164,8 @@ def check_hosts(plan: Plan, settings: LaunchSettings, layout: RunLayout) -> None
     is one line with its fix, in seconds, instead of a launcher that hangs on it."""
     if not settings.preflight or all(is_local(h.name) for h in plan.hosts):
         return
-    report = run_preflight(plan, layout.root, settings.preflight_timeout, mpi_smoke=False)
+    report = run_preflight(plan, layout.root, settings.preflight_timeout, mpi_smoke=False,
+                           network_interface=settings.tuning.network_interface)
     failures = report.failures
     if failures:
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""

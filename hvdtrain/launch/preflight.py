@@ -294,6 +294,30 @@ def _networks(probe: Mapping[str, Any]) -> dict[ipaddress.IPv4Network, str] | No
     return found
 
 
+def interface_checks(wanted: str, probes: Mapping[str, Mapping[str, Any]]) -> list[HostCheck]:
+    """``--network-interface`` (a name or a network) must exist on every host, or the ranks
+    cannot reach each other's ports on it: say so before launching, naming the host."""
+    checks = []
+    for host, probe in probes.items():
+        addresses = probe.get("addresses")
+        if addresses is None:
+            continue
+        if "/" in wanted:
+            net = ipaddress.ip_network(wanted, strict=False)
+            ok = any(ipaddress.ip_address(a.get("address", "0.0.0.0")) in net
+                     for a in addresses)
+        else:
+            ok = any(a.get("interface") == wanted for a in addresses)
+        have = ", ".join(sorted({f"{a.get('interface')} {a.get('address')}/{a.get('prefixlen')}"
+                                 for a in addresses})) or "none"
+        checks.append(HostCheck(host, "network-interface", ok,
+                                f"{wanted} {'present' if ok else 'not on this host'}"
+                                + ("" if ok else f" (has: {have})"),
+                                "" if ok else "give --network-interface a network every host "
+                                "is on (e.g. 10.0.0.0/24): names differ between hosts"))
+    return checks
+
+
 def network_checks(reference: Mapping[str, Any],
                    probes: Mapping[str, Mapping[str, Any]]) -> list[HostCheck]:
     """Per remote host: does it share an IPv4 subnet with the launcher? Then, with more than
@@ -586,7 +610,8 @@ def _remove_marker(run_dir: str, marker: str | None, created: list[Path]) -> Non
 
 def run_preflight(plan: Plan, run_dir: str | Path, timeout: float = 20.0,
                   ssh: Sequence[str] = ("ssh",), mpi_smoke: bool = True,
-                  mpi_timeout: float | None = None) -> PreflightReport:
+                  mpi_timeout: float | None = None,
+                  network_interface: str | None = None) -> PreflightReport:
     """Check every host of ``plan`` (in parallel, each within ``timeout`` seconds), then, when
     all passed, run the MPI smoke test over the plan's placement."""
     start = time.monotonic()
@@ -619,6 +644,8 @@ def run_preflight(plan: Plan, run_dir: str | Path, timeout: float = 20.0,
                 probes[name] = found
         remote_probes = {n: p for n, p in probes.items() if n in remote}
         checks += network_checks(reference, remote_probes)
+        if network_interface:
+            checks += interface_checks(network_interface, remote_probes)
         if marker is None:
             notes.append(f"could not write {run_dir} on the launcher: whether hosts share it "
                          "is unknown")

@@ -161,3 +161,18 @@ def test_an_unreachable_host_fails_fast_before_launch(namespace_hosts: Namespace
     assert "Traceback" not in done.stderr and elapsed < 30
     assert not (tmp_path / "run" / "launch.json").exists()  # nothing was launched
     assert _nothing_left(lab) == {h: [] for h in lab.hosts}
+
+
+def test_a_network_no_host_has_fails_fast_naming_the_host(namespace_hosts: NamespaceHosts,
+                                                          tmp_path: Path) -> None:
+    """Ranks that could not reach each other's ports on the chosen network: said before launch
+    (TEST-NET-3, 203.0.113.0/24, is on no host and is never contacted)."""
+    lab = namespace_hosts
+    start = time.monotonic()
+    done = _run([PYTHON, "-m", "hvdtrain", "train", "--hostfile", str(_hostfile(tmp_path, lab)),
+                 "--network-interface", "203.0.113.0/24", "--run-dir", str(tmp_path / "run")],
+                timeout=60)
+    assert done.returncode == 5, done.stderr
+    assert f"{lab.hosts[0]}: network-interface: 203.0.113.0/24 not on this host" in done.stderr
+    assert "Traceback" not in done.stderr and time.monotonic() - start < 30
+    assert _nothing_left(lab) == {h: [] for h in lab.hosts}
