@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# `A && B || C` is used only where running C after a failed B is harmless (a message, `true`).
+# shellcheck disable=SC2015
 # netns_hosts.sh: a throwaway "cluster" of up to three ssh hosts on this one machine.
 #
 # Each host is a network namespace (hvdh1..hvdh3 = 10.231.0.11..13) wired by a veth pair into
@@ -183,14 +185,19 @@ remove_host() { # K
         # the namespace and its private tmpfs would outlive `ip netns del`.
         pids=$(ip netns pids "$ns" 2>/dev/null || true)
         if [ -n "$pids" ]; then
-            say "killing leftover processes in $ns: $(echo $pids)"
-            kill -TERM $pids 2>/dev/null || true
+            local -a pid_list
+            read -r -d '' -a pid_list <<<"$pids" || true
+            say "killing leftover processes in $ns: ${pid_list[*]}"
+            kill -TERM "${pid_list[@]}" 2>/dev/null || true
             for _ in $(seq 1 20); do
                 pids=$(ip netns pids "$ns" 2>/dev/null || true)
                 [ -z "$pids" ] && break
                 sleep 0.25
             done
-            [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
+            if [ -n "$pids" ]; then
+                read -r -d '' -a pid_list <<<"$pids" || true
+                kill -KILL "${pid_list[@]}" 2>/dev/null || true
+            fi
         fi
         ip netns del "$ns"
         say "deleted namespace $ns"

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,15 @@ def _run(argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess[s
         out, err = proc.communicate()
         pytest.fail(f"{argv} hung\n{out[-3000:]}\n{err[-3000:]}")
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+@pytest.fixture(autouse=True)
+def _remove_launcher_side_run_dirs(namespace_hosts: NamespaceHosts) -> Iterator[None]:
+    """The launcher's view of the private directory is the root filesystem: clean it."""
+    before = set(namespace_hosts.private_dir.iterdir())
+    yield
+    for path in set(namespace_hosts.private_dir.iterdir()) - before:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _nothing_left(lab: NamespaceHosts) -> dict[str, list[str]]:
