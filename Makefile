@@ -19,3 +19,10 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check hvdtrain scripts tests bench
 	$(VENV)/bin/mypy
+
+# The container image: build docker/Dockerfile with podman (local debootstrapped base) and
+# check it end to end: default job, volumes, SIGTERM, exit codes, two hosts over ssh, lint,
+# the k8s and Slurm files. Prints image size and cold/warm build times (docs/containers.md).
+.PHONY: image-test
+image-test:
+	bash docker/test-image.sh

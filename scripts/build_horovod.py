@@ -121,6 +121,34 @@ def apply_edits(source_dir: Path) -> None:
         log(f"edited {edit.path}: {edit.why}")
 
 
+def extract_sdist(archive: Path, dest: Path) -> None:
+    """Unpack ``archive`` into ``dest`` safely on every Python we support.
+
+    ``extractall(filter="data")`` arrived in 3.11.4 (and in 3.8.17/3.9.17/3.10.12); Debian 12's
+    stock python3 is 3.11.2, HPC distro Pythons are older still. There we check by hand what
+    the ``data`` filter would refuse: only regular files and directories (an sdist holds
+    nothing else), every path inside ``dest``, no setuid/setgid/sticky or group/other-write
+    bits.
+    """
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+            return
+        root = dest.resolve()
+        members = []
+        for member in tar.getmembers():
+            target = (root / member.name).resolve()
+            inside = target == root or root in target.parents
+            if not inside or not (member.isfile() or member.isdir()):
+                raise SystemExit(
+                    f"[horovod] refusing to unpack {archive.name}: member {member.name!r} is "
+                    + ("outside the target directory" if not inside else "not a plain file")
+                )
+            member.mode &= 0o755
+            members.append(member)
+        tar.extractall(dest, members=members)
+
+
 def pip(*args: str) -> list[str]:
     return [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
 
@@ -163,8 +191,7 @@ def build_wheel(wheel_dir: Path) -> Path:
             check=True,
         )
         sdist = next(work.glob(f"horovod-{HOROVOD_VERSION}.tar.gz"))
-        with tarfile.open(sdist) as tar:
-            tar.extractall(work, filter="data")
+        extract_sdist(sdist, work)
         source = work / f"horovod-{HOROVOD_VERSION}"
         apply_edits(source)
 

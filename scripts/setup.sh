@@ -5,13 +5,21 @@
 #
 # Variables: PYTHON (interpreter for the venv, default python3), HVDTRAIN_VENV (default .venv),
 # HVDTRAIN_CACHE_DIR (wheel cache), HOROVOD_* (passed through to the Horovod build).
+# For images (docker/Dockerfile*): HVDTRAIN_TORCH_VARIANT (a local version label: "cpu" pins
+# torch==X+cpu, so no index can hand out the CUDA build), HVDTRAIN_TF_PACKAGE (default
+# tensorflow-cpu; "tensorflow" on GPU), HVDTRAIN_EXTRAS (default ml,dev) and
+# HVDTRAIN_EDITABLE (default 1; 0 installs hvdtrain as a copy, for an image's venv).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 VENV="${HVDTRAIN_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
-TORCH_VERSION="2.13.0"
+TORCH_VERSION="2.13.0${HVDTRAIN_TORCH_VARIANT:+"+$HVDTRAIN_TORCH_VARIANT"}"
 TF_VERSION="2.21.0"
+TF_PACKAGE="${HVDTRAIN_TF_PACKAGE:-tensorflow-cpu}"
+EXTRAS="${HVDTRAIN_EXTRAS-ml,dev}"
+SELF=(".${EXTRAS:+[$EXTRAS]}")
+if [ "${HVDTRAIN_EDITABLE:-1}" = 1 ]; then SELF=(-e "${SELF[@]}"); fi
 
 say() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
@@ -44,26 +52,28 @@ quietly() {
 # 3. Frameworks and Horovod's build/runtime needs. torch is pinned to the CPU build on disk;
 #    a bare 'torch' would pull a multi-GB CUDA build.
 want_frameworks() {
-    "$VENV/bin/python" - "$TORCH_VERSION" "$TF_VERSION" <<'PY'
+    "$VENV/bin/python" - "$TORCH_VERSION" "$TF_VERSION" "$TF_PACKAGE" <<'PY'
 import sys
 from importlib import metadata
-want = {"torch": sys.argv[1], "tensorflow-cpu": sys.argv[2]}
+want = {"torch": sys.argv[1], sys.argv[3]: sys.argv[2]}
 for name, version in want.items():
     try:
-        if metadata.version(name).split("+")[0] != version:
+        have = metadata.version(name)
+        # A pinned variant (2.13.0+cpu) must match exactly; otherwise any local label does.
+        if (have if "+" in version else have.split("+")[0]) != version:
             sys.exit(1)
     except metadata.PackageNotFoundError:
         sys.exit(1)
 PY
 }
 if ! want_frameworks; then
-    say "installing torch==$TORCH_VERSION (CPU) and tensorflow-cpu==$TF_VERSION (a few minutes)"
+    say "installing torch==$TORCH_VERSION and $TF_PACKAGE==$TF_VERSION (a few minutes)"
     quietly "${PIP[@]}" install --upgrade pip setuptools wheel
-    quietly "${PIP[@]}" install "torch==$TORCH_VERSION" "tensorflow-cpu==$TF_VERSION"
+    quietly "${PIP[@]}" install "torch==$TORCH_VERSION" "$TF_PACKAGE==$TF_VERSION"
 fi
 say "installing hvdtrain and its dependencies into $VENV"
 quietly "${PIP[@]}" install packaging numpy cloudpickle psutil pyyaml cffi
-quietly "${PIP[@]}" install -e ".[ml,dev]" "torch==$TORCH_VERSION"
+quietly "${PIP[@]}" install "${SELF[@]}" "torch==$TORCH_VERSION"
 
 # 4. Horovod, built once against exactly these frameworks, then reused from the cache.
 "$VENV/bin/python" scripts/build_horovod.py
