@@ -22,7 +22,7 @@ lint: setup
 
 # The container image: build docker/Dockerfile with podman (local debootstrapped base) and
 # check it end to end: default job, volumes, SIGTERM, exit codes, two hosts over ssh, lint,
-# the k8s and Slurm files. Prints image size and cold/warm build times (docs/containers.md).
+# the k8s and Slurm files. Prints image size and cold/warm build times (README "Containers and clusters").
 .PHONY: image-test
 image-test:
 	bash docker/test-image.sh
