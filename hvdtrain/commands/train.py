@@ -28,6 +28,7 @@ from hvdtrain.commands.options import (
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import show_dry_run
 from hvdtrain.launch.job import job_command, launch, layout_for, where_logs_are
+from hvdtrain.launch.network import is_local
 from hvdtrain.launch.rank_env import detect_rank, refuse_bare_srun_task
 from hvdtrain.types import TrainConfig
 
@@ -96,7 +97,8 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
     program = train_program()
     layout = layout_for(kw["run_dir"])
     # the data, the model and the checkpoint to resume, as far as this host can see them
-    for note in validate_run(config, layout.root):
+    elsewhere = not any(is_local(host.name) for host in the_plan.hosts)
+    for note in validate_run(config, layout.root, data_may_be_elsewhere=elsewhere):
         click.echo(f"hvdtrain: note: {note}", err=True)
     if dry_run:
         show_dry_run(the_plan, job_command(the_plan, program, settings, layout))

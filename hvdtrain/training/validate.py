@@ -40,9 +40,17 @@ CHECK_MODULE = "hvdtrain.training.modelcheck"
 
 
 def validate_run(config: TrainConfig, run_dir: Path,
-                 model_check_timeout: float = MODEL_CHECK_TIMEOUT) -> list[str]:
+                 model_check_timeout: float = MODEL_CHECK_TIMEOUT,
+                 data_may_be_elsewhere: bool = False) -> list[str]:
     """Raise the first problem (``DataError``, ``ConfigError``, ``CheckpointError``); return
-    notes for the user (checks that could not be made on this host)."""
+    notes for the user (checks that could not be made on this host).
+
+    ``data_may_be_elsewhere``: no rank runs on this host, so a data file that only the ranks'
+    hosts have is fine: the check is skipped (and said), the ranks report any problem."""
+    path = Path(config.data)
+    if (data_may_be_elsewhere and config.data not in DATASETS
+            and path.suffix in DATA_FILES and not path.exists()):
+        return [f"{config.data} is not on this host: the ranks check it where they run"]
     kind, data_name = check_data(config)
     check_model_kind(config.model, kind, data_name)
     checkpoint = check_resume(config, run_dir) if config.resume else None

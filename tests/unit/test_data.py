@@ -236,3 +236,14 @@ def test_checkpoint_meta_reader_runs_nothing_from_the_file(tmp_path: Path) -> No
     _torch_layout(path, {"format": "hvdtrain-checkpoint-1", "model": Evil()})
     assert read_checkpoint_meta(path) == {"format": "hvdtrain-checkpoint-1"}
     assert not marker.exists()
+
+
+def test_data_only_the_ranks_hosts_have_is_checked_by_them(tmp_path: Path) -> None:
+    from hvdtrain.training.validate import validate_run
+    from hvdtrain.types import TrainConfig
+
+    config = TrainConfig(data=str(tmp_path / "on-the-workers.csv"))
+    notes = validate_run(config, tmp_path, data_may_be_elsewhere=True)
+    assert notes == [f"{config.data} is not on this host: the ranks check it where they run"]
+    with pytest.raises(DataError, match="no such data file"):  # a rank runs here: must exist
+        validate_run(config, tmp_path)
