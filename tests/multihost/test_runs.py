@@ -54,11 +54,16 @@ def _run(argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess[s
 
 @pytest.fixture(autouse=True)
 def _remove_launcher_side_run_dirs(namespace_hosts: NamespaceHosts) -> Iterator[None]:
-    """The launcher's view of the private directory is the root filesystem: clean it."""
+    """Remove what each test wrote under the private directory: the launcher's view (the root
+    filesystem) and each host's own tmpfs, so later tests find them as they were."""
     before = set(namespace_hosts.private_dir.iterdir())
     yield
     for path in set(namespace_hosts.private_dir.iterdir()) - before:
         shutil.rmtree(path, ignore_errors=True)
+    private = namespace_hosts.private_dir
+    for host in namespace_hosts.hosts:
+        namespace_hosts.ssh(host, f"rm -rf {private}/run-* {private}/fail {private}/user",
+                            timeout=60)
 
 
 def _nothing_left(lab: NamespaceHosts) -> dict[str, list[str]]:

@@ -30,7 +30,8 @@ def test_openmpi_root_and_exports() -> None:
     cmd = mpirun_command(PLACEMENT, PROGRAM, "openmpi", tuning, {"HVDTRAIN_PLAN": "[]"},
                          is_root=True)
     assert cmd.argv[:12] == ["mpirun", "--allow-run-as-root", "-np", "4", "-H", "a:2,b:2",
-                             "-bind-to", "none", "-map-by", "slot", "--oversubscribe", "-x"]
+                             "-bind-to", "none", "-map-by", "slot", "--oversubscribe", "-mca"]
+    assert cmd.argv[12:14] == ["mpi_yield_when_idle", "1"]
     assert cmd.argv[-2:] == PROGRAM
     exported = [cmd.argv[i + 1] for i, a in enumerate(cmd.argv) if a == "-x"]
     assert {"HOROVOD_FUSION_THRESHOLD", "HOROVOD_CACHE_CAPACITY", "HVDTRAIN_PLAN",
