@@ -37,7 +37,9 @@ print(json.dumps({
 """
 
 
-def _version(*distributions: str) -> str | None:
+def installed_version(*distributions: str) -> str | None:
+    """The version of the first of ``distributions`` that is installed (package metadata: no
+    import). Also used by ``launch.probe`` on every host, so both compare alike."""
     for name in distributions:
         try:
             return metadata.version(name)
@@ -89,12 +91,12 @@ def collect_report() -> dict[str, Any]:
     versions = {
         "python": platform.python_version(),
         "hvdtrain": __version__,
-        "torch": _version("torch"),
-        "tensorflow": _version("tensorflow-cpu", "tensorflow"),
-        "keras": _version("keras"),
-        "horovod": _version("horovod"),
-        "mpi4py": _version("mpi4py"),
-        "click": _version("click"),
+        "torch": installed_version("torch"),
+        "tensorflow": installed_version("tensorflow-cpu", "tensorflow"),
+        "keras": installed_version("keras"),
+        "horovod": installed_version("horovod"),
+        "mpi4py": installed_version("mpi4py"),
+        "click": installed_version("click"),
     }
     problems: list[dict[str, str]] = []
 

@@ -5,8 +5,9 @@
 
 Why it looks the way it does:
 
-* Stdlib only, and no framework import: versions come from package metadata, so a probe takes
-  well under a second, and a host with a broken torch still answers.
+* Stdlib and hvdtrain's light modules only, no framework import: versions come from package
+  metadata (``diagnostics.installed_version``, as ``hvdtrain env`` reads them), so a probe
+  takes well under a second, and a host with a broken torch still answers.
 * Horovod's build flags are asked of Horovod's own C library (``horovod_mpi_built`` and
   friends, exported by every framework extension), loaded with ``ctypes`` in a child process
   with a timeout. Horovod's Python helpers (``mpi_built()``) import the frameworks in forked
@@ -32,6 +33,8 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from hvdtrain.diagnostics import installed_version
 
 PACKAGES: dict[str, tuple[str, ...]] = {
     "horovod": ("horovod",),
@@ -66,15 +69,6 @@ for framework, (ext, preload) in json.loads(sys.argv[1]).items():
         continue
 print(json.dumps(flags))
 """
-
-
-def _version(*distributions: str) -> str | None:
-    for name in distributions:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def _site_root(distribution: str) -> Path | None:
@@ -181,7 +175,7 @@ def collect(run_dir: str | None = None, marker: str | None = None,
         "executable": sys.executable,
         "hvdtrain": hvdtrain.__version__,
         "hvdtrain_path": str(Path(hvdtrain.__file__).resolve().parent),
-        "packages": {name: _version(*dists) for name, dists in PACKAGES.items()},
+        "packages": {name: installed_version(*dists) for name, dists in PACKAGES.items()},
         "horovod_build": horovod_build(timeout),
         "addresses": ipv4_addresses(min(timeout, 5.0)),
         "run_dir": run_dir_status(run_dir, marker) if run_dir else None,
