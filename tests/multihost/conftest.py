@@ -8,16 +8,22 @@ It always tears the lab down again: as a finalizer (which pytest also runs after
 
 Needs root and permission to create network namespaces; otherwise the tests are skipped.
 Traffic goes only to loopback and to the namespaces' own addresses.
+
+The lab's names are fixed, so two pytest sessions must not run it at once: the fixture holds an
+exclusive lock (``LAB_LOCK``) for its whole life; a second session waits for it (up to
+``LOCK_WAIT_S``) instead of tearing down the first one's hosts.
 """
 
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import shlex
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +39,8 @@ BRIDGE = "hvdbr0"
 BRIDGE_ADDRESS = "10.231.0.1"
 SUBNET = "10.231.0.0/24"
 MAX_HOSTS = 3  # the script's limit; teardown checks all of them
+LAB_LOCK = Path("/tmp/hvdtrain-lab.lock")
+LOCK_WAIT_S = 3600
 
 # Bringing the lab up may first apt-get install openssh-server: generous on a busy 2-core box.
 UP_TIMEOUT_S = 900
@@ -200,12 +208,30 @@ def _skip_reason() -> str | None:
     return None
 
 
+def _hold_lab_lock(request: pytest.FixtureRequest) -> None:
+    """Wait for, then hold until the session ends, the one lab's lock."""
+    handle = LAB_LOCK.open("a")
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                handle.close()
+                pytest.fail(f"another test session held the lab lock {LAB_LOCK} for "
+                            f"{LOCK_WAIT_S} s")
+            time.sleep(2)
+    request.addfinalizer(handle.close)  # closing the file releases the lock
+
+
 @pytest.fixture(scope="session")
 def namespace_hosts(request: pytest.FixtureRequest) -> Iterator[NamespaceHosts]:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
 
+    _hold_lab_lock(request)
     teardown = _Teardown()
     # Registered before `up` runs, so a half-built lab (or Ctrl-C during up) is removed too.
     request.addfinalizer(teardown)
