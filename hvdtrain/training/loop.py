@@ -163,6 +163,10 @@ def _checkpoint(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfi
         "config": config.as_json(), "rng": rng,
         "standardisation": None if data.mean is None else {
             "mean": data.mean.tolist(), "std": None if data.std is None else data.std.tolist()},
+        # what evaluate/predict/export need to rebuild the input side without the training set
+        "dataset": {"name": data.name, "kind": data.kind, "num_classes": data.num_classes,
+                    "num_features": data.num_features,
+                    "image_shape": list(data.image_shape) if data.image_shape else None},
     }
     store.save(progress.epoch, lambda path: adapter.write_checkpoint(path, meta), is_best)
 
