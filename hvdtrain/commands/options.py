@@ -65,7 +65,7 @@ launch_options = stacked([
            "horovodrun --gloo."),
     choice(catalog.CONTROLLERS, default="auto", show_default=True,
            help="Horovod controller. MPI's allreduce measured about 2x (1.0-3.3x) Gloo's on a "
-           "2-core host (docs/benchmarks.md); Gloo needs no MPI (horovodrun only)."),
+           "2-core host (docs/BENCHMARKS.md); Gloo needs no MPI (horovodrun only)."),
     click.option("--fusion-threshold-mb", type=float, default=None,
                  help="Tensor fusion buffer size in MB."),
     click.option("--cycle-time-ms", type=float, default=None, help="Horovod cycle time in ms."),
