@@ -2,7 +2,9 @@
 
 ``unit`` needs no ML framework; ``frameworks`` runs one rank in process per framework;
 ``distributed`` runs real multi-rank jobs through the real launchers; ``multihost`` runs them
-across network-namespace hosts with their own sshd (root only; ``scripts/netns_hosts.sh``).
+across network-namespace hosts with their own sshd (root only; ``scripts/netns_hosts.sh``);
+``slurm`` runs them through a real Slurm cluster on those hosts (root only;
+``scripts/slurm_lab.sh``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
-TIERS = ("distributed", "frameworks", "multihost")
+# The namespace-host lab, registered here once for every directory that uses it (multihost,
+# slurm): one session fixture, one lab, one lock.
+from tests.namespace_lab import namespace_hosts  # noqa: F401
+
+TIERS = ("distributed", "frameworks", "multihost", "slurm")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,5 +1,6 @@
 """Slurm hostlist expansion and the documented order of host sources."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,56 @@ def test_bare_srun_tasks_are_refused(env: dict[str, str], refused: bool) -> None
         assert "srun --mpi=pmix" in (refusal.value.hint or "")
     else:
         refuse_bare_srun_task(env)
+
+
+PMI2_TASK = {"SLURM_PROCID": "1", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "2",
+             "SLURM_MPI_TYPE": "pmi2", "PMI_RANK": "1", "PMI_SIZE": "2", "PMI_FD": "13"}
+
+
+def test_pmi2_task_is_a_rank_where_the_mpi_supports_pmi2(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hvdtrain.launch import rank_env
+
+    monkeypatch.setattr(rank_env, "slurm_pmi2_usable", lambda: True)
+    found = rank_env.detect_rank(PMI2_TASK)
+    assert found is not None and (found.rank, found.size) == (1, 2)
+    rank_env.refuse_bare_srun_task(PMI2_TASK)
+
+
+def test_pmi2_task_is_refused_where_open_mpi_lacks_slurm_pmi2(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debian's Open MPI 4.1: MPI_Init would abort in every task; say so before anything."""
+    from hvdtrain.errors import LaunchError
+    from hvdtrain.launch import rank_env
+
+    monkeypatch.setattr(rank_env, "slurm_pmi2_usable", lambda: False)
+    assert rank_env.detect_rank(PMI2_TASK) is None
+    with pytest.raises(LaunchError, match=r"srun --mpi=pmi2.*without Slurm's PMI-2") as refusal:
+        rank_env.refuse_bare_srun_task(PMI2_TASK)
+    assert "srun --mpi=pmix" in (refusal.value.hint or "")
+    # Hydra (MPICH) sets PMI_RANK without srun: never affected.
+    hydra = {"PMI_RANK": "0", "PMI_SIZE": "2"}
+    assert rank_env.detect_rank(hydra) is not None
+
+
+def test_pmi2_usability_from_ompi_info(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from hvdtrain.launch import rank_env
+
+    def fake_run(out: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+        def run(*args: object, **kwargs: object) -> subprocess.CompletedProcess[str]:
+            return subprocess.CompletedProcess(list(args), 0, out, "")
+        return run
+
+    monkeypatch.setattr(rank_env, "detect_mpi_flavour", lambda: "openmpi")
+    monkeypatch.setattr(rank_env.shutil, "which", lambda name: "/usr/bin/" + name)
+    for listing, usable in [('mca:pmix:ext3x:version:"mca:2.1.0"\n', False),
+                            ('mca:pmix:s2:version:"mca:2.1.0"\n', True)]:
+        monkeypatch.setattr(rank_env.subprocess, "run", fake_run(listing))
+        rank_env.slurm_pmi2_usable.cache_clear()
+        assert rank_env.slurm_pmi2_usable() is usable
+    monkeypatch.setattr(rank_env, "detect_mpi_flavour", lambda: "mpich")
+    rank_env.slurm_pmi2_usable.cache_clear()
+    assert rank_env.slurm_pmi2_usable() is True
+    rank_env.slurm_pmi2_usable.cache_clear()
