@@ -6,8 +6,10 @@ traceback. Library code raises them; ``assert`` is never used to check input.
 Exit codes: 2 options/config (``ConfigError``), 3 hosts and placement, 4 launcher, 5 preflight
 failed, 6 data (``DataError``), 7 checkpoint (``CheckpointError``), 8 training diverged
 (``TrainingDivergedError``); a failed rank's own code is passed on (``RankFailedError``), 124
-job timeout, 125 ranks did not start. Codes 6-8 are raised by ranks as well as by the launcher
-side, so a job whose ranks all diverged exits 8 like a single rank would.
+job timeout, 125 ranks did not start; 75 (``EX_TEMPFAIL``: try again later) a job stopped on
+request (SIGUSR1/SIGTERM, e.g. Slurm preemption) after writing a checkpoint, so a requeued job
+continues with ``--resume auto``. Codes 6-8 and 75 are raised by ranks as well as by the
+launcher side, so a job whose ranks all diverged exits 8 like a single rank would.
 """
 
 from __future__ import annotations
@@ -86,3 +88,13 @@ class TrainingDivergedError(HvdtrainError):
     the job ends cleanly; the newest checkpoint is the last good one."""
 
     exit_code = 8
+
+
+EXIT_STOPPED = 75
+
+
+class TrainingStoppedError(HvdtrainError):
+    """Every rank stopped at the same step because one was asked to (SIGUSR1 or SIGTERM), and
+    rank 0 wrote a step checkpoint first: nothing trained so far is lost."""
+
+    exit_code = EXIT_STOPPED

@@ -209,8 +209,9 @@ class TrainConfig:
     early_stopping_patience: int = 0  # 0 = off
     run_dir: str = "runs/latest"
     checkpoint_every: int = 1  # epochs; 0 = never
+    checkpoint_every_steps: int = 0  # steps, within an epoch; 0 = only at epoch ends
     keep_checkpoints: int = 3
-    resume: str | None = None  # "latest" or a checkpoint path
+    resume: str | None = None  # "latest", "auto" (latest if any, else start) or a path
     on_nonfinite: str = "stop"  # stop | skip (catalog.ON_NONFINITE)
 
     def __post_init__(self) -> None:
@@ -232,6 +233,8 @@ class TrainConfig:
             ("--early-stopping-patience", self.early_stopping_patience,
              self.early_stopping_patience >= 0, ">= 0"),
             ("--checkpoint-every", self.checkpoint_every, self.checkpoint_every >= 0, ">= 0"),
+            ("--checkpoint-every-steps", self.checkpoint_every_steps,
+             self.checkpoint_every_steps >= 0, ">= 0"),
             ("--keep-checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 1, ">= 1"),
             ("--val-fraction", self.val_fraction, 0 < self.val_fraction < 1,
              "between 0 and 1 (exclusive)"),

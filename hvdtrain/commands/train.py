@@ -70,13 +70,19 @@ _train_options = stacked([
                  "logs (default: runs/<timestamp>)."),
     click.option("--checkpoint-every", type=int, default=1, show_default=True,
                  help="Epochs between checkpoints (0: never)."),
+    click.option("--checkpoint-every-steps", type=int, default=0, show_default=True,
+                 help="Also checkpoint every K steps within an epoch (0: only at epoch ends); "
+                 "resuming from one continues the epoch, at any world size."),
     click.option("--keep-checkpoints", type=int, default=3, show_default=True,
-                 help="Keep the last K epoch checkpoints (+ best)."),
+                 help="Keep the last K epoch checkpoints (+ best, + the newest step one)."),
     click.option("--resume", type=str, default=None,
-                 help="'latest' (newest checkpoint in --run-dir) or a checkpoint path."),
+                 help="'latest' (newest checkpoint in --run-dir), 'auto' (latest if there is "
+                 "one, else start: for requeued jobs) or a checkpoint path."),
     choice(catalog.ON_NONFINITE, default="stop", show_default=True,
            help=f"When the loss or gradient becomes NaN/inf: {_names(catalog.ON_NONFINITE)}."),
     click.option("--record-step-losses", is_flag=True, hidden=True),
+    click.option("--record-samples", is_flag=True, hidden=True),
+    click.option("--step-delay", type=float, default=0.0, hidden=True),
 ])
 
 
@@ -118,15 +124,19 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
 @placement_options
 @launch_options
 @dry_run_option
-def train(dry_run: bool, record_step_losses: bool, **kw: Any) -> None:
+def train(dry_run: bool, record_step_losses: bool, record_samples: bool, step_delay: float,
+          **kw: Any) -> None:
     """Train a model data-parallel on Horovod (launches ranks, or runs as one)."""
     if detect_rank() is None:
         refuse_bare_srun_task()
         _launch_side(kw, dry_run)
         return
+    from hvdtrain.training.loop import LoopOptions
     from hvdtrain.training.worker import run_worker  # the rank's framework, loaded here
 
-    run_worker(train_config(kw), record_step_losses)
+    run_worker(train_config(kw), LoopOptions(record_step_losses=record_step_losses,
+                                             record_samples=record_samples,
+                                             step_delay=step_delay))
 
 
 mirror_env(train)

@@ -10,9 +10,10 @@ filesystem.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, replace
 
-from hvdtrain.errors import RankFailedError
+from hvdtrain.errors import EXIT_STOPPED, RankFailedError
 from hvdtrain.launch.protocol import RunLayout, tail
 
 EXIT_TIMEOUT = 124  # like coreutils' timeout(1)
@@ -24,11 +25,16 @@ MAX_RANKS_SHOWN = 4
 
 @dataclass(frozen=True)
 class JobFailure:
-    kind: str  # rank | launcher | not-started | timeout | interrupted
+    kind: str  # rank | launcher | not-started | timeout | interrupted | stopped
     headline: str  # the report's first line
     message: str  # the one-line error
     exit_code: int
     hint: str | None = None
+    # where it failed, when known: what a restart (``training.restarts``) needs to decide
+    rank: int | None = None
+    host: str | None = None
+    killed_by: int | None = None
+    ranks: tuple[int, ...] = ()  # ranks that did not start (not-started)
     show_ranks: tuple[int, ...] = ()  # whose stderr tails belong in the report
     show_launcher: bool = False
     tail_lines: int = TAIL_LINES
@@ -56,8 +62,16 @@ class JobFailure:
             lines.append(f"hvdtrain: {self.footer}")
         return "\n".join(lines)
 
-    def as_error(self) -> RankFailedError:
-        return RankFailedError(self.message, self.exit_code, hint=self.hint)
+    def as_error(self) -> JobFailedError:
+        return JobFailedError(self)
+
+
+class JobFailedError(RankFailedError):
+    """The CLI's one-line error, still carrying the ``JobFailure`` it came from."""
+
+    def __init__(self, failure: JobFailure) -> None:
+        super().__init__(failure.message, failure.exit_code, hint=failure.hint)
+        self.failure = failure
 
 
 def rank_failed(layout: RunLayout, rank: int, host: str, exit_code: int,
@@ -69,7 +83,7 @@ def rank_failed(layout: RunLayout, rank: int, host: str, exit_code: int,
         "rank", f"rank {rank} on {host} failed first ({how})",
         f"rank {rank} on {host} failed with exit code {exit_code}", exit_code,
         hint=f"see {layout.stderr_log(rank) if local else f'{logs}/rank-{rank}.err'}",
-        show_ranks=(rank,),
+        rank=rank, host=host, killed_by=killed_by, show_ranks=(rank,),
         footer=f"all rank logs are in {layout.logs_dir}" if local
         else f"rank logs stay on their hosts ({logs} and alike)")
 
@@ -88,7 +102,8 @@ def not_started(missing: list[int], what: str, start_timeout: float) -> JobFailu
         "not-started", f"{message}; stopped the job", message, EXIT_NOT_STARTED,
         hint="check that every host is reachable, has hvdtrain installed, and that "
         "--network-interface names a working interface; raise --start-timeout if slow",
-        show_ranks=tuple(missing), show_launcher=True, tail_lines=SHORT_TAIL_LINES)
+        ranks=tuple(missing), show_ranks=tuple(missing), show_launcher=True,
+        tail_lines=SHORT_TAIL_LINES)
 
 
 def timed_out(layout: RunLayout, why: str, running: list[int]) -> JobFailure:
@@ -102,3 +117,13 @@ def timed_out(layout: RunLayout, why: str, running: list[int]) -> JobFailure:
 def interrupted(signal_name: str, signum: int) -> JobFailure:
     return JobFailure("interrupted", f"stopped all ranks after {signal_name}",
                       f"stopped by {signal_name}", 128 + signum)
+
+
+def stopped(layout: RunLayout, signum: int | None) -> JobFailure:
+    """Every rank stopped at the same step on request; rank 0 wrote a checkpoint first."""
+    why = f"on {signal.Signals(signum).name} " if signum else "on request "
+    said = [line for line in tail(layout.stderr_log(0), 5).splitlines() if "stopped on" in line]
+    detail = said[-1].split("error: ", 1)[-1] if said else "rank 0 wrote a step checkpoint"
+    return JobFailure(
+        "stopped", f"stopped {why}at a step boundary: {detail}", f"stopped {why}({detail})",
+        EXIT_STOPPED, hint=f"continue with --resume auto --run-dir {layout.root}")

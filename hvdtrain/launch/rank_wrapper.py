@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             if child.poll() is None:
                 child.send_signal(signum)
 
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, forward)
 
         echo = rank == 0

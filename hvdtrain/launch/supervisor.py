@@ -23,6 +23,12 @@ a host that does not share the run directory does its output come through the la
 
 SIGINT/SIGTERM to hvdtrain are passed to the launcher's process group and to every recorded
 rank, then escalated to SIGKILL after a grace period: no orphans.
+
+**Stopping with a checkpoint** (``Watchdog.graceful_stop``, hvdtrain's own workers): the first
+SIGTERM or SIGUSR1 is passed on as SIGUSR1 (to the ranks here, and through mpirun, which
+forwards it, to the others); the ranks agree to stop at their next step, rank 0 writes a step
+checkpoint and every rank exits 75 (``errors.EXIT_STOPPED``), which the job then exits with. A
+second signal, Ctrl-C, or ``stop_timeout`` without the ranks done stops them at once.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from hvdtrain.errors import ConfigError, LaunchError
+from hvdtrain.errors import EXIT_STOPPED, ConfigError, LaunchError
 from hvdtrain.launch import failures
 from hvdtrain.launch.commands import LaunchCommand
 from hvdtrain.launch.failures import JobFailure
@@ -58,6 +64,10 @@ class Watchdog:
     require_ready: bool = False  # start-up ends at Horovod init (hvdtrain workers report it)
     grace: float = 10.0
     poll_interval: float = 0.2
+    # hvdtrain workers: SIGTERM/SIGUSR1 means "stop at the next step with a checkpoint", given
+    # ``stop_timeout`` seconds (below the 30 s Slurm, Kubernetes and podman give by default)
+    graceful_stop: bool = False
+    stop_timeout: float = 20.0
 
     def __post_init__(self) -> None:
         for flag, value in (("--start-timeout", self.start_timeout), ("--timeout", self.timeout),
@@ -101,6 +111,8 @@ class _Supervisor:
         self.followers: list[threading.Thread] = []
         self.followed_ranks: set[int] = set()
         self.interrupted: int | None = None
+        self.stop_signal: int | None = None  # a graceful stop asked for, not yet passed on
+        self.stop_deadline: float | None = None  # ...passed on; the ranks have until then
         self.began = 0.0
         self.launcher_gone_at: float | None = None
 
@@ -120,11 +132,31 @@ class _Supervisor:
                 os.killpg(self.proc.pid, sig)
             except ProcessLookupError:
                 pass
-        for pid in self._pids():
-            try:
-                os.kill(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
+        for start in self.layout.starts().values():
+            if not is_local(start.host):
+                continue
+            # hvdtrain's workers take SIGTERM as "stop at the next step": a hard stop kills
+            # them (their wrappers still record how they ended)
+            worker_sig = signal.SIGKILL if self.watchdog.graceful_stop else sig
+            for pid, how in ((start.child_pid, worker_sig), (start.pid, sig)):
+                try:
+                    os.kill(pid, how)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+    def _ask_to_stop(self) -> None:
+        """Pass a graceful stop on as SIGUSR1: to the workers here, and to mpirun, which
+        forwards SIGUSR1 to every rank (horovodrun would die of it: its remote ranks learn of
+        the stop from the others, whose agreement is a collective)."""
+        for start in self.layout.starts().values():
+            if is_local(start.host):
+                try:
+                    os.kill(start.child_pid, signal.SIGUSR1)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        launcher = Path(self.command.argv[0]).name
+        if launcher.startswith("mpirun") and self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
 
     def _anything_alive(self) -> bool:
         launcher_alive = self.proc is not None and self.proc.poll() is None
@@ -154,10 +186,41 @@ class _Supervisor:
         self.say(f"hvdtrain: {name} received, stopping all ranks")
         return failures.interrupted(name, self.interrupted)
 
+    def check_stop_requested(self, exits: list[RankExit]) -> JobFailure | None:
+        """A graceful stop: pass it on once, then give the ranks ``stop_timeout``."""
+        if self.stop_signal is not None and self.stop_deadline is None:
+            name = signal.Signals(self.stop_signal).name
+            timeout = self.watchdog.stop_timeout
+            self.say(f"hvdtrain: {name} received: every rank stops at its next step and rank 0 "
+                     f"writes a checkpoint (up to {timeout:g} s; a second signal stops at once)")
+            self.stop_deadline = time.monotonic() + timeout
+            self._ask_to_stop()
+        if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
+            name = signal.Signals(self.stop_signal or signal.SIGTERM).name
+            return failures.timed_out(
+                self.layout, f"the ranks did not stop within {self.watchdog.stop_timeout:g} s "
+                f"of {name}", self._running(exits))
+        return None
+
+    def check_stopped(self, exits: list[RankExit]) -> JobFailure | None:
+        """Rank 0 exits 75 only after its checkpoint is complete (the others waited for it in
+        a collective): the job stopped as asked, whatever the other ranks' last moments."""
+        chief = next((e for e in exits if e.rank == 0), None)
+        if chief is None or chief.exit_code != EXIT_STOPPED:
+            return None
+        return failures.stopped(self.layout, self.stop_signal)
+
     def check_rank_failed(self, exits: list[RankExit]) -> JobFailure | None:
         failed = next((e for e in exits if e.exit_code != 0), None)
         if failed is None:
             return None
+        if any(e.exit_code == EXIT_STOPPED for e in exits) and all(e.rank != 0 for e in exits):
+            # stopping on request: rank 0 is finishing the checkpoint; mpirun may meanwhile
+            # end the others by a signal. Give rank 0 its time before calling this a failure.
+            self.stop_deadline = self.stop_deadline or (
+                time.monotonic() + self.watchdog.stop_timeout)
+            if time.monotonic() < self.stop_deadline:
+                return None
         return failures.rank_failed(self.layout, failed.rank, failed.host, failed.exit_code,
                                     failed.signal, failed.logs)
 
@@ -254,8 +317,15 @@ class _Supervisor:
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
         def on_signal(signum: int, _frame: object) -> None:
-            self.interrupted = signum
+            graceful = self.watchdog.graceful_stop and signum != signal.SIGINT
+            if graceful and self.stop_signal is None:
+                self.stop_signal = signum  # check_stop_requested passes it on
+            elif signum == signal.SIGUSR1 and not self.watchdog.graceful_stop:
+                self._ask_to_stop()  # a user's own program decides what SIGUSR1 means
+            elif signum != signal.SIGUSR1:
+                self.interrupted = signum
 
+        previous[signal.SIGUSR1] = signal.getsignal(signal.SIGUSR1)
         for sig in previous:
             signal.signal(sig, on_signal)
         try:
@@ -283,7 +353,8 @@ class _Supervisor:
 
     def _watch(self) -> JobFailure | JobResult:
         checks: list[Callable[[list[RankExit]], JobFailure | JobResult | None]] = [
-            self.check_interrupted, self.check_rank_failed, self.check_launcher_exited,
+            self.check_interrupted, self.check_stop_requested, self.check_stopped,
+            self.check_rank_failed, self.check_launcher_exited,
             self.check_started, self.check_timeout, self.check_idle]
         while True:
             time.sleep(self.watchdog.poll_interval)

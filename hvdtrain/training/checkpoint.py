@@ -2,7 +2,8 @@
 
 Framework-free: an adapter serialises its own state into the path it is given; this module
 makes that write atomic (temporary file in the same directory, fsync, rename, fsync of the
-directory), keeps the last K epoch checkpoints plus ``best.ckpt``, and resolves ``--resume``.
+directory), keeps the last K epoch checkpoints plus ``best.ckpt`` and the newest mid-epoch
+step checkpoint, and resolves ``--resume``.
 A crash mid-write leaves only a ``.tmp-*`` file behind; the good checkpoints are never touched
 before the new one is complete, and a checkpoint that fails to load is never overwritten.
 """
@@ -22,7 +23,11 @@ from hvdtrain.errors import CheckpointError
 from hvdtrain.types import OfflineFramework
 
 FORMAT = "hvdtrain-checkpoint-1"
-_EPOCH_FILE = re.compile(r"^epoch-(\d+)\.ckpt$")
+# epoch-0003.ckpt: after 3 whole epochs; epoch-0003-sample-0001200.ckpt: after 3 epochs and
+# 1200 samples of the 4th (a step checkpoint; samples, not steps, so the name keeps its order
+# across a resume at another world size)
+_CHECKPOINT_FILE = re.compile(r"^epoch-(\d+)(?:-sample-(\d+))?\.ckpt$")
+RESUME_AUTO = "auto"  # resume if this run directory holds a checkpoint, else start
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -50,53 +55,74 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 class CheckpointStore:
+    """A run's ``checkpoints/`` directory. "Latest" is the newest *complete* file: a write in
+    progress is a ``.tmp-*`` file until its atomic rename, so it is never found here."""
+
     def __init__(self, directory: Path, keep: int = 3) -> None:
         self.directory = directory
         self.keep = keep  # validated by TrainConfig (--keep-checkpoints >= 1)
 
-    def epoch_files(self) -> list[tuple[int, Path]]:
+    def files(self) -> list[tuple[tuple[int, int], Path]]:
+        """Every checkpoint, oldest first, keyed by (whole epochs, samples into the next)."""
         if not self.directory.is_dir():
             return []
         found = []
         for path in self.directory.iterdir():
-            match = _EPOCH_FILE.match(path.name)
+            match = _CHECKPOINT_FILE.match(path.name)
             if match:
-                found.append((int(match.group(1)), path))
+                found.append(((int(match.group(1)), int(match.group(2) or 0)), path))
         return sorted(found)
 
-    def save(self, epoch: int, write: Callable[[Path], None], is_best: bool) -> Path:
+    def epoch_files(self) -> list[tuple[int, Path]]:
+        return [(key[0], path) for key, path in self.files() if key[1] == 0]
+
+    def save(self, epoch: int, write: Callable[[Path], None], is_best: bool,
+             samples: int = 0) -> Path:
+        """Write the checkpoint after ``epoch`` whole epochs (and ``samples`` of the next: a
+        step checkpoint). Keeps the last ``keep`` epoch checkpoints and only the newest step
+        checkpoint, each removed only after the new file is complete."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"epoch-{epoch:04d}.ckpt"
+        name = f"epoch-{epoch:04d}" + (f"-sample-{samples:07d}" if samples else "") + ".ckpt"
+        path = self.directory / name
         atomic_write(path, write)
         if is_best:
             atomic_write(self.directory / "best.ckpt", write)
+        for key, old in self.files():
+            if key[1] and old != path:
+                old.unlink(missing_ok=True)  # older step checkpoints
         for _, old in self.epoch_files()[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
 
-    def resolve(self, resume: str) -> Path:
-        """``latest`` (the newest epoch checkpoint here) or an explicit path."""
-        if resume == "latest":
-            files = self.epoch_files()
-            if not files:
+    def latest(self) -> Path | None:
+        files = self.files()
+        return files[-1][1] if files else None
+
+    def resolve(self, resume: str) -> Path | None:
+        """``latest`` (the newest checkpoint here), ``auto`` (the same, or None when there is
+        none: a fresh start) or an explicit path."""
+        if resume in ("latest", RESUME_AUTO):
+            found = self.latest()
+            if found is None and resume == "latest":
                 raise CheckpointError(f"--resume latest: no checkpoint in {self.directory}",
                                       hint="give the run directory of the run to resume "
-                                      "(--run-dir) or a checkpoint path")
-            return files[-1][1]
+                                      "(--run-dir) or a checkpoint path; --resume auto "
+                                      "starts afresh when there is none")
+            return found
         path = Path(resume)
         if not path.is_file():
             raise CheckpointError(f"--resume {resume}: no such checkpoint file",
-                                  hint="give 'latest' (with --run-dir) or the path of a "
-                                  "checkpoints/epoch-NNNN.ckpt file")
+                                  hint="give 'latest' or 'auto' (with --run-dir) or the path "
+                                  "of a checkpoints/epoch-NNNN.ckpt file")
         return path
 
 
 def refuse_to_overwrite(run_dir: Path, resume: str | None) -> None:
     """A fresh run must not replace another run's checkpoints: nothing written is lost."""
-    if resume is None and CheckpointStore(run_dir / "checkpoints").epoch_files():
+    if resume is None and CheckpointStore(run_dir / "checkpoints").files():
         raise CheckpointError(
             f"{run_dir} already holds checkpoints of another run",
-            hint="continue it with --resume latest, or choose a new --run-dir")
+            hint="continue it with --resume latest (or auto), or choose a new --run-dir")
 
 
 def check_compatible(meta: dict[str, object], path: Path, expected: dict[str, object]) -> None:

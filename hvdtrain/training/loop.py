@@ -14,22 +14,40 @@ every rank. ``--on-nonfinite stop`` then raises ``TrainingDivergedError`` on eve
 step (one small allreduce, only then, names NaN or inf); ``skip`` counts it and goes on. A
 non-finite validation loss, or parameters, end the run before a checkpoint is written, so the
 newest checkpoint is always a good one.
+
+**Mid-epoch checkpoints and a changing world size.** A step checkpoint (``--checkpoint-every-
+steps``, or when the job is asked to stop) records the epoch's *sampler position*: the set of
+samples already trained on, as a mask over the training set (``sharding.consumed_after``).
+Resuming shards only the rest, over whatever world size the job now has, so no sample of the
+interrupted epoch is skipped or repeated, and the lr follows the new size (``lr_at``).
+
+**Stopping on request.** SIGUSR1 or SIGTERM (Slurm's preemption and time-limit warnings,
+``scancel --signal``, a pod's termination) sets ``StopRequest`` in the rank that got it. Every
+``STOP_CHECK_STEPS`` steps the ranks agree on it with one tiny allreduce, so all stop after the
+same step; rank 0 writes a step checkpoint and every rank raises ``TrainingStoppedError``
+(exit 75) only once that file is complete.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from hvdtrain import __version__
-from hvdtrain.errors import CheckpointError, HvdtrainError, TrainingDivergedError
+from hvdtrain.errors import (
+    CheckpointError,
+    HvdtrainError,
+    TrainingDivergedError,
+    TrainingStoppedError,
+)
 from hvdtrain.training.checkpoint import (
     FORMAT,
     CheckpointStore,
@@ -37,11 +55,42 @@ from hvdtrain.training.checkpoint import (
     refuse_to_overwrite,
 )
 from hvdtrain.training.events import ChiefRecorder
-from hvdtrain.training.sharding import eval_shard, shard_batches
+from hvdtrain.training.sharding import (
+    consumed_after,
+    decode_mask,
+    encode_mask,
+    eval_shard,
+    shard_batches,
+)
 from hvdtrain.types import BatchStats, Collectives, Dataset, FrameworkAdapter, TrainConfig
 
 EVAL_BATCH = 1024
+STOP_CHECK_STEPS = 8  # steps between the ranks' agreement on a stop request (one tiny allreduce)
 T = TypeVar("T")
+
+
+@dataclass
+class StopRequest:
+    """Set by a signal handler in the rank (``worker``); read by the loop at agreed steps."""
+
+    signal_name: str | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+
+@dataclass
+class LoopOptions:
+    """What the worker adds to a run beyond ``TrainConfig``: a stop request to honour, and
+    test and diagnosis records (all off by default)."""
+
+    stop: StopRequest = field(default_factory=StopRequest)
+    record_step_losses: bool = False  # the summary gets every step's mean loss
+    # each rank appends the training-set indices of its committed steps (those a checkpoint or
+    # the final model contains) to samples/rank-R.jsonl, for exactly-once checks
+    record_samples: bool = False
+    step_delay: float = 0.0  # seconds of sleep per step: a slow job for fault-tolerance demos
 
 
 @dataclass
@@ -49,6 +98,8 @@ class Progress:
     epoch: int = 0  # epochs completed
     best_val_loss: float = math.inf
     epochs_since_best: int = 0
+    consumed: np.ndarray | None = None  # samples of epoch ``epoch`` already trained (resumed)
+    resumes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _reduce(comm: Collectives, stats: list[BatchStats], name: str) -> tuple[float, float, int]:
@@ -69,7 +120,7 @@ def _hint(config: TrainConfig, comm: Collectives, run_dir: Path) -> str:
     if config.on_nonfinite == "stop":
         fixes.append("or skip such steps with --on-nonfinite skip")
     hint = ", ".join(fixes)
-    if CheckpointStore(run_dir / "checkpoints").epoch_files():
+    if CheckpointStore(run_dir / "checkpoints").files():
         hint += f"; the newest checkpoint is a good one: --resume latest --run-dir {run_dir}"
     return hint
 
@@ -118,25 +169,47 @@ def _on_chief(comm: Collectives, action: Callable[[], T]) -> T:
 
 
 def _resume(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig,
-            store: CheckpointStore) -> Progress:
-    """Rank 0 reads and checks the checkpoint; state and progress are broadcast from it."""
+            store: CheckpointStore, n_train: int) -> Progress:
+    """Rank 0 reads and checks the checkpoint; state and progress are broadcast from it.
+    ``--resume auto`` with no checkpoint yet is a fresh start."""
 
-    def load_on_chief() -> dict[str, Any]:
+    def load_on_chief() -> dict[str, Any] | None:
         path = store.resolve(config.resume or "latest")
+        if path is None:
+            print("hvdtrain: --resume auto: no checkpoint yet, starting afresh", flush=True)
+            return None
         payload = adapter.read_checkpoint(path)
         check_compatible(payload, path, {"framework": config.framework,
                                          "model": config.model, "data": config.data})
+        sampler = payload.get("sampler")
+        if sampler and int(sampler["n"]) != n_train:
+            raise CheckpointError(f"{path}: written mid-epoch with {sampler['n']} training "
+                                  f"samples, this data set has {n_train}",
+                                  hint="resume with the same data (and --val-fraction/--seed)")
         adapter.apply_checkpoint(payload)
-        print(f"hvdtrain: resuming from {path} (epoch {payload['epoch']})", flush=True)
-        return {k: payload[k] for k in ("epoch", "best_val_loss", "epochs_since_best", "rng")}
+        into = (f", {sampler['samples']} samples into epoch {payload['epoch'] + 1}"
+                if sampler else "")
+        print(f"hvdtrain: resuming from {path} (epoch {payload['epoch']}{into})", flush=True)
+        meta = {k: payload.get(k) for k in ("epoch", "best_val_loss", "epochs_since_best", "rng",
+                                            "sampler", "resumes", "world_size")}
+        meta["path"] = str(path)
+        return meta
 
     meta = _on_chief(comm, load_on_chief)
+    if meta is None:
+        return Progress()
     adapter.broadcast_state()
     rng = meta["rng"]
     if isinstance(rng, list) and len(rng) == comm.size:
         adapter.set_rng_state(rng[comm.rank])
+    sampler = meta["sampler"]
+    consumed = decode_mask(sampler["mask"], n_train) if sampler else None
+    resumes = [*(meta["resumes"] or []), {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpoint": meta["path"],
+        "epoch": int(meta["epoch"]), "samples_into_epoch": int(sampler["samples"]) if sampler
+        else 0, "from_world_size": meta["world_size"], "to_world_size": comm.size}]
     return Progress(int(meta["epoch"]), float(meta["best_val_loss"]),
-                    int(meta["epochs_since_best"]))
+                    int(meta["epochs_since_best"]), consumed, resumes)
 
 
 def _check_parameters(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig,
@@ -153,46 +226,102 @@ def _check_parameters(adapter: FrameworkAdapter, comm: Collectives, config: Trai
 
 
 def _checkpoint(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, data: Dataset,
-                store: CheckpointStore, progress: Progress, is_best: bool) -> None:
+                store: CheckpointStore, progress: Progress, is_best: bool,
+                consumed: np.ndarray | None = None) -> str:
+    """Rank 0 writes (atomically) while the others wait, so that when this returns on any
+    rank the file is complete. ``consumed``: a step checkpoint's sampler position."""
     rng = comm.allgather_object(adapter.rng_state())
-    if comm.rank != 0:
-        return
-    meta: dict[str, Any] = {
-        "format": FORMAT, "hvdtrain_version": __version__, "epoch": progress.epoch,
-        "best_val_loss": progress.best_val_loss, "epochs_since_best": progress.epochs_since_best,
-        "config": config.as_json(), "rng": rng,
-        "standardisation": None if data.mean is None else {
-            "mean": data.mean.tolist(), "std": None if data.std is None else data.std.tolist()},
-        # what evaluate/predict/export need to rebuild the input side without the training set
-        "dataset": {"name": data.name, "kind": data.kind, "num_classes": data.num_classes,
-                    "num_features": data.num_features,
-                    "image_shape": list(data.image_shape) if data.image_shape else None},
-    }
-    store.save(progress.epoch, lambda path: adapter.write_checkpoint(path, meta), is_best)
+    samples = int(consumed.sum()) if consumed is not None else 0
+
+    def write() -> str:
+        meta: dict[str, Any] = {
+            "format": FORMAT, "hvdtrain_version": __version__, "epoch": progress.epoch,
+            "best_val_loss": progress.best_val_loss,
+            "epochs_since_best": progress.epochs_since_best,
+            "config": config.as_json(), "rng": rng, "world_size": comm.size,
+            "resumes": progress.resumes,
+            "sampler": None if consumed is None else {
+                "n": len(consumed), "samples": samples, "mask": encode_mask(consumed)},
+            "standardisation": None if data.mean is None else {
+                "mean": data.mean.tolist(),
+                "std": None if data.std is None else data.std.tolist()},
+            # what evaluate/predict/export need to rebuild the input side without the data
+            "dataset": {"name": data.name, "kind": data.kind, "num_classes": data.num_classes,
+                        "num_features": data.num_features,
+                        "image_shape": list(data.image_shape) if data.image_shape else None},
+        }
+        return str(store.save(progress.epoch, lambda path: adapter.write_checkpoint(path, meta),
+                              is_best, samples))
+
+    return _on_chief(comm, write)
+
+
+def _agree_to_stop(comm: Collectives, stop: StopRequest, name: str) -> str | None:
+    """One tiny allreduce: the signal some rank was stopped by, on every rank, or None."""
+    local = np.array([stop.signal_name == "SIGUSR1", stop.signal_name == "SIGTERM",
+                      stop.requested], dtype=np.float64)
+    usr1, term, anyone = comm.allreduce_sum(local, name=name)
+    if not anyone:
+        return None
+    return "SIGUSR1" if usr1 else "SIGTERM" if term else "a stop request"
+
+
+class _SampleLog:
+    """``LoopOptions.record_samples``: each rank's committed training indices, per epoch."""
+
+    def __init__(self, run_dir: Path, rank: int) -> None:
+        self.path = run_dir / "samples" / f"rank-{rank}.jsonl"
+        self.pending: list[tuple[int, list[int]]] = []
+
+    def add(self, epoch: int, indices: np.ndarray) -> None:
+        self.pending.append((epoch, [int(i) for i in indices]))
+
+    def commit(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as out:
+            for epoch, indices in self.pending:
+                out.write(json.dumps({"epoch": epoch, "indices": indices}) + "\n")
+        self.pending.clear()
+
+
+def _stopped(signal_name: str, where: str, checkpoint: str, run_dir: Path
+             ) -> TrainingStoppedError:
+    return TrainingStoppedError(
+        f"stopped on {signal_name} {where}; checkpoint {checkpoint} written",
+        hint=f"continue with: hvdtrain train ... --resume auto --run-dir {run_dir}")
 
 
 def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, data: Dataset,
-          run_dir: Path, record_step_losses: bool = False,
+          run_dir: Path, options: LoopOptions | None = None,
           ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """``ranks``: where each rank ran (host, local rank, device), recorded in the summary."""
+    options = options or LoopOptions()
     started = time.monotonic()
     store = CheckpointStore(run_dir / "checkpoints", config.keep_checkpoints)
     _on_chief(comm, lambda: refuse_to_overwrite(run_dir, config.resume))
     chief = ChiefRecorder(run_dir, config.epochs) if comm.rank == 0 else None
-    progress = _resume(adapter, comm, config, store) if config.resume else Progress()
+    n = len(data.x_train)
+    progress = _resume(adapter, comm, config, store, n) if config.resume else Progress()
+    sample_log = _SampleLog(run_dir, comm.rank) if options.record_samples else None
     history: list[dict[str, Any]] = []
     step_losses: list[float] = []
-    n = len(data.x_train)
     stopped_early = False
     for epoch in range(progress.epoch, config.epochs):
-        batches = shard_batches(n, comm.rank, comm.size, config.batch_size, config.seed + epoch)
+        seed = config.seed + epoch
+        consumed, progress.consumed = progress.consumed, None  # only the resumed epoch has one
+        done_before = 0 if consumed is None else int(consumed.sum())
+        batches = shard_batches(n, comm.rank, comm.size, config.batch_size, seed, consumed)
         bar = chief.progress(epoch + 1, len(batches)) if chief else None
         epoch_start = time.monotonic()
         stats: list[BatchStats] = []
         skips = 0
         lr = config.lr_at(epoch, comm.size)
         for step, idx in enumerate(batches):
-            lr = config.lr_at(epoch + step / len(batches), comm.size)
+            # the epoch's progress counts the samples trained before a resume too
+            lr = config.lr_at(epoch + (done_before + (n - done_before) * step / len(batches))
+                              / n, comm.size)
+            if options.step_delay:
+                time.sleep(options.step_delay)
             batch = adapter.train_batch(data.x_train[idx], data.y_train[idx], lr)
             if batch.nonfinite:  # identical on every rank: all stop, or all skip, here
                 if config.on_nonfinite == "stop":
@@ -206,21 +335,47 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
                 skips += 1  # the adapter did not apply it
             if math.isfinite(batch.loss_sum):  # a skipped NaN loss stays out of the averages
                 stats.append(batch)
-            if record_step_losses:
+            if sample_log is not None:
+                sample_log.add(epoch, idx)
+            if options.record_step_losses:
                 total = comm.allreduce_sum(np.array([batch.loss_sum, batch.count]),
                                            name=f"step.{epoch}.{step}")
                 step_losses.append(float(total[0] / total[1]))
             if bar is not None:
                 elapsed = max(time.monotonic() - epoch_start, 1e-9)
-                bar.set_postfix(loss=f"{batch.loss_sum / batch.count:.4f}",
+                bar.set_postfix(loss=f"{batch.loss_sum / batch.count:.4f}" if batch.count
+                                else "n/a",
                                 samples_s=f"{(step + 1) * len(idx) * comm.size / elapsed:,.0f}",
                                 refresh=False)
                 bar.update(1)
+            if step + 1 == len(batches):
+                break  # the epoch's end has its own checkpoint and stop check
+            every = config.checkpoint_every_steps
+            due = bool(every) and (step + 1) % every == 0
+            signal_name = (_agree_to_stop(comm, options.stop, f"stop.{epoch}.{step}")
+                           if (step + 1) % STOP_CHECK_STEPS == 0 else None)
+            if due or signal_name:
+                _check_parameters(adapter, comm, config, run_dir, chief, epoch)
+                mask = consumed_after(n, comm.size, config.batch_size, seed, consumed, step + 1)
+                step_file = _checkpoint(adapter, comm, config, data, store, progress, False, mask)
+                if sample_log is not None:
+                    sample_log.commit()
+                if signal_name:
+                    if bar is not None:
+                        bar.close()
+                    if chief:
+                        chief.close()
+                    raise _stopped(signal_name, f"at epoch {epoch + 1} step {step + 1} (of "
+                                   f"{len(batches)})", step_file, run_dir)
         if bar is not None:
             bar.close()
+        train_seconds = time.monotonic() - epoch_start
         train_loss, train_acc, seen = _reduce(comm, stats, f"train.{epoch}")
+        eval_start = time.monotonic()
         val_loss, val_acc = evaluate(adapter, comm, data.x_val, data.y_val, f"val.{epoch}")
-        problem = (f"every step of epoch {epoch + 1} had a non-finite loss" if seen == 0
+        eval_seconds = time.monotonic() - eval_start
+        problem = (f"every step of epoch {epoch + 1} had a non-finite loss"
+                   if seen == 0 and batches
                    else f"validation loss became {'NaN' if math.isnan(val_loss) else 'inf'} "
                    f"after epoch {epoch + 1}"
                    if not math.isfinite(val_loss) else None)  # reduced: the same on all ranks
@@ -230,36 +385,51 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
             raise TrainingDivergedError(problem, hint=_hint(config, comm, run_dir))
         is_best = val_loss < progress.best_val_loss
         progress = Progress(epoch + 1, min(val_loss, progress.best_val_loss),
-                            0 if is_best else progress.epochs_since_best + 1)
+                            0 if is_best else progress.epochs_since_best + 1,
+                            None, progress.resumes)
         metrics = {
             "epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
             "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr,
-            "samples_per_second": seen / max(time.monotonic() - epoch_start, 1e-9),
+            # training steps only: validation has its own time
+            "samples_per_second": seen / max(train_seconds, 1e-9),
+            "train_seconds": train_seconds, "eval_seconds": eval_seconds,
             "fp16_recoveries": int(getattr(adapter, "fp16_recoveries", 0)),
             "nonfinite_skips": skips,
         }
+        if done_before:
+            metrics["resumed_after_samples"] = done_before
         history.append(metrics)
         if chief:
             chief.epoch_done(metrics)
         patience = config.early_stopping_patience
         stop = bool(comm.broadcast_object(patience > 0 and progress.epochs_since_best >= patience))
+        signal_name = _agree_to_stop(comm, options.stop, f"stop.{epoch}.end")
         last = stop or epoch + 1 == config.epochs
         every = config.checkpoint_every
-        if every and ((epoch + 1) % every == 0 or last):
+        written = None
+        if (every and ((epoch + 1) % every == 0 or last)) or signal_name:
             _check_parameters(adapter, comm, config, run_dir, chief, epoch)
-            _checkpoint(adapter, comm, config, data, store, progress, is_best)
+            written = _checkpoint(adapter, comm, config, data, store, progress, is_best)
+            if sample_log is not None:
+                sample_log.commit()
+        if signal_name and not last:
+            if chief:
+                chief.close()
+            raise _stopped(signal_name, f"after epoch {epoch + 1}", str(written), run_dir)
         if stop:
             stopped_early = True
             if chief:
                 print(f"hvdtrain: early stop after epoch {epoch + 1}: no val_loss improvement "
                       f"for {patience} epochs", flush=True)
             break
+    if sample_log is not None:
+        sample_log.commit()  # the final model holds them all
     if not history:  # resumed at or past --epochs: evaluate the restored model once
         val_loss, val_acc = evaluate(adapter, comm, data.x_val, data.y_val, "val.final")
         history.append({"epoch": progress.epoch, "val_loss": val_loss, "val_accuracy": val_acc,
                         "fp16_recoveries": 0, "nonfinite_skips": 0})
     return _finish(adapter, comm, config, run_dir, chief, history, progress, stopped_early,
-                   step_losses if record_step_losses else None, started, ranks)
+                   step_losses if options.record_step_losses else None, started, ranks)
 
 
 def _finish(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, run_dir: Path,
@@ -281,6 +451,7 @@ def _finish(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, r
         "wall_seconds": time.monotonic() - started,
         "parameter_hashes": hashes, "parameters_identical": len(set(hashes)) == 1,
         "ranks": ranks or [],
+        "resumes": progress.resumes,
         "config": config.as_json(), "hvdtrain_version": __version__,
         "frameworks_loaded": comm.allgather_object(
             sorted(m for m in ("torch", "tensorflow") if m in sys.modules)),
@@ -288,8 +459,6 @@ def _finish(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, r
     if step_losses is not None:
         summary["step_losses"] = step_losses
     if chief:
-        import json
-
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         chief.close()
         val = summary["val_accuracy"]

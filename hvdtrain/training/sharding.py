@@ -9,7 +9,9 @@ statistics travel with checkpoints. Readers for built-in sets and user files liv
 
 from __future__ import annotations
 
+import base64
 import math
+import zlib
 
 import numpy as np
 
@@ -52,19 +54,52 @@ def split_and_standardise(name: str, kind: str, x: np.ndarray, y: np.ndarray, se
                    classes, image_shape, mean, std)
 
 
-def shard_batches(n: int, rank: int, size: int, batch_size: int, seed: int) -> list[np.ndarray]:
+def shard_batches(n: int, rank: int, size: int, batch_size: int, seed: int,
+                  consumed: np.ndarray | None = None) -> list[np.ndarray]:
     """This rank's batches for one epoch: a disjoint shard, same step count on every rank.
 
     All ranks draw the same permutation, rank r takes every size-th index from r; the shard is
-    cut into ``ceil(ceil(n/size)/batch_size)`` batches on every rank (uneven step counts are
+    cut into ``ceil(floor(n/size)/batch_size)`` batches on every rank (uneven step counts are
     Horovod's classic hang), so each sample is used exactly once per epoch across ranks. With
     ``n`` divisible by ``size × batch_size``, step k of all ranks together is exactly batch k
     of a single rank with batch ``size × batch_size`` (the equivalence the tests check).
+
+    ``consumed`` (a boolean mask over the ``n`` samples, from a mid-epoch checkpoint) leaves
+    out the samples the interrupted epoch already trained on: the rest, in the epoch's own
+    order, is sharded over *this* world size, which may differ from the one that wrote it.
     """
     order = np.random.default_rng(seed).permutation(n)
+    if consumed is not None:
+        order = order[~consumed[order]]
     shard = order[rank::size]
-    steps = math.ceil(math.ceil(n / size) / batch_size)
+    if len(order) == 0:
+        return []
+    # as many steps as the *shortest* shard can fill, so no rank gets an empty batch (some
+    # batches are then one sample larger); with fewer samples than ranks, one step in which
+    # some ranks train on nothing (their zero gradient still joins the allreduce)
+    steps = max(1, math.ceil((len(order) // size) / batch_size))
     return list(np.array_split(shard, steps))
+
+
+def consumed_after(n: int, size: int, batch_size: int, seed: int,
+                   consumed: np.ndarray | None, steps_done: int) -> np.ndarray:
+    """The epoch's consumed-sample mask after ``steps_done`` steps of every rank (each rank
+    can compute every other's shard, so rank 0 knows the whole set without a collective)."""
+    mask = np.zeros(n, dtype=bool) if consumed is None else consumed.copy()
+    for rank in range(size):
+        for batch in shard_batches(n, rank, size, batch_size, seed, consumed)[:steps_done]:
+            mask[batch] = True
+    return mask
+
+
+def encode_mask(mask: np.ndarray) -> str:
+    """A consumed-sample mask as text for a checkpoint's JSON metadata (n/8 bytes, deflated)."""
+    return base64.b64encode(zlib.compress(np.packbits(mask).tobytes())).decode("ascii")
+
+
+def decode_mask(text: str, n: int) -> np.ndarray:
+    bits = np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=np.uint8)
+    return np.unpackbits(bits, count=n).astype(bool)
 
 
 def eval_shard(n: int, rank: int, size: int) -> np.ndarray:

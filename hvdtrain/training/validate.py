@@ -75,8 +75,11 @@ def check_data(config: TrainConfig) -> tuple[str, str]:
     return entry.kind, path.name
 
 
-def check_resume(config: TrainConfig, run_dir: Path) -> Path:
+def check_resume(config: TrainConfig, run_dir: Path) -> Path | None:
+    """The checkpoint to resume from, checked; None for ``--resume auto`` with none yet."""
     path = CheckpointStore(run_dir / "checkpoints").resolve(config.resume or "latest")
+    if path is None:
+        return None
     check_compatible(read_checkpoint_meta(path), path, {
         "framework": config.framework, "model": config.model, "data": config.data})
     return path

@@ -24,14 +24,30 @@ from hvdtrain.cluster.sources import count_local_gpus
 from hvdtrain.frameworks.registry import create_adapter
 from hvdtrain.launch.protocol import PLAN_ENV, RunLayout
 from hvdtrain.training.datasets import load_dataset
-from hvdtrain.training.loop import train
+from hvdtrain.training.loop import LoopOptions, StopRequest, train
 from hvdtrain.types import TrainConfig
 
 
-def run_worker(config: TrainConfig, record_step_losses: bool = False,
+def stop_on_signals(stop: StopRequest) -> None:
+    """SIGUSR1 and SIGTERM ask for a stop at the next agreed step, with a checkpoint (Slurm's
+    ``--signal=USR1@T`` warning, preemption's SIGTERM, ``scancel --signal``, a pod's
+    termination). A second SIGTERM ends the rank at once, as SIGTERM always did."""
+
+    def request(signum: int, _frame: object) -> None:
+        stop.signal_name = signal.Signals(signum).name
+        if signum == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(sig, request)
+
+
+def run_worker(config: TrainConfig, options: LoopOptions | None = None,
                env: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if env is None else env
-    faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks on demand for hangs
+    options = options or LoopOptions()
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # stacks on demand for hangs
+    stop_on_signals(options.stop)
     layout = RunLayout.from_env(env)
     if layout is not None:  # launched by hvdtrain: the run directory it chose
         config = replace(config, run_dir=str(layout.root))
@@ -65,4 +81,4 @@ def run_worker(config: TrainConfig, record_step_losses: bool = False,
               f"{config.model} on {config.data} | compression {config.compression} | "
               f"lr {config.lr:g} -> {config.scaled_lr(comm.size):g} ({config.lr_scaling})",
               flush=True)
-    return train(adapter, comm, config, data, run_dir, record_step_losses, placed)
+    return train(adapter, comm, config, data, run_dir, options, placed)

@@ -117,7 +117,9 @@ class TensorFlowAdapter:
             # or NaN for NaN/inf); the allreduce carries it to every rank, so all skip the
             # same step (the torch adapter does the same)
             poison = tf.stop_gradient(loss_sum * 0 + 1)
-            scaled = loss_sum * poison / (tf.cast(tf.shape(y)[0], tf.float32)
+            # an empty batch (a resumed epoch's last few samples on more ranks than
+            # samples) adds a zero gradient instead of 0/0
+            scaled = loss_sum * poison / (tf.cast(tf.maximum(tf.shape(y)[0], 1), tf.float32)
                                           * self.accumulation)
         grads = tape.gradient(scaled, [v.value for v in variables])
         for slot, grad in zip(self.accumulated, grads, strict=True):

@@ -131,7 +131,9 @@ class TorchAdapter:
         # allreduce carries that to every rank: all see the same non-finite gradient and skip
         # the same step, with no extra collective and no host sync here.
         poison = loss_sum.detach() * 0 + 1
-        (loss_sum * poison / (len(y) * self.accumulation)).backward()
+        # max(.., 1): an empty batch (a resumed epoch's last samples on more ranks than
+        # samples) adds a zero gradient instead of 0/0
+        (loss_sum * poison / (max(len(y), 1) * self.accumulation)).backward()
         self._passes += 1
         nonfinite = False
         if self._passes == self.accumulation:
