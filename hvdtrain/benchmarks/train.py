@@ -1,13 +1,23 @@
-"""Training throughput: hvdtrain's adapter against a minimal Horovod loop and PyTorch DDP.
+"""Training throughput: hvdtrain's adapters against a minimal Horovod loop (and DDP for torch).
 
 Runs inside every rank (``python -m hvdtrain.benchmarks.train OUT.json CONFIG_JSON``, started
-by ``hvdtrain bench train`` through the ordinary launcher). The three contenders train the
-same MLP on the same synthetic batches with one thread per rank:
+by ``hvdtrain bench train`` through the ordinary launcher). The contenders train the same MLP
+on the same synthetic batches with one thread per rank.
+
+With ``framework = "torch"``:
 
 * ``hvdtrain``: the torch ``FrameworkAdapter`` exactly as ``hvdtrain train`` drives it;
 * ``horovod``: the classic synthetic-benchmark shape (``hvd.DistributedOptimizer``, Adam,
   ``loss.backward(); opt.step()``): what hvdtrain's own overhead is measured against;
 * ``ddp``: ``DistributedDataParallel`` over ``torch.distributed`` with Gloo, PyTorch's own.
+
+With ``framework = "tensorflow"``:
+
+* ``hvdtrain``: the TensorFlow adapter as ``hvdtrain train`` drives it;
+* ``horovod``: a minimal ``tf.function`` step (``GradientTape``, one
+  ``hvd.grouped_allreduce`` of the gradients, ``apply_gradients``), what Horovod's
+  TF2 synthetic benchmark does less its ``DistributedGradientTape`` wrapper, which calls
+  ``.ref()`` that Keras 3 variables lack.
 
 They run interleaved in rounds (hvdtrain, horovod, ddp, hvdtrain, ...); each timed window is
 barrier-synchronised and throughput is the aggregate over all ranks (samples of all ranks /
@@ -25,7 +35,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-CONTENDERS = ("hvdtrain", "horovod", "ddp")
+# per framework, in the order they run within a round
+CONTENDERS: dict[str, tuple[str, ...]] = {"torch": ("hvdtrain", "horovod", "ddp"),
+                                          "tensorflow": ("hvdtrain", "horovod")}
 
 
 @dataclass(frozen=True)
@@ -36,12 +48,13 @@ class TrainBenchConfig:
     steps: int = 20  # timed steps per window
     warmup: int = 5
     rounds: int = 3
-    contenders: tuple[str, ...] = CONTENDERS
+    framework: str = "torch"
+    contenders: tuple[str, ...] = CONTENDERS["torch"]
     ddp_address: str = "127.0.0.1"  # rank 0's host, for torch.distributed's store
     ddp_port: int = 29511
 
 
-_HIDDEN = {"width": TrainBenchConfig.hidden}  # read by bench_model, set by measure()
+_HIDDEN = {"width": TrainBenchConfig.hidden}  # read by the model factories, set by measure()
 
 
 def bench_model(num_features: int, num_outputs: int) -> Any:
@@ -54,28 +67,77 @@ def bench_model(num_features: int, num_outputs: int) -> Any:
                          nn.Linear(width, width), nn.ReLU(), nn.Linear(width, num_outputs))
 
 
+def bench_keras_model(num_features: int, num_outputs: int) -> Any:
+    """The same MLP in Keras 3, for the TensorFlow contenders."""
+    import keras
+    from keras import layers
+
+    width = _HIDDEN["width"]
+    return keras.Sequential([keras.Input((num_features,)),
+                             layers.Dense(width, activation="relu"),
+                             layers.Dense(width, activation="relu"),
+                             layers.Dense(num_outputs)])
+
+
 def _loss(torch: Any, logits: Any, y: Any) -> Any:
     """Binary task, one logit: the loss hvdtrain's adapter uses for two classes."""
     return torch.nn.functional.binary_cross_entropy_with_logits(logits.squeeze(1), y.float())
 
 
-def measure(config: TrainBenchConfig) -> dict[str, Any]:
-    import horovod.torch as hvd
+def _batch(config: TrainBenchConfig, rank: int) -> tuple[Any, Any]:
+    """One synthetic batch per rank (x float32, y int64 in {0, 1}), reused every step: the
+    benchmark measures the step, not a data pipeline."""
     import numpy as np
-    import torch
 
-    torch.set_num_threads(1)
-    _HIDDEN["width"] = config.hidden
-    hvd.init()
-    rank, size = hvd.rank(), hvd.size()
     rng = np.random.default_rng(rank)
     x = rng.standard_normal((config.batch_size, config.features)).astype(np.float32)
     y = rng.integers(0, 2, config.batch_size).astype(np.int64)
+    return x, y
+
+
+def measure(config: TrainBenchConfig) -> dict[str, Any]:
+    _HIDDEN["width"] = config.hidden
+    if config.framework == "tensorflow":
+        steps, barrier, rank_info = _tensorflow_steps(config)
+    else:
+        steps, barrier, rank_info = _torch_steps(config)
+    size, controller = rank_info
+    for step in steps.values():
+        for _ in range(config.warmup):
+            step()
+    windows: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(config.rounds):
+        for name, step in steps.items():  # interleaved: a noisy moment hits every contender
+            barrier()
+            start = time.perf_counter()
+            for _ in range(config.steps):
+                step()
+            barrier()
+            windows[name].append(time.perf_counter() - start)
+    samples = config.steps * config.batch_size * size
+    result = {name: {"samples_per_second": samples / statistics.median(times),
+                     "windows_s": times} for name, times in windows.items()}
+    return {"ranks": size, "controller": controller, "framework": config.framework,
+            "config": asdict(config), "contenders": result}
+
+
+Steps = dict[str, Callable[[], None]]
+
+
+def _torch_steps(config: TrainBenchConfig) -> tuple[Steps, Callable[[], Any], tuple[int, str]]:
+    import horovod.torch as hvd
+    import torch
+
+    torch.set_num_threads(1)
+    hvd.init()
+    rank, size = hvd.rank(), hvd.size()
+    x, y = _batch(config, rank)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
 
-    steps: dict[str, Callable[[], None]] = {}
+    steps: Steps = {}
     if "hvdtrain" in config.contenders:
-        steps["hvdtrain"] = _hvdtrain_step(config, x, y)
+        steps["hvdtrain"] = _hvdtrain_step("torch", f"{__name__}:bench_model", x, y)
+        torch.set_num_threads(1)  # pin() splits the cores; the benchmark fixes one per rank
     if "horovod" in config.contenders:
         torch.manual_seed(0)
         model = bench_model(config.features, 1)
@@ -104,38 +166,79 @@ def measure(config: TrainBenchConfig) -> dict[str, Any]:
             ddp_opt.step()
 
         steps["ddp"] = ddp_step
-
-    for step in steps.values():
-        for _ in range(config.warmup):
-            step()
-    windows: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(config.rounds):
-        for name, step in steps.items():  # interleaved: a noisy moment hits every contender
-            hvd.barrier()
-            start = time.perf_counter()
-            for _ in range(config.steps):
-                step()
-            hvd.barrier()
-            windows[name].append(time.perf_counter() - start)
-    samples = config.steps * config.batch_size * size
-    result = {name: {"samples_per_second": samples / statistics.median(times),
-                     "windows_s": times} for name, times in windows.items()}
-    return {"ranks": size, "controller": "mpi" if hvd.mpi_enabled() else "gloo",
-            "config": asdict(config), "contenders": result}
+    return steps, hvd.barrier, (size, "mpi" if hvd.mpi_enabled() else "gloo")
 
 
-def _hvdtrain_step(config: TrainBenchConfig, x: Any, y: Any) -> Callable[[], None]:
-    """hvdtrain's torch adapter on a Dataset holding exactly the benchmark's batch."""
+def _tensorflow_steps(config: TrainBenchConfig) -> tuple[Steps, Callable[[], Any],
+                                                        tuple[int, str]]:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import horovod.tensorflow as hvd
+    import keras
+    import tensorflow as tf
+
+    hvd.init()
+    rank, size = hvd.rank(), hvd.size()
+    x, y = _batch(config, rank)
+    steps: Steps = {}
+
+    def one_thread() -> None:
+        # before TensorFlow's runtime starts (it cannot change afterwards): pin() splits the
+        # cores, the benchmark fixes one per rank; pin()'s op determinism stays on, for both
+        # contenders alike (they share the process)
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
+    if "hvdtrain" in config.contenders:
+        steps["hvdtrain"] = _hvdtrain_step("tensorflow", f"{__name__}:bench_keras_model", x, y,
+                                           after_pin=one_thread)
+    else:
+        one_thread()
+    if "horovod" in config.contenders:
+        keras.utils.set_random_seed(0)
+        model = bench_keras_model(config.features, 1)
+        opt = keras.optimizers.Adam(1e-3)
+        opt.build(model.trainable_variables)
+        hvd.broadcast_variables([v.value for v in model.variables], root_rank=0)
+        xt, yt = tf.constant(x), tf.constant(y)
+
+        @tf.function
+        def train_step(features: Any, labels: Any) -> Any:
+            with tf.GradientTape() as tape:
+                logits = tf.squeeze(model(features, training=True), 1)
+                loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+                    labels=tf.cast(labels, tf.float32), logits=logits))
+            variables = model.trainable_variables
+            grads = tape.gradient(loss, variables)
+            grads = hvd.grouped_allreduce(grads, op=hvd.Average)
+            opt.apply_gradients(zip(grads, variables, strict=True))
+            return loss
+
+        def horovod_step() -> None:
+            train_step(xt, yt)
+
+        steps["horovod"] = horovod_step
+    token = tf.constant(0.0)
+
+    def barrier() -> None:
+        hvd.allreduce(token, name="bench_barrier").numpy()  # every rank must arrive
+
+    return steps, barrier, (size, "mpi" if hvd.mpi_enabled() else "gloo")
+
+
+def _hvdtrain_step(framework: str, model: str, x: Any, y: Any,
+                   after_pin: Callable[[], None] = lambda: None) -> Callable[[], None]:
+    """hvdtrain's adapter on a Dataset holding exactly the benchmark's batch (``after_pin``
+    runs between ``pin()`` and ``setup()``, to override the adapter's thread count)."""
     from hvdtrain.frameworks.registry import create_adapter
     from hvdtrain.types import Dataset, DeviceChoice, TrainConfig
 
-    adapter = create_adapter("torch")
+    adapter = create_adapter(framework)
     adapter.pin(DeviceChoice("cpu", None, "benchmark"))
-    import torch
-
-    torch.set_num_threads(1)  # pin() splits the cores; the benchmark fixes one per rank
+    after_pin()
     data = Dataset("bench", "tabular", x, y, x[:2], y[:2], num_classes=2)
-    adapter.setup(TrainConfig(model=f"{__name__}:bench_model", data="synthetic", lr=1e-3,
+    adapter.setup(TrainConfig(framework=framework, model=model, data="synthetic", lr=1e-3,
                               lr_scaling="none", seed=0), data)
 
     def step() -> None:
@@ -147,8 +250,12 @@ def _hvdtrain_step(config: TrainBenchConfig, x: Any, y: Any) -> Callable[[], Non
 def main(argv: list[str]) -> None:
     out, raw = Path(argv[0]), json.loads(argv[1])
     raw["contenders"] = tuple(raw["contenders"])
-    result = measure(TrainBenchConfig(**raw))
-    import horovod.torch as hvd
+    config = TrainBenchConfig(**raw)
+    result = measure(config)
+    if config.framework == "tensorflow":
+        import horovod.tensorflow as hvd
+    else:
+        import horovod.torch as hvd
 
     if hvd.rank() == 0:
         out.write_text(json.dumps(result, indent=2))

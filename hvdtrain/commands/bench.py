@@ -13,8 +13,10 @@ from typing import Any
 
 import click
 
+from hvdtrain import catalog
 from hvdtrain.cluster.planning import make_plan
 from hvdtrain.commands.options import (
+    choice,
     launch_options,
     launch_settings,
     placement_options,
@@ -26,6 +28,10 @@ from hvdtrain.errors import ConfigError
 from hvdtrain.launch.job import launch, layout_for
 
 DEFAULT_SIZES = "4K,64K,1M,16M,64M"
+
+plot_option = click.option(
+    "--plot", type=click.Path(dir_okay=False, writable=True), default=None, metavar="PATH",
+    help="Also draw the result as a PNG at PATH (needs matplotlib).")
 
 
 @click.group()
@@ -75,8 +81,10 @@ def render_allreduce(result: dict[str, Any]) -> str:
               help="Run the 2 ranks on two namespace hosts whose links tc limits to RATE "
               "(e.g. 1gbit), brought up and removed by this command (root only).")
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
+@plot_option
 def bench_allreduce(sizes: str, dtypes: str, compressions: str, repeats: int,
-                    shaped_link: str | None, json_output: bool, **kw: Any) -> None:
+                    shaped_link: str | None, json_output: bool, plot: str | None,
+                    **kw: Any) -> None:
     """Allreduce time and bandwidth through hvdtrain's seam vs raw MPI_Allreduce (mpi4py)."""
     import sys
 
@@ -112,6 +120,11 @@ def bench_allreduce(sizes: str, dtypes: str, compressions: str, repeats: int,
     else:
         result = measure(None)
     click.echo(json.dumps(result, indent=2) if json_output else render_allreduce(result))
+    if plot:
+        from hvdtrain.benchmarks.plot import plot_allreduce
+
+        plot_allreduce(result, Path(plot))
+        click.echo(f"plot: {plot}", err=json_output)
 
 
 mirror_env(bench_allreduce)
@@ -130,10 +143,13 @@ def render_train(by_size: dict[int, dict[str, Any]]) -> str:
                      *(f"{speed[name][many] / speed[other][many]:.2f}"
                        for other in ("horovod", "ddp") if other in speed)))
     config = by_size[many]["config"]
-    head = (f"training throughput (aggregate samples/s over all ranks), MLP {config['features']}"
+    framework = by_size[many].get("framework", "torch")
+    head = (f"{framework} training throughput (aggregate samples/s over all ranks), "
+            f"MLP {config['features']}"
             f"→{config['hidden']}→{config['hidden']}→1, batch {config['batch_size']}/rank, "
             f"1 thread/rank, median of {config['rounds']} interleaved windows of "
-            f"{config['steps']} steps per launch; controller {by_size[many]['controller']}")
+            f"{config['steps']} steps per launch; controller {by_size[many]['controller']}; "
+            f"{by_size[many].get('link', 'this host')}")
     return head + "\n" + table(
         ("contender", *(f"{s} rank(s)" for s in sizes), "scaling eff.",
          *(f"vs {other} @{many}" for other in ("horovod", "ddp") if other in speed)), rows)
@@ -143,6 +159,9 @@ def render_train(by_size: dict[int, dict[str, Any]]) -> str:
 @config_option
 @placement_options
 @launch_options
+@choice(catalog.FRAMEWORKS, default="torch", show_default=True,
+        help="torch: hvdtrain vs minimal Horovod loop vs DDP; tensorflow: hvdtrain vs a "
+        "minimal tf.function + Horovod loop.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Per rank.")
 @click.option("--hidden", type=int, default=1024, show_default=True, help="MLP width.")
 @click.option("--steps", type=int, default=20, show_default=True,
@@ -151,45 +170,66 @@ def render_train(by_size: dict[int, dict[str, Any]]) -> str:
               help="Interleaved windows per launch.")
 @click.option("--launches", type=int, default=2, show_default=True,
               help="Launches at each rank count, alternating 1 and N (medians across them).")
+@click.option("--shaped-link", default=None, metavar="RATE",
+              help="Run on two namespace hosts (1 rank each) whose links tc limits to RATE "
+              "(e.g. 1gbit), brought up and removed by this command (root only).")
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
-def bench_train(batch_size: int, hidden: int, steps: int, rounds: int, launches: int,
-                json_output: bool, **kw: Any) -> None:
-    """Training throughput at 1 and N ranks: hvdtrain vs a minimal Horovod loop vs DDP."""
+@plot_option
+def bench_train(framework: str, batch_size: int, hidden: int, steps: int, rounds: int,
+                launches: int, shaped_link: str | None, json_output: bool, plot: str | None,
+                **kw: Any) -> None:
+    """Training throughput at 1 and N ranks: hvdtrain vs a minimal Horovod loop (vs DDP)."""
     import socket
     import statistics
     import sys
 
-    from hvdtrain.benchmarks.train import TrainBenchConfig
+    from hvdtrain.benchmarks.train import CONTENDERS, TrainBenchConfig
 
     for flag, value in (("--batch-size", batch_size), ("--hidden", hidden), ("--steps", steps),
                         ("--rounds", rounds), ("--launches", launches)):
         if value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
-    plan = make_plan(placement_request(kw))
-    single = make_plan(placement_request({**kw, "np": 1}))
-    settings = launch_settings(kw)
-    first_host = plan.placement.ranks[0].host
-    address = "127.0.0.1" if first_host in ("localhost", socket.gethostname()) else first_host
-    runs: dict[int, list[dict[str, Any]]] = {1: [], plan.placement.size: []}
-    with tempfile.TemporaryDirectory(prefix="hvdtrain-bench-") as tmp:
-        for index in range(launches):
-            for each in (single, plan) if plan.placement.size > 1 else (single,):
-                with socket.socket() as probe:  # a free port for torch.distributed's store
-                    probe.bind(("", 0))
-                    port = probe.getsockname()[1]
-                config = TrainBenchConfig(batch_size=batch_size, hidden=hidden, steps=steps,
-                                          rounds=rounds, ddp_address=address, ddp_port=port)
-                out = Path(tmp) / f"train-{each.placement.size}-{index}.json"
-                program = [sys.executable, "-m", "hvdtrain.benchmarks.train", str(out),
-                           json.dumps(config.__dict__)]
-                launch(each, program, settings,
-                       layout_for(Path(tmp) / f"run-{each.placement.size}-{index}"))
-                runs[each.placement.size].append(json.loads(out.read_text()))
+
+    def measure(options: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
+        plan = make_plan(placement_request(options))
+        single = make_plan(placement_request({**options, "np": 1}))
+        settings = launch_settings(options)
+        first_host = plan.placement.ranks[0].host
+        address = ("127.0.0.1" if first_host in ("localhost", socket.gethostname())
+                   else first_host)
+        runs: dict[int, list[dict[str, Any]]] = {1: [], plan.placement.size: []}
+        with tempfile.TemporaryDirectory(prefix="hvdtrain-bench-") as tmp:
+            for index in range(launches):
+                for each in (single, plan) if plan.placement.size > 1 else (single,):
+                    with socket.socket() as probe:  # a free port for torch.distributed's store
+                        probe.bind(("", 0))
+                        port = probe.getsockname()[1]
+                    config = TrainBenchConfig(batch_size=batch_size, hidden=hidden,
+                                              steps=steps, rounds=rounds, framework=framework,
+                                              contenders=CONTENDERS[framework],
+                                              ddp_address=address, ddp_port=port)
+                    size = each.placement.size
+                    out = Path(tmp) / f"train-{size}-{index}.json"
+                    program = [sys.executable, "-m", "hvdtrain.benchmarks.train", str(out),
+                               json.dumps(config.__dict__)]
+                    launch(each, program, settings, layout_for(Path(tmp) / f"run-{size}-{index}"))
+                    runs[size].append(json.loads(out.read_text()))
+        return runs
+
+    link = "this host"
+    if shaped_link:
+        from hvdtrain.benchmarks.lab import shaped_hosts
+
+        with shaped_hosts(shaped_link) as lab_hosts:
+            runs = measure({**kw, "hosts": ",".join(f"{h}:1" for h in lab_hosts), "np": None})
+        link = f"{len(lab_hosts)} namespace hosts, tc-shaped to {shaped_link}"
+    else:
+        runs = measure(kw)
     merged: dict[int, dict[str, Any]] = {}
     for size, results in runs.items():
         if not results:
             continue
-        merged[size] = {**results[0], "contenders": {
+        merged[size] = {**results[0], "link": link, "contenders": {
             name: {"samples_per_second": statistics.median(
                 r["contenders"][name]["samples_per_second"] for r in results),
                 "per_launch": [r["contenders"][name]["samples_per_second"] for r in results]}
@@ -198,6 +238,11 @@ def bench_train(batch_size: int, hidden: int, steps: int, rounds: int, launches:
         click.echo(json.dumps({str(k): v for k, v in merged.items()}, indent=2))
     else:
         click.echo(render_train(merged))
+    if plot:
+        from hvdtrain.benchmarks.plot import plot_train
+
+        plot_train(merged, Path(plot))
+        click.echo(f"plot: {plot}", err=json_output)
 
 
 mirror_env(bench_train)

@@ -6,6 +6,7 @@ Benchmarks are not tests: these only check that each runs end to end and reports
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -17,9 +18,12 @@ from tests.distributed.conftest import hvdtrain, run_job
     (["--launcher", "horovodrun", "--controller", "gloo"], "gloo"),
 ])
 def test_bench_allreduce_reports_ours_and_the_baseline(launch_args: list[str],
-                                                       controller: str) -> None:
+                                                       controller: str,
+                                                       tmp_path: Path) -> None:
+    plot = tmp_path / "plots" / "allreduce.png"
     done = run_job(hvdtrain("bench", "allreduce", "-np", "2", *launch_args, "--sizes",
-                            "4K,64K", "--repeats", "2", "--json"), timeout=180)
+                            "4K,64K", "--repeats", "2", "--json", "--plot", str(plot)),
+                   timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["ranks"] == 2 and result["controller"] == controller
@@ -29,6 +33,14 @@ def test_bench_allreduce_reports_ours_and_the_baseline(launch_args: list[str],
         assert row["hvdtrain"]["seconds"] > 0 and row["hvdtrain"]["busbw_gb_s"] > 0
         # raw MPI_Allreduce is the baseline under MPI; Gloo has no MPI to compare with
         assert ("ratio" in row) == (controller == "mpi")
+    assert_png(plot)
+
+
+def assert_png(path: Path) -> None:
+    """A real PNG with something drawn on it (an empty 840×540 canvas is ~3 KB)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:8]
+    assert len(data) > 15_000, len(data)
 
 
 def test_bench_rejects_bad_sizes() -> None:
@@ -37,14 +49,31 @@ def test_bench_rejects_bad_sizes() -> None:
     assert "--sizes '4Q'" in done.stderr
 
 
-def test_bench_train_measures_all_contenders_at_one_and_two_ranks() -> None:
+def test_bench_train_measures_all_contenders_at_one_and_two_ranks(tmp_path: Path) -> None:
+    plot = tmp_path / "train.png"
     done = run_job(hvdtrain("bench", "train", "-np", "2", "--hidden", "32", "--batch-size",
-                            "16", "--steps", "2", "--rounds", "1", "--launches", "1", "--json"),
-                   timeout=240)
+                            "16", "--steps", "2", "--rounds", "1", "--launches", "1", "--json",
+                            "--plot", str(plot)), timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert sorted(result) == ["1", "2"]
     for size in ("1", "2"):
         assert result[size]["ranks"] == int(size)
         assert sorted(result[size]["contenders"]) == ["ddp", "horovod", "hvdtrain"]
+        assert all(c["samples_per_second"] > 0 for c in result[size]["contenders"].values())
+    assert_png(plot)
+
+
+def test_bench_train_tensorflow_against_a_minimal_tf_function_loop() -> None:
+    pytest.importorskip("horovod.tensorflow")
+    done = run_job(hvdtrain("bench", "train", "--framework", "tensorflow", "-np", "2",
+                            "--hidden", "32", "--batch-size", "16", "--steps", "2", "--rounds",
+                            "1", "--launches", "1", "--json"), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert sorted(result) == ["1", "2"]
+    for size in ("1", "2"):
+        assert result[size]["framework"] == "tensorflow"
+        assert result[size]["ranks"] == int(size)
+        assert sorted(result[size]["contenders"]) == ["horovod", "hvdtrain"]
         assert all(c["samples_per_second"] > 0 for c in result[size]["contenders"].values())
