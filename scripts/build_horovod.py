@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from importlib import metadata
 from pathlib import Path
 
 HOROVOD_VERSION = "0.28.1"
+SCRIPTS = Path(__file__).resolve().parent
 
 # Build variables that change what gets compiled. They are passed through to the build and
 # are part of the cache key. The four framework/controller switches are always set by us.
@@ -47,11 +49,25 @@ FIXED_BUILD_ENV = {
 
 @dataclass(frozen=True)
 class SourceEdit:
-    """One literal text replacement in the sdist, checked before and after."""
+    """One text replacement in the sdist, checked: ``old`` must occur exactly ``count`` times
+    (all are replaced), so an sdist that is not the one we read fails loudly, never half-edited.
+    With ``regex``, ``old`` is a pattern and ``new`` its replacement template."""
 
     path: str
     old: str
     new: str
+    why: str
+    count: int = 1
+    regex: bool = False
+
+
+@dataclass(frozen=True)
+class AddedFile:
+    """A file of ours installed into Horovod's package tree (``source`` is relative to this
+    repository's ``scripts/``)."""
+
+    path: str
+    source: str
     why: str
 
 
@@ -76,6 +92,117 @@ EDITS = (
     ),
 )
 
+# Keras 3 (TF >= 2.16) support for Horovod's own TensorFlow API, horovod/horovod#4290.
+# The logic lives in our scripts/horovod_patches/keras3_compat.py, installed as
+# horovod/tensorflow/keras3_compat.py; the edits below only point Horovod's code at it.
+KERAS3_MODULE = "horovod.tensorflow.keras3_compat"
+KERAS3_ADDED = (
+    AddedFile("horovod/tensorflow/keras3_compat.py", "horovod_patches/keras3_compat.py",
+              "Keras 3 DistributedOptimizer, load_model, variable refs, callback helpers"),
+)
+_REF_IMPORT = f"from {KERAS3_MODULE} import ref as _hvd_ref\n"
+_COMPAT_IMPORT = f"import {KERAS3_MODULE} as _keras3\n"
+# Every ``x.ref()`` on a variable becomes ``_hvd_ref(x)``: Keras 3 variables have no ``ref``.
+_REF_PATTERN = r"\b([A-Za-z_]\w*)\.ref\(\)"
+_REF_FILES = (  # file, its first import line (the new import goes right after it), .ref() count
+    ("horovod/tensorflow/__init__.py", "import os\n", 11),
+    ("horovod/tensorflow/util.py", "import tensorflow as tf\n", 1),
+    ("horovod/tensorflow/gradient_aggregation.py", "import os\n", 5),
+    ("horovod/tensorflow/gradient_aggregation_eager.py", "import os\n", 5),
+    ("horovod/_keras/__init__.py", "import os\n", 5),
+    ("horovod/_keras/callbacks.py", "import warnings\n", 2),
+)
+KERAS3_EDITS: tuple[SourceEdit, ...] = tuple(
+    edit
+    for path, first_import, refs in _REF_FILES
+    for edit in (
+        SourceEdit(path, first_import, first_import + _REF_IMPORT + _COMPAT_IMPORT,
+                   "import the Keras 3 compatibility helpers"),
+        SourceEdit(path, _REF_PATTERN, r"_hvd_ref(\1)",
+                   "Keras 3 variables have no .ref(): key variable maps by _hvd_ref", refs,
+                   regex=True),
+    )
+) + (
+    SourceEdit(
+        "horovod/tensorflow/__init__.py", "var.name", "_hvd_ref(var)",
+        "explicit gradient groups: match variables by identity, Keras 3 names are not unique",
+        4,
+    ),
+    SourceEdit(
+        "horovod/tensorflow/__init__.py",
+        "rg = self._allreduce_grads(rg, rs, use_generic_names)",
+        "rg = self._allreduce_grads(rg, _keras3.tf_variables(rs), use_generic_names)",
+        "DistributedGradientTape: hand tf.Variables, not Keras 3 variables, to the tf.function",
+    ),
+    SourceEdit(
+        "horovod/_keras/__init__.py",
+        "    class _DistributedOptimizer(*optimizer.__class__.__bases__):\n",
+        "    if _keras3.is_keras3_optimizer(optimizer):\n"
+        "        return _keras3.create_distributed_optimizer(\n"
+        "            optimizer, name, device_dense, device_sparse, compression, sparse_as_dense,\n"
+        "            gradient_predivide_factor, op, backward_passes_per_step,\n"
+        "            average_aggregated_gradients, groups, process_set, scale_local_gradients)\n"
+        "\n"
+        "    class _DistributedOptimizer(*optimizer.__class__.__bases__):\n",
+        "DistributedOptimizer: Keras 3 optimizers get one that averages in apply(), which "
+        "model.fit and apply_gradients call (Keras 2 hooks are never called there)",
+    ),
+    SourceEdit(
+        "horovod/_keras/__init__.py",
+        "    if legacy_opts:\n        keras_subclasses",
+        "    if not legacy_opts and _keras3.is_keras3():\n"
+        "        return _keras3.load_model(keras, wrap_optimizer, filepath, custom_optimizers,\n"
+        "                                  custom_objects)\n"
+        "    if legacy_opts:\n        keras_subclasses",
+        "load_model: Keras 3 deserialises optimizers by class, not by a factory function",
+    ),
+    SourceEdit(
+        "horovod/_keras/callbacks.py", "self.model.optimizer.variables()",
+        "_keras3.optimizer_variables(self.model.optimizer)",
+        "BroadcastGlobalVariablesCallback: optimizer.variables is a property in Keras 3",
+    ),
+    SourceEdit(
+        "horovod/_keras/callbacks.py", "self.backend.constant(value, name=metric)",
+        "tf.constant(value, name=metric)",
+        "MetricAverageCallback: keras.backend has no constant() in Keras 3",
+    ),
+    SourceEdit(
+        "horovod/_keras/callbacks.py", "self.backend.get_value(self.model.optimizer.lr)",
+        "_keras3.get_lr(self.backend, self.model.optimizer)",
+        "learning-rate callbacks: Keras 3 has learning_rate, no lr, no backend.get_value", 4,
+    ),
+    SourceEdit(
+        "horovod/_keras/callbacks.py", "self.backend.set_value(self.model.optimizer.lr, new_lr)",
+        "_keras3.set_lr(self.backend, self.model.optimizer, new_lr)",
+        "learning-rate callbacks: assign Keras 3's learning-rate variable",
+    ),
+    SourceEdit(
+        "horovod/_keras/callbacks.py",
+        "if hasattr(self.model.optimizer, 'momentum') and self.momentum_correction:",
+        "if _keras3.momentum_is_settable(self.model.optimizer) and self.momentum_correction:",
+        "momentum correction only where momentum is a variable (Keras 3 SGD: a constant)",
+    ),
+    SourceEdit(
+        "horovod/tensorflow/functions.py", "import tensorflow as tf\n",
+        "import tensorflow as tf\n" + _COMPAT_IMPORT, "import the Keras 3 compatibility helpers",
+    ),
+    SourceEdit(
+        "horovod/tensorflow/functions.py", "    if inplace:\n        vars_by_device = {}\n",
+        "    variables = _keras3.tf_variables(variables)\n"
+        "    if inplace:\n        vars_by_device = {}\n",
+        "broadcast_variables: assign through the tf.Variable behind each Keras 3 variable",
+    ),
+    SourceEdit(
+        "horovod/tensorflow/elastic.py", "import tensorflow as tf\n",
+        "import tensorflow as tf\n" + _COMPAT_IMPORT, "import the Keras 3 compatibility helpers",
+    ),
+    SourceEdit(
+        "horovod/tensorflow/elastic.py", r"\b(\w+(?:\.optimizer)?)\.variables\(\)",
+        r"_keras3.optimizer_variables(\1)",
+        "TensorFlowKerasState: optimizer.variables is a property in Keras 3", 4, regex=True,
+    ),
+)
+
 
 def log(message: str) -> None:
     print(f"[horovod] {message}", flush=True)
@@ -96,8 +223,16 @@ def cache_key() -> str:
     env_digest = hashlib.sha256(repr(build_env_overrides()).encode()).hexdigest()[:10]
     return (
         f"horovod{HOROVOD_VERSION}-torch{torch_version}-tf{tf_version}-{py}-"
-        f"{platform.machine()}-{env_digest}"
+        f"{platform.machine()}-{env_digest}-e{edits_digest()}"
     )
+
+
+def edits_digest() -> str:
+    """Changes whenever an edit or an added file changes, so CI and set-ups rebuild."""
+    digest = hashlib.sha256(repr(EDITS + KERAS3_EDITS).encode())
+    for extra in KERAS3_ADDED:
+        digest.update((SCRIPTS / extra.source).read_bytes())
+    return digest.hexdigest()[:8]
 
 
 def _has(distribution: str) -> bool:
@@ -108,17 +243,32 @@ def _has(distribution: str) -> bool:
     return True
 
 
-def apply_edits(source_dir: Path) -> None:
-    for edit in EDITS:
+def apply_edit(text: str, edit: SourceEdit) -> str:
+    """``text`` with ``edit`` applied; SystemExit unless ``old`` occurs exactly ``count`` times."""
+    pattern = edit.old if edit.regex else re.escape(edit.old)
+    found = len(re.findall(pattern, text))
+    if found != edit.count:
+        raise SystemExit(
+            f"[horovod] cannot apply edit to {edit.path}: expected {edit.count} occurrence(s) "
+            f"of {edit.old.strip()!r}, found {found}; is this really horovod-{HOROVOD_VERSION}?"
+        )
+    if edit.regex:
+        return re.sub(pattern, edit.new, text)
+    return text.replace(edit.old, edit.new)
+
+
+def apply_edits(source_dir: Path, edits: tuple[SourceEdit, ...] | None = None,
+                added: tuple[AddedFile, ...] = KERAS3_ADDED) -> None:
+    """Apply ``edits`` (default: all) to a Horovod tree rooted at ``source_dir``, then install
+    ``added``. Also works on an installed package's parent (site-packages) for the Python
+    edits: ``--patch-installed DIR`` uses that to try them without a rebuild."""
+    for edit in EDITS + KERAS3_EDITS if edits is None else edits:
         target = source_dir / edit.path
-        text = target.read_text()
-        if edit.old not in text:
-            raise SystemExit(
-                f"[horovod] cannot apply edit to {edit.path}: expected text not found "
-                f"({edit.old.strip()!r}); is this really horovod-{HOROVOD_VERSION}?"
-            )
-        target.write_text(text.replace(edit.old, edit.new, 1))
+        target.write_text(apply_edit(target.read_text(), edit))
         log(f"edited {edit.path}: {edit.why}")
+    for extra in added:
+        shutil.copyfile(SCRIPTS / extra.source, source_dir / extra.path)
+        log(f"added {extra.path}: {extra.why}")
 
 
 def extract_sdist(archive: Path, dest: Path) -> None:
@@ -184,13 +334,7 @@ def _last_line(path: Path) -> str:
 def build_wheel(wheel_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="hvdtrain-horovod-") as tmp:
         work = Path(tmp)
-        log(f"downloading the horovod {HOROVOD_VERSION} sdist from PyPI")
-        subprocess.run(
-            pip("download", "--no-deps", "--no-binary", ":all:", "-d", str(work),
-                f"horovod=={HOROVOD_VERSION}"),
-            check=True,
-        )
-        sdist = next(work.glob(f"horovod-{HOROVOD_VERSION}.tar.gz"))
+        sdist = cached_sdist(wheel_dir.parent)
         extract_sdist(sdist, work)
         source = work / f"horovod-{HOROVOD_VERSION}"
         apply_edits(source)
@@ -220,6 +364,55 @@ def build_wheel(wheel_dir: Path) -> Path:
         return final
 
 
+def cached_sdist(cache: Path) -> Path:
+    """The pristine sdist, downloaded from PyPI once and kept in ``cache/sdist`` (tests read
+    Horovod's sources from it)."""
+    target = cache / "sdist" / f"horovod-{HOROVOD_VERSION}.tar.gz"
+    if target.is_file():
+        log(f"reusing {target}")
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hvdtrain-sdist-") as tmp:
+        log(f"downloading the horovod {HOROVOD_VERSION} sdist from PyPI")
+        subprocess.run(
+            pip("download", "--no-deps", "--no-binary", ":all:", "-d", tmp,
+                f"horovod=={HOROVOD_VERSION}"),
+            check=True,
+        )
+        shutil.copyfile(next(Path(tmp).glob(f"horovod-{HOROVOD_VERSION}.tar.gz")),
+                        target.with_suffix(".tmp"))
+    os.replace(target.with_suffix(".tmp"), target)
+    fetch_example(cache)
+    return target
+
+
+# Horovod's own TF2 benchmark, which the test suite runs on Keras 3. The sdist does not ship
+# examples/, so it is fetched from the release tag (best effort, checked by hash).
+EXAMPLE = "examples/tensorflow2/tensorflow2_synthetic_benchmark.py"
+EXAMPLE_SHA256 = "f59fdc77495f955ed22198a84e7d1127721b85731bb466427974069222aceb95"
+
+
+def fetch_example(cache: Path) -> None:
+    import urllib.request
+
+    target = cache / "examples" / Path(EXAMPLE).name
+    if target.is_file():
+        return
+    url = f"https://raw.githubusercontent.com/horovod/horovod/v{HOROVOD_VERSION}/{EXAMPLE}"
+    try:
+        with urllib.request.urlopen(url, timeout=20) as response:
+            data = response.read()
+    except OSError as exc:
+        log(f"could not fetch {EXAMPLE} ({exc}); the test that runs it will skip")
+        return
+    if hashlib.sha256(data).hexdigest() != EXAMPLE_SHA256:
+        log(f"{url} has an unexpected hash; not kept")
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    log(f"kept {target}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hvdtrain"
@@ -227,7 +420,15 @@ def main() -> int:
         "--cache-dir", type=Path, default=Path(os.environ.get("HVDTRAIN_CACHE_DIR", default_cache))
     )
     parser.add_argument("--force-rebuild", action="store_true")
+    parser.add_argument(
+        "--patch-installed", type=Path, metavar="DIR",
+        help="apply only the Python (Keras 3) edits to a copy of an installed horovod package "
+        "whose parent is DIR, to try them without a rebuild; then exit",
+    )
     args = parser.parse_args()
+    if args.patch_installed:
+        apply_edits(args.patch_installed, KERAS3_EDITS)
+        return 0
 
     key = cache_key()
     stamp = Path(sys.prefix) / "hvdtrain-horovod-build.txt"

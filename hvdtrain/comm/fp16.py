@@ -78,3 +78,41 @@ def tf_allreduce_gradients(grads: list[Any], hvd: ModuleType, size: int,
 
     result = tf.cond(finite, lambda: summed, exact)
     return list(result), tf.cast(tf.logical_not(finite), tf.int32)
+
+
+class SafeFP16:
+    """Horovod TensorFlow compressor (``compression=SafeFP16``) for ``op=hvd.Average``: the two
+    safeguards of ``tf_allreduce_gradients``, in Horovod's ``compress``/``decompress`` shape so
+    users' own scripts get them. Public name: ``hvdtrain.compression.SafeFP16``."""
+
+    summing = False  # the reduction an fp32 redo must repeat
+
+    @classmethod
+    def compress(cls, tensor: Any) -> tuple[Any, Any]:
+        import horovod.tensorflow as hvd
+        import tensorflow as tf
+
+        if not tensor.dtype.is_floating:
+            return tensor, None
+        return tf.cast(tensor / hvd.size(), tf.float16), (tensor.dtype, tensor)
+
+    @classmethod
+    def decompress(cls, tensor: Any, ctx: Any) -> Any:
+        import horovod.tensorflow as hvd
+        import tensorflow as tf
+
+        if ctx is None:
+            return tensor
+        dtype, original = ctx
+        # Average: Horovod divided sum(g/size) by size once more; Sum: sum(g/size). Either
+        # way, times size is the exact reduction, computed in the original dtype.
+        result = tf.cast(tensor, dtype) * tf.cast(hvd.size(), dtype)
+        op = hvd.Sum if cls.summing else hvd.Average
+        return tf.cond(tf.reduce_all(tf.math.is_finite(result)), lambda: result,
+                       lambda: hvd.allreduce(original, op=op))
+
+
+class SafeFP16Sum(SafeFP16):
+    """``SafeFP16`` for ``op=hvd.Sum``."""
+
+    summing = True
