@@ -44,15 +44,19 @@ def plot_allreduce(result: dict[str, Any], path: Path) -> None:
         series.setdefault((row["dtype"], row["compression"]), []).append(row)
     ranks = result["ranks"]
     factor = 2 * (ranks - 1) / ranks if ranks > 1 else 1.0
+    series_done = False  # the band is named once in the legend
     for (dtype, compression), rows in series.items():
         rows.sort(key=lambda r: r["bytes"])
         sizes = [r["bytes"] for r in rows]
         line = ax.plot(sizes, [r["hvdtrain"]["busbw_gb_s"] for r in rows], marker="o",
-                       label=f"hvdtrain {dtype}, compression {compression}")[0]
+                       label=f"hvdtrain {dtype}, compression {compression} (size before "
+                       "compression)")[0]
         # spread_s is (fastest, slowest) time: slowest gives the low bandwidth edge
         low = [r["bytes"] / r["spread_s"][1] / 1e9 * factor for r in rows]
         high = [r["bytes"] / r["spread_s"][0] / 1e9 * factor for r in rows]
-        ax.fill_between(sizes, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.fill_between(sizes, low, high, color=line.get_color(), alpha=0.15, linewidth=0,
+                        label="min–max of the timings" if not series_done else None)
+        series_done = True
         if compression == "none" and all("mpi" in r for r in rows):
             ax.plot(sizes, [r["mpi"]["busbw_gb_s"] for r in rows], linestyle="--",
                     marker="x", color=line.get_color(), label=f"raw MPI_Allreduce {dtype}")
@@ -60,6 +64,12 @@ def plot_allreduce(result: dict[str, Any], path: Path) -> None:
     ax.set_yscale("log")
     ticks = sorted({r["bytes"] for r in result["rows"]})
     ax.set_xticks(ticks, [human_size(t) for t in ticks])
+    from matplotlib.ticker import FormatStrFormatter
+
+    for axis in (ax.yaxis,):  # 0.08, not 8×10⁻²
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.set_xlabel("tensor size (bytes)")
     ax.set_ylabel("bus bandwidth (GB/s), 2(n-1)/n × size / time")
     ax.set_title(f"allreduce, {ranks} ranks, {result.get('link', 'this host')}, "

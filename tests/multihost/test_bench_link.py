@@ -28,3 +28,19 @@ def test_bench_allreduce_over_a_shaped_link(namespace_hosts: NamespaceHosts) -> 
                             text=True, timeout=30).stdout
     assert "tbf" not in qdiscs  # unshaped again; the session's lab is still up
     assert namespace_hosts.ssh(namespace_hosts.hosts[0], "hostname").returncode == 0
+
+
+def test_bench_train_over_a_shaped_link(namespace_hosts: NamespaceHosts) -> None:
+    done = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "python"), "-m", "hvdtrain", "bench", "train",
+         "--shaped-link", "100mbit", "--hidden", "256", "--batch-size", "16", "--steps", "2",
+         "--rounds", "1", "--launches", "1", "--json"], capture_output=True, text=True,
+        timeout=300, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["2"]["link"] == "2 namespace hosts, tc-shaped to 100mbit"
+    assert sorted(result["2"]["contenders"]) == ["ddp", "horovod", "hvdtrain"]
+    # 128→256→256→1 is 99,073 fp32 gradients = 0.4 MB a step: at 100 Mbit/s (12.5 MB/s) a
+    # 2-rank step takes >= 32 ms, so no contender can exceed 2 × 16 / 0.032 = 1000 samples/s
+    for contender in result["2"]["contenders"].values():
+        assert 0 < contender["samples_per_second"] < 1000 * 1.2
