@@ -35,6 +35,14 @@ class FrameworkChoice(Choice):
     # the zip member (suffix) that marks this framework's checkpoint files, so a checkpoint
     # can be told apart without importing its framework
     checkpoint_marker: str = ""
+    # "module:attr" of the rank-side predictor class behind evaluate and predict
+    predictor: str = ""
+
+
+@dataclass(frozen=True)
+class ExportChoice(Choice):
+    framework: str = ""  # the framework whose checkpoints this format exports
+    directory: bool = False  # the export is a directory (SavedModel), not one file
 
 
 @dataclass(frozen=True)
@@ -89,11 +97,13 @@ class Registry(Generic[C]):
 FRAMEWORKS: Registry[FrameworkChoice] = Registry("--framework", [
     FrameworkChoice("torch", "PyTorch", "hvdtrain.frameworks.torch.adapter:TorchAdapter",
                     offline="hvdtrain.frameworks.torch.offline:OFFLINE",
-                    checkpoint_marker="data.pkl"),
+                    checkpoint_marker="data.pkl",
+                    predictor="hvdtrain.frameworks.torch.inference:TorchPredictor"),
     FrameworkChoice("tensorflow", "TensorFlow 2 / Keras 3",
                     "hvdtrain.frameworks.tensorflow.adapter:TensorFlowAdapter",
                     offline="hvdtrain.frameworks.tensorflow.offline:OFFLINE",
-                    checkpoint_marker="meta.npy"),
+                    checkpoint_marker="meta.npy",
+                    predictor="hvdtrain.frameworks.tensorflow.inference:TensorFlowPredictor"),
 ])
 
 # Each framework's ``models`` module has one builder per name here (a conformance test checks).
@@ -159,4 +169,29 @@ CONTROLLERS: Registry[Choice] = Registry("--controller", [
 ])
 LOG_LEVELS: Registry[Choice] = Registry("--log-level", [
     Choice(level) for level in ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "FATAL")
+])
+
+# `hvdtrain export --format`: each names the framework whose checkpoints it exports.
+EXPORT_FORMATS: Registry[ExportChoice] = Registry("--format", [
+    ExportChoice("torchscript", "TorchScript file (torch.jit.load)",
+                 "hvdtrain.frameworks.torch.export:export_torchscript", framework="torch"),
+    ExportChoice("onnx", "ONNX file (onnxruntime); checked with onnxruntime when installed",
+                 "hvdtrain.frameworks.torch.export:export_onnx", framework="torch"),
+    ExportChoice("savedmodel", "TensorFlow SavedModel directory (tf.saved_model.load, "
+                 "endpoint 'serve')", "hvdtrain.frameworks.tensorflow.export:export_savedmodel",
+                 framework="tensorflow", directory=True),
+    ExportChoice("keras", "Keras 3 .keras file (keras.saving.load_model)",
+                 "hvdtrain.frameworks.tensorflow.export:export_keras", framework="tensorflow"),
+])
+# `hvdtrain predict --output`: by suffix.
+PREDICTION_FILES: Registry[Choice] = Registry("--output file type", [
+    Choice(".csv", "index,prediction,prob_<class>... with a header row"),
+    Choice(".jsonl", "one object per line with the same keys"),
+], hint="name the output file .csv or .jsonl")
+# Which samples of --data evaluate and predict read.
+SPLITS: Registry[Choice] = Registry("--split", [
+    Choice("auto", "val when --data is the checkpoint's training data, else all"),
+    Choice("val", "the validation split the training run held out (same seed and fraction)"),
+    Choice("train", "the training split of the checkpoint's training data"),
+    Choice("all", "every sample of --data"),
 ])

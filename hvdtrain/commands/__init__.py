@@ -17,9 +17,12 @@ import click
 from hvdtrain import __version__
 from hvdtrain.commands.bench import bench
 from hvdtrain.commands.env import env_command
+from hvdtrain.commands.evaluate import evaluate
+from hvdtrain.commands.export import export
 from hvdtrain.commands.hosts import hosts
 from hvdtrain.commands.launch import launch
 from hvdtrain.commands.plan import plan
+from hvdtrain.commands.predict import predict
 from hvdtrain.commands.preflight import preflight
 from hvdtrain.commands.train import train
 from hvdtrain.errors import HvdtrainError
@@ -46,11 +49,13 @@ def main() -> None:
     \b
     hvdtrain plan -np 2               show where every rank and GPU goes, and the command
     hvdtrain train -np 2              train the default model on 2 ranks
+    hvdtrain evaluate --checkpoint runs/X --data D      then predict, export
     hvdtrain launch -np 2 -- python my_hvd_script.py
     hvdtrain env                      what is installed and what Horovod was built with
     """
 
 
-for command in (plan, hosts, launch, train, env_command, preflight, bench):
+for command in (plan, hosts, launch, train, evaluate, predict, export, env_command,
+                preflight, bench):
     main.add_command(command)
 main.add_command(env_command, "doctor")

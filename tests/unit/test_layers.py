@@ -27,7 +27,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "hvdtrain"
 # Highest first. A module belongs to the first layer with a prefix matching its name.
 LAYERS: list[tuple[str, ...]] = [
     ("hvdtrain.commands", "hvdtrain.__main__"),
-    ("hvdtrain.training", "hvdtrain.benchmarks"),
+    # inference: evaluate/predict/export, on the training data and checkpoints
+    ("hvdtrain.training", "hvdtrain.benchmarks", "hvdtrain.inference"),
     ("hvdtrain.launch", "hvdtrain.diagnostics"),
     ("hvdtrain.frameworks",),
     ("hvdtrain.comm",),

@@ -1,0 +1,105 @@
+"""``hvdtrain export``: the checkpoint's model as a file a serving process loads without
+hvdtrain, plus ``PATH.json``, the sidecar that says how to feed it and read its output.
+
+The sidecar holds the input spec (name, dtype, shape, kind, how text is encoded), the class
+names in output column order, and the preprocessing: ``standardisation`` (``mean``, ``std``:
+``x = (raw - mean) / std`` in float32, as training did), or none for text. The model itself
+outputs class probabilities (binary: ``[1 - p, p]``). Files are written atomically (a
+temporary name in the same directory, then renamed), so a failed export leaves nothing half
+written; the framework is imported only here, in the export itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hvdtrain import __version__
+from hvdtrain.catalog import EXPORT_FORMATS
+from hvdtrain.errors import ConfigError
+from hvdtrain.inference.card import ModelCard, load_card
+from hvdtrain.types import TEXT_LENGTH
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    model: Path
+    sidecar: Path
+    check: str
+
+
+def sidecar_path(output: Path) -> Path:
+    return output.with_name(output.name + ".json")
+
+
+def check_request(card: ModelCard, fmt: str, output: Path) -> None:
+    """Every mistake before any work: format of the other framework, a suffix Keras refuses,
+    a directory that does not exist."""
+    choice = EXPORT_FORMATS.get(fmt)
+    if choice.framework != card.framework:
+        fitting = [c.name for c in EXPORT_FORMATS if c.framework == card.framework]
+        raise ConfigError(f"--format {fmt} exports {choice.framework} checkpoints; "
+                          f"{card.path} is a {card.framework} checkpoint",
+                          hint=f"use --format {' or '.join(fitting)}")
+    if fmt == "keras" and output.suffix != ".keras":
+        raise ConfigError(f"--output {output}: a Keras file must end in .keras",
+                          hint=f"e.g. --output {output.with_suffix('.keras')}")
+    if not output.parent.is_dir():
+        raise ConfigError(f"--output {output}: directory {output.parent} does not exist")
+    if output.is_dir() and not choice.directory:
+        raise ConfigError(f"--output {output} is a directory; give a file name")
+    if output.exists() and choice.directory and not (output / "saved_model.pb").exists():
+        raise ConfigError(f"--output {output} exists and is not a SavedModel; refusing to "
+                          "replace it", hint="choose a new path")
+
+
+def sidecar(card: ModelCard, fmt: str, output: Path, info: dict[str, Any]) -> dict[str, Any]:
+    text = card.kind == "text"
+    standardisation = None if card.mean is None or card.std is None else {
+        "mean": card.mean.tolist(), "std": card.std.tolist()}
+    return {
+        "format": fmt, "model_file": output.name, "framework": card.framework,
+        "load": info["load"],
+        "input": {"name": info["input_name"], "dtype": card.input_dtype,
+                  "shape": [None, card.num_features], "kind": card.kind,
+                  "image_shape": list(card.image_shape) if card.image_shape else None,
+                  "text_encoding": (f"UTF-8 bytes b -> token b + 1, cut or padded with 0 to "
+                                    f"{TEXT_LENGTH}") if text else None},
+        "preprocessing": None if text else "x = (raw - mean) / std, in float32",
+        "standardisation": standardisation,
+        "output": {"name": info["output_name"], "shape": [None, card.num_classes],
+                   "meaning": "class probabilities, columns in class_names order; the "
+                   "prediction is the column with the largest"},
+        "class_names": list(card.class_names),
+        "trained": {"checkpoint": str(card.path), "epoch": card.epoch,
+                    "model": card.config.model, "data": card.config.data,
+                    "seed": card.config.seed, "val_fraction": card.config.val_fraction},
+        "hvdtrain_version": __version__,
+        "check": info["check"],
+    }
+
+
+def export(checkpoint: str, fmt: str, output: Path) -> ExportResult:
+    card = load_card(checkpoint)
+    check_request(card, fmt, output)
+    exporter = EXPORT_FORMATS.load(fmt)
+    tmp = output.with_name(f".tmp-{os.getpid()}-{output.name}")  # same suffix: Keras checks it
+    try:
+        info = exporter(card.config, card.stub(), card.path, tmp)
+        if output.is_dir():
+            shutil.rmtree(output)  # an older SavedModel (checked above)
+        os.replace(tmp, output)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+    meta = sidecar_path(output)
+    meta_tmp = meta.with_name(f".tmp-{os.getpid()}-{meta.name}")
+    meta_tmp.write_text(json.dumps(sidecar(card, fmt, output, info), indent=2) + "\n")
+    os.replace(meta_tmp, meta)
+    return ExportResult(output, meta, str(info["check"]))
