@@ -112,8 +112,8 @@ _REF_FILES = (  # file, its first import line (the new import goes right after i
     ("horovod/_keras/__init__.py", "import os\n", 5),
     ("horovod/_keras/callbacks.py", "import warnings\n", 2),
 )
-KERAS3_EDITS: tuple[SourceEdit, ...] = tuple(
-    edit
+KERAS3_EDITS: tuple[SourceEdit, ...] = (
+    *(edit
     for path, first_import, refs in _REF_FILES
     for edit in (
         SourceEdit(path, first_import, first_import + _REF_IMPORT + _COMPAT_IMPORT,
@@ -121,8 +121,7 @@ KERAS3_EDITS: tuple[SourceEdit, ...] = tuple(
         SourceEdit(path, _REF_PATTERN, r"_hvd_ref(\1)",
                    "Keras 3 variables have no .ref(): key variable maps by _hvd_ref", refs,
                    regex=True),
-    )
-) + (
+    )),
     SourceEdit(
         "horovod/tensorflow/__init__.py", "var.name", "_hvd_ref(var)",
         "explicit gradient groups: match variables by identity, Keras 3 names are not unique",
@@ -262,7 +261,7 @@ def apply_edits(source_dir: Path, edits: tuple[SourceEdit, ...] | None = None,
     """Apply ``edits`` (default: all) to a Horovod tree rooted at ``source_dir``, then install
     ``added``. Also works on an installed package's parent (site-packages) for the Python
     edits: ``--patch-installed DIR`` uses that to try them without a rebuild."""
-    for edit in EDITS + KERAS3_EDITS if edits is None else edits:
+    for edit in (*EDITS, *KERAS3_EDITS) if edits is None else edits:
         target = source_dir / edit.path
         target.write_text(apply_edit(target.read_text(), edit))
         log(f"edited {edit.path}: {edit.why}")

@@ -17,7 +17,8 @@ is still initialising, so TensorFlow, Keras and Horovod are imported inside the 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 class IdentityRef:
@@ -134,17 +135,17 @@ class _HorovodState:
         """Average (Horovod's ``op``) every gradient across ranks except those of registered
         local variables, which are kept (divided by the set's size, as Horovod does)."""
         out = list(grads)
-        shared = [i for i, (g, v) in enumerate(zip(grads, variables))
+        shared = [i for i, (g, v) in enumerate(zip(grads, variables, strict=True))
                   if g is not None and ref(v) not in self.local_vars]
         reduced = self.allreduce_grads([grads[i] for i in shared],
                                        tf_variables([variables[i] for i in shared]))
-        for i, grad in zip(shared, reduced):
+        for i, grad in zip(shared, reduced, strict=True):
             out[i] = grad
         if self.scale_local_gradients and self.local_vars:
             import tensorflow as tf
 
             size = self.process_set.size()
-            for i, (g, v) in enumerate(zip(grads, variables)):
+            for i, (g, v) in enumerate(zip(grads, variables, strict=True)):
                 if g is not None and ref(v) in self.local_vars:
                     out[i] = (tf.IndexedSlices(g.values / size, g.indices, g.dense_shape)
                               if isinstance(g, tf.IndexedSlices) else g / size)
@@ -212,7 +213,7 @@ def create_distributed_optimizer(optimizer: Any, name: str | None, device_dense:
             self.build(variables)
         index = {ref(v): i for i, v in enumerate(self._trainable_variables)}
         accumulators = [state.accumulators[index[ref(v)]] for v in variables]
-        for acc, grad in zip(accumulators, grads):
+        for acc, grad in zip(accumulators, grads, strict=True):
             if grad is not None:
                 acc.assign_add(tf.cast(grad, acc.dtype))
         passes = state.counter.assign_add(1)
@@ -222,7 +223,7 @@ def create_distributed_optimizer(optimizer: Any, name: str | None, device_dense:
             summed = [None if g is None else
                       (acc.read_value() / n if state.average_aggregated_gradients
                        else acc.read_value())
-                      for g, acc in zip(grads, accumulators)]
+                      for g, acc in zip(grads, accumulators, strict=True)]
             base.apply(self, state.reduce(summed, variables), trainable_variables)
             for acc in accumulators:
                 acc.assign(tf.zeros_like(acc))
@@ -240,7 +241,7 @@ def create_distributed_optimizer(optimizer: Any, name: str | None, device_dense:
     namespace = {"build": build, "apply": apply, "register_local_var": register_local_var,
                  "__module__": base.__module__, "__qualname__": base.__qualname__,
                  "__doc__": base.__doc__}
-    cls = type(base.__name__, (base,), namespace)
+    cls: Any = type(base.__name__, (base,), namespace)
     distributed = cls.from_config(optimizer.get_config())
     distributed._hvd = _HorovodState(allreduce_grads, process_set, scale_local_gradients,
                                      backward_passes_per_step, average_aggregated_gradients,
@@ -266,7 +267,7 @@ def load_model(keras: Any, wrap_optimizer: Callable[[type], Callable[..., Any]],
     if loaded.built:
         distributed.build(model.trainable_variables)
         for target, source in zip(optimizer_variables(distributed),
-                                  optimizer_variables(loaded)):
+                                  optimizer_variables(loaded), strict=True):
             target.assign(source)
     model.optimizer = distributed
     return model
