@@ -87,6 +87,21 @@ def _built_against() -> dict[str, str]:
     return {k: str(v) for k, v in data.items() if k in ("pytorch", "tensorflow")}
 
 
+def _keras3_edits_applied() -> bool | None:
+    """Whether the installed Horovod carries build_horovod.py's Keras 3 edits (read from its
+    files, no import); None without Horovod."""
+    try:
+        dist = metadata.distribution("horovod")
+    except metadata.PackageNotFoundError:
+        return None
+    compat = Path(str(dist.locate_file("horovod/tensorflow/keras3_compat.py")))
+    keras_impl = Path(str(dist.locate_file("horovod/_keras/__init__.py")))
+    try:
+        return compat.is_file() and "_keras3.create_distributed_optimizer" in keras_impl.read_text()
+    except OSError:
+        return False
+
+
 def collect_report() -> dict[str, Any]:
     versions = {
         "python": platform.python_version(),
@@ -119,6 +134,11 @@ def collect_report() -> dict[str, Any]:
         for controller, ok in build["controllers"].items():
             if not ok:
                 problem(f"horovod was built without the {controller} controller", SETUP_FIX)
+    keras3_edits = _keras3_edits_applied()
+    if keras3_edits is False and int((versions["keras"] or "0").split(".")[0]) >= 3:
+        problem("horovod lacks the Keras 3 compatibility edits (its TensorFlow/Keras API fails "
+                "or does not average on Keras 3)", "rebuild horovod: python "
+                "scripts/build_horovod.py --force-rebuild")
     built = _built_against()
     matches: dict[str, bool] = {}
     for key, installed in (("pytorch", versions["torch"]), ("tensorflow", versions["tensorflow"])):
@@ -134,6 +154,7 @@ def collect_report() -> dict[str, Any]:
         "horovod_build": build,
         "horovod_built_against": built,
         "framework_versions_match": matches,
+        "keras3_compat_edits": keras3_edits,
         "gpus_visible": count_local_gpus(),
         "problems": problems,
     }
@@ -155,6 +176,9 @@ def render_report(report: dict[str, Any]) -> str:
     for key, ok in report["framework_versions_match"].items():
         built = report["horovod_built_against"][key]
         lines.append(f"  built against {key} {built}: {'matches' if ok else 'MISMATCH'}")
+    if report.get("keras3_compat_edits") is not None:
+        applied = "applied" if report["keras3_compat_edits"] else "MISSING"
+        lines.append(f"  Keras 3 compatibility edits: {applied}")
     lines.append(f"gpus visible: {report['gpus_visible']}")
     if report["problems"]:
         lines.append("problems:")

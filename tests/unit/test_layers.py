@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("hvdtrain.training", "hvdtrain.benchmarks", "hvdtrain.inference"),
     ("hvdtrain.launch", "hvdtrain.diagnostics"),
     ("hvdtrain.frameworks",),
-    ("hvdtrain.comm",),
+    ("hvdtrain.comm", "hvdtrain.compression"),
     ("hvdtrain.cluster",),
     ("hvdtrain.types",),
     ("hvdtrain.catalog",),
