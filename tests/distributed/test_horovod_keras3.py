@@ -68,7 +68,7 @@ def test_model_fit_with_distributed_optimizer_and_callbacks_on_digits(tmp_path: 
     assert fit["iterations"] == 12 * 22
     assert first["fit"]["loss"] == second["fit"]["loss"]  # MetricAverageCallback
     lr = fit["lr"]  # warm-up from lr/size to lr over 3 epochs, then halved from epoch 8
-    assert lr[0] < lr[1] < lr[2] == pytest.approx(0.004, rel=0.01)
+    assert lr[0] < lr[1] < lr[2] == pytest.approx(0.004, rel=0.02)
     assert lr[8:] == pytest.approx([0.004, 0.002, 0.001, 0.0005], rel=1e-4)
     assert fit["accuracy"] > 0.9 and one_rank["fit"]["accuracy"] > 0.9
     assert abs(fit["accuracy"] - one_rank["fit"]["accuracy"]) < 0.05
