@@ -14,8 +14,9 @@
 #     the hosts share the filesystem (only the network is separate), so every slurmd reaches
 #     it; every node must use the same key anyway. Not the system's /run/munge: its own.
 #   - Slurm: one slurm.conf (clients find it through SLURM_CONF); per node a spool directory,
-#     pid file and log (`%n` in slurm.conf): slurmd keeps its state and the steps' sockets in
-#     its spool directory, and two slurmds on one spool would clash. slurmctld has its own
+#     pid file, log and TmpFS (`%n` in slurm.conf): slurmd keeps its state and the steps'
+#     sockets in its spool directory and pmix its client directories in TmpFS; two nodes on
+#     one directory clash. slurmctld has its own
 #     StateSaveLocation. Ports 6917/6918, not Slurm's defaults, so a system Slurm is untouched.
 #
 # Usage:
@@ -112,6 +113,9 @@ SlurmctldLogFile=$STATE_DIR/ctld/slurmctld.log
 SlurmdSpoolDir=$STATE_DIR/nodes/%n/spool
 SlurmdPidFile=$STATE_DIR/nodes/%n/slurmd.pid
 SlurmdLogFile=$STATE_DIR/nodes/%n/slurmd.log
+# Per node too: the pmix plugin makes its client directory spmix_appdir_UID_JOB.STEP under
+# TmpFS, and two nodes on one shared /tmp would clash ("File exists": step launch fails).
+TmpFS=$STATE_DIR/nodes/%n/tmp
 # No cgroups here (hybrid layout, no systemd): processes tracked by parentage.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -167,7 +171,7 @@ start_slurmctld() {
 start_slurmd() { # NAME
     local name=$1 dir=$STATE_DIR/nodes/$1
     ip netns list | awk '{print $1}' | grep -qx "$name" || die "no namespace host $name (netns_hosts.sh up first)"
-    mkdir -p "$dir/spool"
+    mkdir -p "$dir/spool" "$dir/tmp"
     [ -n "$(pid_of "$dir/slurmd.pid" slurmd)" ] && return 0
     # nsenter --net, not `ip netns exec`: that one also makes a mount namespace with a fresh
     # /sys, without /sys/fs/cgroup, and slurmd refuses to start without its cgroup plugin.

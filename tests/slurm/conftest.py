@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -154,8 +155,9 @@ def slurm_leftovers(lab: NamespaceHosts) -> list[str]:
 class _Teardown:
     """Stops the cluster once, however the session ends; fails if anything is left."""
 
-    def __init__(self, lab: NamespaceHosts) -> None:
+    def __init__(self, lab: NamespaceHosts, keep_logs: Path) -> None:
         self._lab = lab
+        self._keep_logs = keep_logs
         self._lock = threading.Lock()
         self._done = False
 
@@ -164,6 +166,11 @@ class _Teardown:
             if self._done:
                 return
             self._done = True
+            # The daemons' logs outlive the cluster (pytest's basetemp), for post-mortems.
+            for log in STATE_DIR.glob("**/*.log"):
+                target = self._keep_logs / log.relative_to(STATE_DIR)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(log, target)
             try:
                 down = _script("down", timeout=DOWN_TIMEOUT_S)
                 out = down.stdout + down.stderr
@@ -178,8 +185,8 @@ class _Teardown:
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster(namespace_hosts: NamespaceHosts,
-                  request: pytest.FixtureRequest) -> Iterator[SlurmCluster]:
+def slurm_cluster(namespace_hosts: NamespaceHosts, request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     lab = namespace_hosts
     try:
         installed = _script("install", timeout=INSTALL_TIMEOUT_S)
@@ -188,7 +195,7 @@ def slurm_cluster(namespace_hosts: NamespaceHosts,
     if installed.returncode != 0:
         pytest.fail(f"installing Slurm failed:\n{installed.stdout}{installed.stderr}")
 
-    teardown = _Teardown(lab)
+    teardown = _Teardown(lab, tmp_path_factory.mktemp("slurm-logs"))
     # Registered before `up`, so a half-started cluster is stopped too. pytest runs this
     # finalizer before namespace_hosts' (which removes the hosts), as it depends on it.
     request.addfinalizer(teardown)
