@@ -174,25 +174,28 @@ def predict(predictor: Predictor, comm: Collectives, card: ModelCard, inputs: In
     mine = _my_batches(inputs, batch_size, comm.rank, comm.size)
     bar = _progress(comm, "predict", "sample")
 
+    classes = card.num_classes
+
     def rounds(rows: _Rows | None) -> int:
-        written, number = 0, 0
+        written = 0
         while True:
             batch = next(mine, None)
-            result = None
+            # the same type from every rank, also past the end: Horovod names an object
+            # gather by its type, and ranks gathering different names wait for each other
+            result: tuple[np.ndarray, np.ndarray, np.ndarray] = (
+                np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, classes), np.float32))
             if batch is not None:
                 probabilities, predicted, _ = predictor.run(batch.x, None)
                 result = (batch.index, predicted, probabilities)
             gathered = comm.allgather_object(result)
-            number += 1
-            if all(r is None for r in gathered):
+            if all(len(index) == 0 for index, _, _ in gathered):
                 return written
             for item in gathered:  # rank order = batch order within the round
-                if item is not None:
-                    if rows is not None:
-                        rows.write(*item)
-                    written += len(item[0])
-                    if bar is not None:
-                        bar.update(len(item[0]))
+                if rows is not None:
+                    rows.write(*item)
+                written += len(item[0])
+                if bar is not None and len(item[0]):
+                    bar.update(len(item[0]))
 
     if comm.rank != 0:
         return rounds(None)
