@@ -100,9 +100,11 @@ def placement_request(kw: dict[str, Any]) -> PlacementRequest:
     return PlacementRequest(kw["hostfile"], kw["hosts"], kw["np"], kw["include"], kw["exclude"])
 
 
-def launch_settings(kw: dict[str, Any], require_ready: bool = False) -> LaunchSettings:
+def launch_settings(kw: dict[str, Any], require_ready: bool = False,
+                    graceful_stop: bool = False) -> LaunchSettings:
     """``require_ready``: start-up ends when each rank reports Horovod initialised (only
-    hvdtrain's own workers report it)."""
+    hvdtrain's own workers report it). ``graceful_stop``: the ranks are training workers that
+    stop at their next step, with a checkpoint, on SIGUSR1 (``Watchdog.graceful_stop``)."""
     start_timeout = kw["start_timeout"]
     tuning = HorovodTuning(
         fusion_threshold_mb=kw["fusion_threshold_mb"], cycle_time_ms=kw["cycle_time_ms"],
@@ -111,7 +113,8 @@ def launch_settings(kw: dict[str, Any], require_ready: bool = False) -> LaunchSe
         start_timeout=math.ceil(start_timeout) if start_timeout > 0 else None,
         network_interface=kw["network_interface"])
     watchdog = Watchdog(start_timeout=start_timeout, timeout=kw["timeout"],
-                        idle_timeout=kw["idle_timeout"], require_ready=require_ready)
+                        idle_timeout=kw["idle_timeout"], require_ready=require_ready,
+                        graceful_stop=graceful_stop)
     return replace(LaunchSettings(kw["launcher"], kw["controller"]), tuning=tuning,
                    watchdog=watchdog, preflight=kw["preflight"])
 

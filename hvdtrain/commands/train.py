@@ -9,6 +9,8 @@ rank starts, and again in each rank (same code, same messages).
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import click
@@ -27,7 +29,7 @@ from hvdtrain.commands.options import (
 )
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import show_dry_run
-from hvdtrain.launch.job import job_command, launch, layout_for, where_logs_are
+from hvdtrain.launch.job import job_command, layout_for, where_logs_are
 from hvdtrain.launch.network import is_local
 from hvdtrain.launch.rank_env import detect_rank, refuse_bare_srun_task
 from hvdtrain.types import TrainConfig
@@ -80,10 +82,29 @@ _train_options = stacked([
                  "one, else start: for requeued jobs) or a checkpoint path."),
     choice(catalog.ON_NONFINITE, default="stop", show_default=True,
            help=f"When the loss or gradient becomes NaN/inf: {_names(catalog.ON_NONFINITE)}."),
+    click.option("--max-restarts", type=int, default=0, show_default=True,
+                 help="When a rank or host fails, restart the job up to N times from the "
+                 "newest checkpoint (same hosts once they answer again)."),
+    click.option("--restart-on-fewer-hosts", is_flag=True,
+                 help="With --max-restarts: if a failed host does not answer within "
+                 "--restart-wait, restart on the hosts that do (fewer ranks)."),
+    click.option("--restart-wait", type=float, default=30.0, show_default=True,
+                 help="Seconds a failed host gets to answer again before a restart."),
     click.option("--record-step-losses", is_flag=True, hidden=True),
     click.option("--record-samples", is_flag=True, hidden=True),
     click.option("--step-delay", type=float, default=0.0, hidden=True),
 ])
+
+
+RESTART_IDLE_TIMEOUT = 300.0  # s without rank output = a hang, when restarts are on
+
+
+def resuming(program: list[str], resume: str | None, run_dir: Path) -> list[str]:
+    """The rank command line of a restart: the same, resuming in the same run directory
+    (Click keeps an option's last value)."""
+    if resume is None:
+        return program
+    return [*program, "--resume", resume, "--run-dir", str(run_dir)]
 
 
 def train_config(kw: dict[str, Any]) -> TrainConfig:
@@ -95,11 +116,17 @@ def train_config(kw: dict[str, Any]) -> TrainConfig:
 def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
     # NumPy (and, in a subprocess, the framework for a user's model): not for --help
     from hvdtrain.training.checkpoint import refuse_to_overwrite
+    from hvdtrain.training.restarts import RestartPolicy, train_with_restarts
     from hvdtrain.training.validate import validate_run
 
     config = train_config(kw)  # every option error before any rank starts
     the_plan = make_plan(placement_request(kw))
-    settings = launch_settings(kw, require_ready=True)
+    settings = launch_settings(kw, require_ready=True, graceful_stop=True)
+    policy = RestartPolicy(kw["max_restarts"], kw["restart_on_fewer_hosts"], kw["restart_wait"])
+    if policy.max_restarts and settings.watchdog.idle_timeout is None:
+        # a host whose link is gone hangs the others in a collective: make that a failure
+        settings = replace(settings, watchdog=replace(settings.watchdog,
+                                                      idle_timeout=RESTART_IDLE_TIMEOUT))
     program = train_program()
     layout = layout_for(kw["run_dir"])
     # the data, the model and the checkpoint to resume, as far as this host can see them
@@ -113,7 +140,9 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
         refuse_to_overwrite(layout.root, kw["resume"])
     click.echo(f"hvdtrain: {the_plan.placement.size} ranks from {the_plan.source.description}; "
                f"run dir {layout.root}", err=True)
-    result = launch(the_plan, program, settings, layout)
+    result = train_with_restarts(
+        the_plan, lambda resume: resuming(program, resume, layout.root), settings, layout,
+        policy, kw["resume"], lambda text: click.echo(text, err=True))
     click.echo(f"hvdtrain: {len(result.ranks)} ranks finished in {result.wall_seconds:.1f} s; "
                f"rank logs in {where_logs_are(result, layout)}", err=True)
 

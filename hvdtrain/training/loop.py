@@ -35,7 +35,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,6 +91,13 @@ class LoopOptions:
     # the final model contains) to samples/rank-R.jsonl, for exactly-once checks
     record_samples: bool = False
     step_delay: float = 0.0  # seconds of sleep per step: a slow job for fault-tolerance demos
+    # Horovod elastic (``training.elastic``): start from an in-memory position instead of a
+    # checkpoint (the adapter's state is already restored), and hand every ``commit_every``-th
+    # step boundary (and every epoch's end) to ``on_commit`` on every rank, which may raise
+    # Horovod's interrupt when hosts changed.
+    start: Progress | None = None
+    commit_every: int = 0
+    on_commit: Callable[[Progress], None] | None = None
 
 
 @dataclass
@@ -298,10 +305,12 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
     options = options or LoopOptions()
     started = time.monotonic()
     store = CheckpointStore(run_dir / "checkpoints", config.keep_checkpoints)
-    _on_chief(comm, lambda: refuse_to_overwrite(run_dir, config.resume))
+    if options.start is None:
+        _on_chief(comm, lambda: refuse_to_overwrite(run_dir, config.resume))
     chief = ChiefRecorder(run_dir, config.epochs) if comm.rank == 0 else None
     n = len(data.x_train)
-    progress = _resume(adapter, comm, config, store, n) if config.resume else Progress()
+    progress = (options.start if options.start is not None
+                else _resume(adapter, comm, config, store, n) if config.resume else Progress())
     sample_log = _SampleLog(run_dir, comm.rank) if options.record_samples else None
     history: list[dict[str, Any]] = []
     step_losses: list[float] = []
@@ -350,6 +359,10 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
                 bar.update(1)
             if step + 1 == len(batches):
                 break  # the epoch's end has its own checkpoint and stop check
+            every_commit = options.commit_every
+            if options.on_commit and every_commit and (step + 1) % every_commit == 0:
+                options.on_commit(replace(progress, consumed=consumed_after(
+                    n, comm.size, config.batch_size, seed, consumed, step + 1)))
             every = config.checkpoint_every_steps
             due = bool(every) and (step + 1) % every == 0
             signal_name = (_agree_to_stop(comm, options.stop, f"stop.{epoch}.{step}")
@@ -404,6 +417,8 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
         patience = config.early_stopping_patience
         stop = bool(comm.broadcast_object(patience > 0 and progress.epochs_since_best >= patience))
         signal_name = _agree_to_stop(comm, options.stop, f"stop.{epoch}.end")
+        if options.on_commit:
+            options.on_commit(replace(progress))
         last = stop or epoch + 1 == config.epochs
         every = config.checkpoint_every
         written = None
