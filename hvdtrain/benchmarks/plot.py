@@ -106,7 +106,8 @@ def plot_train(by_size: dict[int, dict[str, Any]], path: Path) -> None:
     ax.set_ylim(bottom=0)
     ax.set_title(f"training throughput, {framework}, MLP {config['features']}→"
                  f"{config['hidden']}→{config['hidden']}→1, batch {config['batch_size']}/rank, "
-                 f"controller {by_size[sizes[-1]]['controller']}", fontsize=9)
+                 f"controller {by_size[sizes[-1]]['controller']}\n"
+                 f"{by_size[sizes[-1]].get('link', 'this host')}", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
