@@ -174,7 +174,7 @@ def mpirun_command(
                  "-bind-to", "none", "-map-by", "slot", "--oversubscribe",
                  # Idle MPI waits yield the core instead of spinning: with ranks on every core
                  # (and Horovod's background thread polling) this measured +49% 2-rank training
-                 # throughput here (docs/benchmarks.md, `hvdtrain bench train`).
+                 # throughput here (docs/BENCHMARKS.md, `hvdtrain bench train`).
                  "-mca", "mpi_yield_when_idle", "1"]
         if tuning.network_interface:  # both the data (btl) and the start-up (oob) channel
             argv += ["-mca", "btl_tcp_if_include", tuning.network_interface,
