@@ -345,11 +345,16 @@ check_stop() {  # podman stop (SIGTERM to PID 1) during training
     local took=$((SECONDS - t0))
     code="$(podman inspect -f '{{.State.ExitCode}}' "$name")"
     exits="$(find "$dir/run/ranks" -name 'rank-*.exit.json' 2>/dev/null | wc -l)"
-    if [ "$code" = 143 ] && [ "$took" -lt "$STOP_GRACE" ] && [ "$exits" = 2 ]; then
-        record PASS stop "exit 143 (128+SIGTERM) ${took} s after podman stop (grace ${STOP_GRACE} s); both ranks wrote exit records"
+    # `train` stops at the ranks' next step with a checkpoint and exits 75 (README "When
+    # hosts fail"); the checkpoint is there for `--resume auto`
+    local saved
+    saved="$(find "$dir/run/checkpoints" -name 'epoch-*.ckpt' 2>/dev/null | wc -l)"
+    if [ "$code" = 75 ] && [ "$took" -lt "$STOP_GRACE" ] && [ "$exits" = 2 ] \
+        && [ "$saved" -ge 1 ] && grep -q "stopped on SIGTERM" "$WORK/stop.log"; then
+        record PASS stop "exit 75 ${took} s after podman stop (grace ${STOP_GRACE} s): every rank stopped at the same step, a checkpoint written; both ranks wrote exit records"
     else
         tail -n 20 "$WORK/stop.log" >&2
-        record FAIL stop "exit $code after ${took} s (grace ${STOP_GRACE} s); exit records: $exits of 2"
+        record FAIL stop "exit $code after ${took} s (grace ${STOP_GRACE} s); exit records: $exits of 2; checkpoints: $saved"
     fi
 }
 
@@ -401,8 +406,8 @@ for pid in sorted(int(p) for p in os.listdir("/proc") if p.isdigit()):
     left="$(grep -vE '^1 /usr/bin/tini|^[0-9]+ sleep infinity$' "$WORK/procs-after.txt" || true)"
     local before
     before="$(grep -cE 'python|mpirun|orted' "$WORK/procs-before.txt" || true)"
-    if [ "$rc" = 143 ] && [ -z "$left" ]; then
-        record PASS no-leftovers "SIGTERM to the job ($before job processes): exit 143, nothing left but PID 1 and its sleep"
+    if [ "$rc" = 75 ] && [ -z "$left" ]; then
+        record PASS no-leftovers "SIGTERM to the job ($before job processes): exit 75 (stopped with a checkpoint), nothing left but PID 1 and its sleep"
     else
         record FAIL no-leftovers "exit $rc; left: $(echo "$left" | tr '\n' ';')"
     fi
