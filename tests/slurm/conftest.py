@@ -123,6 +123,18 @@ class SlurmCluster:
                             f"(wanted {'/'.join(states)}): {job.fields}")
             time.sleep(1)
 
+    def wait_requeued(self, job_id: str, timeout: float) -> Job:
+        """Poll until the job is pending again after a restart (Restarts >= 1)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job.state == "PENDING" and int(job.fields.get("Restarts", "0")) >= 1:
+                return job
+            if job.state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") \
+                    or time.monotonic() > deadline:
+                pytest.fail(f"job {job_id} was not requeued: {job.state} {job.fields}")
+            time.sleep(0.5)
+
     def squeue(self) -> list[str]:
         """Pending and running jobs, one "ID STATE NODES" line each (empty: queue is empty)."""
         done = self.run(["squeue", "-h", "-o", "%i %T %N"], timeout=30)
