@@ -162,15 +162,25 @@ class Inputs:
         import zipfile
 
         path = Path(self.data)
-        samples, shape = datasets.inspect_npz(path)  # complete, finite, ids >= 0 (streamed)
-        width = math.prod(shape)
-        with np.load(path, allow_pickle=False, mmap_mode=None) as loaded:
-            y = np.asarray(loaded["y"], dtype=np.int64)
+        try:
+            with np.load(path, allow_pickle=False) as loaded:  # reads only the y member
+                y = np.asarray(loaded["y"]) if "y" in loaded.files else None
+            with zipfile.ZipFile(path) as archive, archive.open("x.npy") as handle:
+                version = np.lib.format.read_magic(handle)
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read(handle)
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"{path}: not a readable .npz file with arrays x and y ({exc})",
+                            hint=datasets.NPZ_FORMAT) from None
+        if (y is None or y.dtype.kind not in "iu" or len(shape) < 2 or y.shape != shape[:1]
+                or np.dtype(dtype).kind not in "biuf"):
+            raise DataError(f"{path}: needs x (samples, features...) of numbers and y "
+                            "(samples,) of integer class ids", hint=datasets.NPZ_FORMAT)
+        samples, width = int(shape[0]), math.prod(shape[1:])
         with zipfile.ZipFile(path) as archive, archive.open("x.npy") as handle:
-            version = np.lib.format.read_magic(handle)
-            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0)
-            _, fortran, dtype = read(handle)
+            np.lib.format.read_magic(handle)
+            read(handle)  # past the header: the values follow
             if fortran:
                 x_all, _ = datasets.read_npz(path)
                 yield from ((x_all[i], int(y[i]), f"{path}: x[{i}]") for i in range(samples))
@@ -179,8 +189,10 @@ class Inputs:
             start = 0
             while start < samples:
                 rows = min(chunk_rows, samples - start)
-                block = np.frombuffer(handle.read(rows * row_bytes), dtype=dtype)
-                block = block.reshape(rows, width)
+                chunk = handle.read(rows * row_bytes)
+                if len(chunk) != rows * row_bytes:
+                    raise DataError(f"{path}: array 'x' is truncated at row {start}")
+                block = np.frombuffer(chunk, dtype=dtype).reshape(rows, width)
                 for i in range(rows):
                     yield block[i], int(y[start + i]), f"{path}: x[{start + i}]"
                 start += rows
@@ -197,7 +209,13 @@ class Inputs:
                 raise DataError(f"{place}: {len(cells)} features; the checkpoint's model reads "
                                 f"{width} ({card.describe()})")
             if isinstance(cells, np.ndarray):
-                out[i] = cells.astype(np.float32)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    out[i] = cells.astype(np.float32)
+                bad = np.flatnonzero(~np.isfinite(out[i]))
+                if bad.size:
+                    raise DataError(f"{place}: feature {int(bad[0])} is "
+                                    f"{cells[bad[0]]!r}, not a finite float32",
+                                    hint=datasets.NONFINITE_HINT)
             else:
                 out[i] = [self._number(c, j, place) for j, c in enumerate(cells)]
         if card.mean is not None and card.std is not None:

@@ -213,3 +213,45 @@ def test_a_checkpoint_without_the_data_shape_says_so(tmp_path: Path) -> None:
         np.savez(handle, meta=np.array(json.dumps(meta)), v00000=np.zeros(1))
     code, lines = _cli("evaluate", "--checkpoint", str(path), "--data", "synthetic")
     assert code == 7 and "does not say what data it was trained on" in lines[0]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npz"])
+def test_files_stream_memory_does_not_grow_with_the_rows(checkpoint: Path, tmp_path: Path,
+                                                         suffix: str) -> None:
+    import tracemalloc
+
+    card = load_card(str(checkpoint))
+    rng = np.random.default_rng(0)
+
+    def peak(rows: int) -> int:
+        x = rng.standard_normal((rows, 30)).astype(np.float32)
+        path = tmp_path / f"d{rows}{suffix}"
+        if suffix == ".csv":
+            np.savetxt(path, np.column_stack([x, rng.integers(0, 2, rows)]), delimiter=",",
+                       header=",".join([*(f"f{i}" for i in range(30)), "label"]), comments="",
+                       fmt="%.5g")
+        else:
+            np.savez(path, x=x, y=rng.integers(0, 2, rows))
+        tracemalloc.start()
+        seen = sum(len(b.index) for b in Inputs(card, str(path), labels=False).batches(256)
+                   if b is not None)
+        top = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert seen == rows
+        return top
+
+    small, large = peak(2_000), peak(40_000)
+    # 20x the rows: the whole x of the large file is 4.8 MB; the peak stays near the small one
+    assert large < small + 1_000_000, (small, large)
+
+
+def test_npz_problems_name_the_sample(checkpoint: Path, tmp_path: Path) -> None:
+    card = load_card(str(checkpoint))
+    x = np.ones((5, 30))
+    x[3, 4] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, y=np.zeros(5, dtype=np.int64))
+    with pytest.raises(DataError, match=r"nan.npz: x\[3\]: feature 4 is .*nan"):
+        Inputs(card, str(tmp_path / "nan.npz")).check()
+    np.savez(tmp_path / "wide.npz", x=np.ones((5, 31)), y=np.zeros(5, dtype=np.int64))
+    with pytest.raises(DataError, match=r"wide.npz: x\[0\]: 31 features"):
+        Inputs(card, str(tmp_path / "wide.npz")).check()
