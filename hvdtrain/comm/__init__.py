@@ -52,6 +52,12 @@ class Comm:
     def broadcast_object(self, value: Any, root: int = 0) -> Any:
         return self.hvd.broadcast_object(value, root_rank=root)
 
+    def reinitialise(self) -> None:
+        """Horovod elastic's reset: leave the old ranks, join the new set (rank and size
+        change; every property above reads them afresh)."""
+        self.hvd.shutdown()
+        self.hvd.init()
+
 
 def init(binding: str, to_tensor: Callable[[np.ndarray], Any]) -> Comm:
     """Import and initialise Horovod's ``binding`` module (e.g. ``horovod.torch``)."""

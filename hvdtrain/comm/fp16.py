@@ -14,13 +14,17 @@ sum). ``SafeFP16`` fixes both halves of that:
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 
 class SafeFP16Torch:
-    def __init__(self, size: int) -> None:
-        self.size = size
+    """``size``: the world size, or a function returning it (Horovod elastic changes it)."""
+
+    def __init__(self, size: int | Callable[[], int]) -> None:
+        self._size = size
         self._originals: dict[int, Any] = {}
         self.compressor = self  # Horovod calls compressor.compress / .decompress
 
@@ -29,6 +33,10 @@ class SafeFP16Torch:
         if not tensor.dtype.is_floating_point:
             return tensor, None
         return (tensor / self.size).half(), tensor.dtype
+
+    @property
+    def size(self) -> int:
+        return self._size() if callable(self._size) else self._size
 
     def decompress(self, tensor: Any, ctx: Any) -> Any:
         return tensor if ctx is None else tensor.to(ctx)
@@ -53,10 +61,10 @@ class SafeFP16Torch:
 
 
 def torch_compression(kind: str, hvd: ModuleType) -> SafeFP16Torch | None:
-    return SafeFP16Torch(int(hvd.size())) if kind == "fp16" else None
+    return SafeFP16Torch(lambda: int(hvd.size())) if kind == "fp16" else None
 
 
-def tf_allreduce_gradients(grads: list[Any], hvd: ModuleType, size: int,
+def tf_allreduce_gradients(grads: list[Any], hvd: ModuleType, size: int | Any,
                            compression: str) -> tuple[list[Any], Any]:
     """Average ``grads`` across ranks (inside a ``tf.function``); returns (grads, recovered).
 
@@ -69,7 +77,9 @@ def tf_allreduce_gradients(grads: list[Any], hvd: ModuleType, size: int,
     grads = [tf.identity(g) for g in grads]  # graph tensors, even for captured constants
     if compression != "fp16":
         return list(hvd.grouped_allreduce(grads, op=hvd.Average)), tf.constant(0)
-    halves = [tf.cast(g / size, tf.float16) for g in grads]
+    if os.environ.get("HOROVOD_ELASTIC") == "1":  # traced once; the size may change later
+        size = hvd.size_op()
+    halves = [tf.cast(g / tf.cast(size, g.dtype), tf.float16) for g in grads]
     summed = [tf.cast(g, tf.float32) for g in hvd.grouped_allreduce(halves, op=hvd.Sum)]
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in summed])
 

@@ -18,7 +18,9 @@ import click
 
 from hvdtrain import catalog
 from hvdtrain.cluster.planning import PlacementRequest
+from hvdtrain.errors import ConfigError
 from hvdtrain.launch.commands import HorovodTuning
+from hvdtrain.launch.elastic import ElasticSettings
 from hvdtrain.launch.job import LaunchSettings
 from hvdtrain.launch.supervisor import Watchdog
 
@@ -91,6 +93,22 @@ launch_options = stacked([
                  "run dir); 'hvdtrain preflight' runs every check."),
 ])
 
+elastic_options = stacked([
+    click.option("--elastic", is_flag=True,
+                 help="Horovod elastic (horovodrun --gloo): ranks may fail or join while the "
+                 "job runs; hosts are re-read from the hostfile (edit it to add or remove "
+                 "hosts). See README 'When hosts fail'."),
+    click.option("--min-np", type=int, default=None,
+                 help="--elastic: fewest ranks to go on with (default: -np); below it the "
+                 "job waits up to --elastic-timeout for hosts, then stops."),
+    click.option("--max-np", type=int, default=None,
+                 help="--elastic: most ranks to grow to (default: no cap)."),
+    click.option("--elastic-timeout", type=float, default=600.0, show_default=True,
+                 help="--elastic: seconds to wait for --min-np slots before stopping."),
+    click.option("--reset-limit", type=int, default=None,
+                 help="--elastic: membership changes allowed before the job stops."),
+])
+
 dry_run_option = click.option(
     "--dry-run", is_flag=True,
     help="Print the plan and the exact command and environment a launch runs, then exit.")
@@ -115,8 +133,29 @@ def launch_settings(kw: dict[str, Any], require_ready: bool = False,
     watchdog = Watchdog(start_timeout=start_timeout, timeout=kw["timeout"],
                         idle_timeout=kw["idle_timeout"], require_ready=require_ready,
                         graceful_stop=graceful_stop)
+    elastic = elastic_settings(kw)
+    if elastic is not None:
+        watchdog = replace(watchdog, elastic=True)
     return replace(LaunchSettings(kw["launcher"], kw["controller"]), tuning=tuning,
-                   watchdog=watchdog, preflight=kw["preflight"])
+                   watchdog=watchdog, preflight=kw["preflight"], elastic=elastic)
+
+
+def elastic_settings(kw: dict[str, Any]) -> ElasticSettings | None:
+    """``--elastic`` and its options (None without ``--elastic``; its options alone are an
+    error rather than silently ignored)."""
+    given = [flag for flag, key in (("--min-np", "min_np"), ("--max-np", "max_np"),
+                                    ("--reset-limit", "reset_limit"))
+             if kw.get(key) is not None]
+    if not kw.get("elastic"):
+        if given:
+            raise ConfigError(f"{given[0]} needs --elastic")
+        return None
+    if kw.get("include") or kw.get("exclude"):
+        raise ConfigError("--elastic takes its hosts from the whole hostfile (re-read while "
+                          "the job runs); --include/--exclude do not apply",
+                          hint="list the hosts to use in the hostfile itself")
+    return ElasticSettings(kw["min_np"], kw["max_np"], kw["elastic_timeout"],
+                           kw["reset_limit"], kw["hostfile"])
 
 
 def train_program(args: list[str] | None = None) -> list[str]:

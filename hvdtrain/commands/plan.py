@@ -20,6 +20,7 @@ import click
 
 from hvdtrain.cluster.planning import make_plan
 from hvdtrain.commands.options import (
+    elastic_options,
     launch_options,
     launch_settings,
     placement_options,
@@ -37,6 +38,7 @@ BY_HAND_PROGRAM = ["hvdtrain", "train"]
 @config_option
 @placement_options
 @launch_options
+@elastic_options
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="The run directory the launch would use (default: a new runs/<timestamp>).")
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
@@ -68,7 +70,8 @@ def plan(json_output: bool, run_dir: str | None, estimate: bool, **kw: Any) -> N
         show_estimate(the_plan.placement.host_slots(), kw, json_output)
         return
     settings = launch_settings(kw, require_ready=True)
-    command = job_command(the_plan, train_program(), settings, layout_for(run_dir))
+    layout = layout_for(run_dir)
+    command = job_command(the_plan, train_program(), settings, layout)
     by_hand = manual_commands(the_plan, BY_HAND_PROGRAM, settings)
     if json_output:
         click.echo(json.dumps({
@@ -84,6 +87,12 @@ def plan(json_output: bool, run_dir: str | None, estimate: bool, **kw: Any) -> N
     show_plan(the_plan)
     click.echo("\n'hvdtrain train' with these options runs exactly:")
     click.echo(f"  {command_line(command)}")
+    if settings.elastic is not None:
+        from hvdtrain.launch.elastic import hostfile_path, script_path
+
+        click.echo(f"\nhost discovery (written at launch): {script_path(layout.root)}, "
+                   f"re-reading {hostfile_path(layout.root, settings.elastic)} on every call")
+        return
     click.echo("\nor start the ranks yourself (each then trains as a worker):")
     for name, by_hand_command in by_hand.items():
         click.echo(f"  [{name}] {command_line(by_hand_command)}")

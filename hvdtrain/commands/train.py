@@ -20,6 +20,7 @@ from hvdtrain.cluster.planning import make_plan
 from hvdtrain.commands.options import (
     choice,
     dry_run_option,
+    elastic_options,
     launch_options,
     launch_settings,
     placement_options,
@@ -90,6 +91,9 @@ _train_options = stacked([
                  "--restart-wait, restart on the hosts that do (fewer ranks)."),
     click.option("--restart-wait", type=float, default=30.0, show_default=True,
                  help="Seconds a failed host gets to answer again before a restart."),
+    click.option("--commit-every-steps", type=int, default=10, show_default=True,
+                 help="--elastic: keep model, optimizer and sampler position in memory every "
+                 "K steps (and at epoch ends); a failed rank costs at most K steps."),
     click.option("--record-step-losses", is_flag=True, hidden=True),
     click.option("--record-samples", is_flag=True, hidden=True),
     click.option("--step-delay", type=float, default=0.0, hidden=True),
@@ -113,6 +117,16 @@ def train_config(kw: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in kw.items() if k in fields and v is not None})
 
 
+def _check_elastic(kw: dict[str, Any], policy: Any) -> None:
+    from hvdtrain.errors import ConfigError
+
+    if policy.max_restarts:
+        raise ConfigError("--elastic and --max-restarts are two ways to survive a failed "
+                          "host; choose one", hint="README 'When hosts fail' compares them")
+    if kw["commit_every_steps"] < 1:
+        raise ConfigError(f"--commit-every-steps must be >= 1, got {kw['commit_every_steps']}")
+
+
 def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
     # NumPy (and, in a subprocess, the framework for a user's model): not for --help
     from hvdtrain.training.checkpoint import refuse_to_overwrite
@@ -123,6 +137,8 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
     the_plan = make_plan(placement_request(kw))
     settings = launch_settings(kw, require_ready=True, graceful_stop=True)
     policy = RestartPolicy(kw["max_restarts"], kw["restart_on_fewer_hosts"], kw["restart_wait"])
+    if settings.elastic is not None:
+        _check_elastic(kw, policy)
     if policy.max_restarts and settings.watchdog.idle_timeout is None:
         # a host whose link is gone hangs the others in a collective: make that a failure
         settings = replace(settings, watchdog=replace(settings.watchdog,
@@ -152,6 +168,7 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
 @_train_options
 @placement_options
 @launch_options
+@elastic_options
 @dry_run_option
 def train(dry_run: bool, record_step_losses: bool, record_samples: bool, step_delay: float,
           **kw: Any) -> None:
@@ -165,7 +182,8 @@ def train(dry_run: bool, record_step_losses: bool, record_samples: bool, step_de
 
     run_worker(train_config(kw), LoopOptions(record_step_losses=record_step_losses,
                                              record_samples=record_samples,
-                                             step_delay=step_delay))
+                                             step_delay=step_delay),
+               elastic_commit_every=kw["commit_every_steps"] if kw["elastic"] else None)
 
 
 mirror_env(train)

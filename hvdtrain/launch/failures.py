@@ -10,6 +10,7 @@ filesystem.
 
 from __future__ import annotations
 
+import re
 import signal
 from dataclasses import dataclass, replace
 
@@ -94,6 +95,31 @@ def launcher_failed(layout: RunLayout, launcher: str, code: int, finished: int,
         "launcher", f"the launcher ({launcher}) exited with code {code} before every rank "
         "finished", f"launcher exited with code {code}; {finished} of {size} ranks finished",
         code or EXIT_NOT_STARTED, hint=f"see {layout.launcher_log}", show_launcher=True)
+
+
+ELASTIC_SLOTS_TIMEOUT = "Timed out waiting for minimum number of slots"
+ELASTIC_RESET_LIMIT = "reset limit"
+
+
+def elastic_failed(layout: RunLayout, code: int) -> JobFailure:
+    """horovodrun ended an elastic job: too few hosts for ``--elastic-timeout`` (below
+    ``--min-np``), ``--reset-limit`` reached, or every rank failed. Checkpoints are written
+    atomically by rank 0, so the newest one is intact whatever ended the job."""
+    said = tail(layout.launcher_log, 400)
+    resume = f"hvdtrain train ... --resume latest --run-dir {layout.root}"
+    if ELASTIC_SLOTS_TIMEOUT in said:
+        match = re.search(r"at least (\d+) Horovod processes", said)
+        need = f" {match.group(1)}" if match else ""
+        message = (f"elastic: fewer than --min-np{need} slots left, and none came back within "
+                   "--elastic-timeout; the job stopped")
+    elif ELASTIC_RESET_LIMIT in said.lower():
+        message = "elastic: --reset-limit reached (too many membership changes); job stopped"
+    else:
+        message = f"elastic: horovodrun ended the job with exit code {code}"
+    return JobFailure(
+        "launcher", message, message, code or EXIT_NOT_STARTED,
+        hint=f"the last checkpoint is intact: resume with {resume} (see {layout.launcher_log})",
+        show_launcher=True, tail_lines=SHORT_TAIL_LINES)
 
 
 def not_started(missing: list[int], what: str, start_timeout: float) -> JobFailure:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from hvdtrain.cluster.pinning import encode_plan
 from hvdtrain.cluster.planning import Plan
-from hvdtrain.errors import LaunchError, PreflightError
+from hvdtrain.errors import ConfigError, LaunchError, PreflightError
 from hvdtrain.launch.commands import (
     ALWAYS_EXPORT,
     HorovodTuning,
@@ -34,9 +34,10 @@ from hvdtrain.launch.commands import (
     horovodrun_command,
     mpirun_command,
 )
+from hvdtrain.launch.elastic import ElasticSettings, elastic_command, write_discovery
 from hvdtrain.launch.network import interface_in, is_local, rendezvous_address
 from hvdtrain.launch.preflight import run_preflight
-from hvdtrain.launch.protocol import RunLayout
+from hvdtrain.launch.protocol import PLAN_ENV, RunLayout
 from hvdtrain.launch.supervisor import JobResult, Watchdog, run_job
 
 
@@ -49,11 +50,19 @@ class LaunchSettings:
     mpi_flavour: str | None = None  # detected from `mpirun --version` when None
     preflight: bool = True  # check remote hosts briefly before launching on them
     preflight_timeout: float = 20.0  # per host
+    elastic: ElasticSettings | None = None  # --elastic: horovodrun --gloo, discovery
 
 
 def resolve_backend(settings: LaunchSettings, mpi_available: bool) -> tuple[str, str]:
     """(launcher, controller) with ``auto`` decided."""
     launcher, controller = settings.launcher, settings.controller
+    if settings.elastic is not None:  # Horovod elastic exists only as horovodrun + Gloo
+        if launcher == "mpirun" or controller == "mpi":
+            flag = "--launcher mpirun" if launcher == "mpirun" else "--controller mpi"
+            raise ConfigError(f"--elastic needs horovodrun with Gloo; {flag} cannot add or "
+                              "remove ranks while a job runs",
+                              hint=f"drop {flag}, or use --max-restarts for restarts on MPI")
+        return "horovodrun", "gloo"
     if launcher == "mpirun" and controller == "gloo":
         raise LaunchError("--controller gloo needs --launcher horovodrun (mpirun always uses MPI)")
     if launcher == "auto":
@@ -101,6 +110,11 @@ def job_command(plan: Plan, program: list[str], settings: LaunchSettings, layout
         rendezvous = inside[1] if inside else rendezvous_address(
             host.name for host in plan.placement.hosts)
     export = layout.environment(encode_plan(plan.placement), rendezvous, network)
+    if settings.elastic is not None:
+        export.pop(PLAN_ENV)  # ranks come and go: each rank pins by its local rank instead
+        command = elastic_command(plan, layout.wrap(program), settings.elastic,
+                                  settings.tuning, layout.root, export)
+        return LaunchCommand([find_horovodrun(), *command.argv[1:]], command.env)
     return build_command(plan, layout.wrap(program), settings, export, environ)
 
 
@@ -109,6 +123,8 @@ def manual_commands(plan: Plan, program: list[str],
     """The commands a user can type to start the ranks without hvdtrain's supervisor (each
     rank then runs ``program`` as a worker): one per launcher that fits the settings."""
     found: dict[str, LaunchCommand] = {}
+    if settings.elastic is not None:
+        return found  # its discovery script is written at launch, under hvdtrain's supervision
     for launcher in ("horovodrun", "mpirun"):
         try:
             found[launcher] = build_command(plan, program, replace(settings, launcher=launcher),
@@ -180,6 +196,8 @@ def launch(plan: Plan, program: list[str], settings: LaunchSettings,
     check_hosts(plan, settings, layout)
     layout.root.mkdir(parents=True, exist_ok=True)
     command = job_command(plan, program, settings, layout)
+    if settings.elastic is not None:
+        write_discovery(layout.root, plan, settings.elastic)
     layout.record_launch(command.argv, command.env)
     return run_job(command, plan.placement.size, layout, settings.watchdog)
 

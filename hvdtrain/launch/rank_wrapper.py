@@ -113,7 +113,12 @@ def main(argv: list[str] | None = None) -> int:
 
     _die_with_parent(signal.SIGTERM)
     started = time.time()
-    with layout.stdout_log(rank).open("wb") as out, layout.stderr_log(rank).open("wb") as err:
+    # Horovod elastic starts a replacement under a rank number a lost rank had: keep both
+    # logs. Its ranks are renumbered on every reset, so each one's output is echoed (only
+    # the current rank 0 prints progress) and the supervisor shows the launcher's stream.
+    elastic = os.environ.get("HOROVOD_ELASTIC") == "1"
+    mode = "ab" if elastic else "wb"
+    with layout.stdout_log(rank).open(mode) as out, layout.stderr_log(rank).open(mode) as err:
         try:
             child = subprocess.Popen(program, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=child_environment(os.environ),
@@ -136,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, forward)
 
-        echo = rank == 0
+        echo = rank == 0 or elastic
         pumps = [start_pump(child.stdout, out, sys.stdout.buffer if echo else None),
                  start_pump(child.stderr, err, sys.stderr.buffer if echo else None)]
         code = child.wait()

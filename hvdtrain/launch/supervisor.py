@@ -68,6 +68,9 @@ class Watchdog:
     # ``stop_timeout`` seconds (below the 30 s Slurm, Kubernetes and podman give by default)
     graceful_stop: bool = False
     stop_timeout: float = 20.0
+    # Horovod elastic: ranks die and are replaced, and rank numbers change on a reset, so a
+    # rank's exit decides nothing; horovodrun's exit code, the timeouts and stops decide
+    elastic: bool = False
 
     def __post_init__(self) -> None:
         for flag, value in (("--start-timeout", self.start_timeout), ("--timeout", self.timeout),
@@ -205,12 +208,17 @@ class _Supervisor:
     def check_stopped(self, exits: list[RankExit]) -> JobFailure | None:
         """Rank 0 exits 75 only after its checkpoint is complete (the others waited for it in
         a collective): the job stopped as asked, whatever the other ranks' last moments."""
-        chief = next((e for e in exits if e.rank == 0), None)
+        if self.watchdog.elastic:  # any rank's 75 follows rank 0's complete checkpoint
+            chief = next((e for e in exits if e.exit_code == EXIT_STOPPED), None)
+        else:
+            chief = next((e for e in exits if e.rank == 0), None)
         if chief is None or chief.exit_code != EXIT_STOPPED:
             return None
         return failures.stopped(self.layout, self.stop_signal)
 
     def check_rank_failed(self, exits: list[RankExit]) -> JobFailure | None:
+        if self.watchdog.elastic:
+            return None  # horovodrun replaces or drops it; its own exit code tells the end
         failed = next((e for e in exits if e.exit_code != 0), None)
         if failed is None:
             return None
@@ -229,11 +237,15 @@ class _Supervisor:
         code = self.proc.poll()
         if code is None:
             return None
-        if len(exits) == self.size:
+        if len(exits) == self.size and not self.watchdog.elastic:
             return JobResult(self.layout.root, tuple(exits), time.monotonic() - self.began)
         self.launcher_gone_at = self.launcher_gone_at or time.monotonic()
         if time.monotonic() - self.launcher_gone_at < LAUNCHER_EXIT_GRACE:
             return None  # the wrappers may still be writing their exit records
+        if self.watchdog.elastic:
+            if code == 0:  # however many ranks came and went
+                return JobResult(self.layout.root, tuple(exits), time.monotonic() - self.began)
+            return failures.elastic_failed(self.layout, code)
         return failures.launcher_failed(self.layout, self.command.argv[0], code, len(exits),
                                         self.size)
 
@@ -242,6 +254,8 @@ class _Supervisor:
         if time.monotonic() - self.began <= wd.start_timeout:
             return None
         done = self.layout.ready() if wd.require_ready else set(self.layout.starts())
+        if wd.elastic and done:
+            return None  # the job formed; later ranks come and go under horovodrun's timeout
         missing = sorted(set(range(self.size)) - done)
         if not missing:
             return None
@@ -272,7 +286,12 @@ class _Supervisor:
     # -- the terminal ----------------------------------------------------------------------
     def _choose_voice(self) -> None:
         """Once rank 0 has started: follow its log files here, or, when this machine cannot
-        see them (another host, no shared run directory), let the launcher's streams speak."""
+        see them (another host, no shared run directory), let the launcher's streams speak.
+        Elastic: rank 0 changes on a reset, so the launcher speaks (every rank's wrapper
+        echoes; only the current rank 0 prints progress)."""
+        if self.watchdog.elastic:
+            self.launcher_speaks.set()
+            return
         while not self.done_following.is_set():
             if 0 in self.layout.starts():
                 break

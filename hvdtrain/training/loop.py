@@ -361,6 +361,8 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
                 break  # the epoch's end has its own checkpoint and stop check
             every_commit = options.commit_every
             if options.on_commit and every_commit and (step + 1) % every_commit == 0:
+                if sample_log is not None:  # the commit holds these steps (elastic)
+                    sample_log.commit()
                 options.on_commit(replace(progress, consumed=consumed_after(
                     n, comm.size, config.batch_size, seed, consumed, step + 1)))
             every = config.checkpoint_every_steps
@@ -418,6 +420,8 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
         stop = bool(comm.broadcast_object(patience > 0 and progress.epochs_since_best >= patience))
         signal_name = _agree_to_stop(comm, options.stop, f"stop.{epoch}.end")
         if options.on_commit:
+            if sample_log is not None:
+                sample_log.commit()
             options.on_commit(replace(progress))
         last = stop or epoch + 1 == config.epochs
         every = config.checkpoint_every

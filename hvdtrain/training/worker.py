@@ -43,7 +43,10 @@ def stop_on_signals(stop: StopRequest) -> None:
 
 
 def run_worker(config: TrainConfig, options: LoopOptions | None = None,
-               env: Mapping[str, str] | None = None) -> dict[str, Any]:
+               env: Mapping[str, str] | None = None,
+               elastic_commit_every: int | None = None) -> dict[str, Any]:
+    """``elastic_commit_every``: run under Horovod elastic (``training.elastic``), committing
+    every that many steps."""
     env = os.environ if env is None else env
     options = options or LoopOptions()
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # stacks on demand for hangs
@@ -66,19 +69,33 @@ def run_worker(config: TrainConfig, options: LoopOptions | None = None,
     if comm.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     data = load_dataset(config.data, config.seed, config.val_fraction, config.label_column)
-    adapter.setup(config, data)
-    placed = comm.allgather_object({
-        "rank": comm.rank, "host": socket.gethostname(), "local_rank": comm.local_rank,
-        "device": adapter.describe_device(), "placement_warning": choice.mismatch})
-    if comm.rank == 0:
-        hosts: dict[str, int] = {}
-        for rank in placed:
-            hosts[rank["host"]] = hosts.get(rank["host"], 0) + 1
-        devices = ",".join(f"{rank['rank']}:{rank['device']}" for rank in placed)
-        print(f"hvdtrain: {comm.size} ranks on "
-              f"{', '.join(f'{h}({n})' for h, n in hosts.items())} | devices {devices} | "
-              f"{config.framework} "
-              f"{config.model} on {config.data} | compression {config.compression} | "
-              f"lr {config.lr:g} -> {config.scaled_lr(comm.size):g} ({config.lr_scaling})",
-              flush=True)
-    return train(adapter, comm, config, data, run_dir, options, placed)
+    elastic = elastic_commit_every is not None
+    if elastic:
+        adapter.setup(config, data, broadcast=False)  # its state's sync broadcasts
+    else:
+        adapter.setup(config, data)
+
+    def place_ranks() -> list[dict[str, Any]]:
+        """Where every rank runs (a collective; elastic: again after each reset)."""
+        placed: list[dict[str, Any]] = comm.allgather_object({
+            "rank": comm.rank, "host": socket.gethostname(), "local_rank": comm.local_rank,
+            "device": adapter.describe_device(), "placement_warning": choice.mismatch})
+        if comm.rank == 0:
+            hosts: dict[str, int] = {}
+            for rank in placed:
+                hosts[rank["host"]] = hosts.get(rank["host"], 0) + 1
+            devices = ",".join(f"{rank['rank']}:{rank['device']}" for rank in placed)
+            print(f"hvdtrain: {comm.size} ranks on "
+                  f"{', '.join(f'{h}({n})' for h, n in hosts.items())} | devices {devices} | "
+                  f"{config.framework} "
+                  f"{config.model} on {config.data} | compression {config.compression} | "
+                  f"lr {config.lr:g} -> {config.scaled_lr(comm.size):g} ({config.lr_scaling})",
+                  flush=True)
+        return placed
+
+    if elastic_commit_every is not None:
+        from hvdtrain.training.elastic import train_elastic  # imports Horovod's elastic API
+
+        return train_elastic(adapter, config, data, run_dir, options, place_ranks,
+                             elastic_commit_every)
+    return train(adapter, comm, config, data, run_dir, options, place_ranks())

@@ -9,6 +9,7 @@ which cannot silently turn large gradients into inf. Optimizers are a table keye
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from pathlib import Path
@@ -52,7 +53,7 @@ class TorchAdapter:
     def describe_device(self) -> str:
         return str(self.device)
 
-    def setup(self, config: TrainConfig, data: Dataset) -> None:
+    def setup(self, config: TrainConfig, data: Dataset, broadcast: bool = True) -> None:
         torch, hvd = self.torch, self.comm.hvd
         self.binary = data.num_classes == 2
         self.model = OFFLINE.build(config, data).to(self.device)  # seeded: same init everywhere
@@ -70,7 +71,8 @@ class TorchAdapter:
             backward_passes_per_step=self.accumulation,
             op=hvd.Sum if self.safe_fp16 else hvd.Average,
         )
-        self.broadcast_state()
+        if broadcast:
+            self.broadcast_state()
         torch.manual_seed(config.seed * 1000 + self.comm.rank)  # per-rank stream (dropout etc.)
         self._passes = 0
 
@@ -92,6 +94,17 @@ class TorchAdapter:
         # zero-gradient step, which may touch parameters; the parameter broadcast then wins.
         hvd.broadcast_optimizer_state(self.optimizer, root_rank=0)
         hvd.broadcast_parameters(self.model.state_dict(), root_rank=0)
+
+    def snapshot(self) -> Any:
+        return copy.deepcopy({"model": self.model.state_dict(),
+                              "optimizer": self.optimizer.state_dict()})
+
+    def restore_snapshot(self, snapshot: Any) -> None:
+        self.model.load_state_dict(snapshot["model"])
+        # a copy: the optimizer keeps (and updates in place) the tensors it is given. Horovod's
+        # load_state_dict also forgets allreduces a failed step left in flight.
+        self.optimizer.load_state_dict(copy.deepcopy(snapshot["optimizer"]))
+        self._passes = 0
 
     def rng_state(self) -> Any:
         return self.torch.get_rng_state()
