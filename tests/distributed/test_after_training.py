@@ -203,3 +203,27 @@ def test_bad_inputs_are_one_line_before_any_rank(trained: dict[str, Any]) -> Non
         assert lines[0].startswith("hvdtrain: error: ") and message in lines[0], (args, lines)
         assert all(line.startswith("hvdtrain: ") for line in lines), lines  # no traceback
         assert "ranks from" not in done.stderr  # nothing launched
+
+
+def test_under_mpirun_and_horovodrun_each_process_is_a_rank(trained: dict[str, Any]) -> None:
+    """Started by the user's launcher, the commands run as ranks (no second launch): evaluate
+    under mpirun prints one JSON object (rank 0's) equal to the training run's validation;
+    predict under horovodrun (Gloo) writes the same bytes as hvdtrain's own launch."""
+    checkpoint, data = str(trained["run_dir"]), trained["data"]
+    done = run_job(["mpirun", "--allow-run-as-root", "-np", "2", "--oversubscribe",
+                    "-bind-to", "none", *hvdtrain("evaluate", "--checkpoint", checkpoint,
+                                                  "--data", data, "--json")],
+                   cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    objects = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(objects) == 1 and objects[0]["ranks"] == 2
+    summary = trained["summary"]
+    assert abs(objects[0]["loss"] - summary["val_loss"]) <= 1e-5 * summary["val_loss"]
+    suffix = OUTPUTS[trained["framework"]]
+    output = trained["work"] / f"under-horovodrun{suffix}"
+    done = run_job(["horovodrun", "-np", "2", "-H", "localhost:2", "--gloo",
+                    *hvdtrain("predict", "--checkpoint", checkpoint, "--data", data,
+                              "--split", "all", "--batch-size", "128", "--output",
+                              str(output))], cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert output.read_bytes() == _predict(trained, "2", suffix).read_bytes()
