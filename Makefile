@@ -12,9 +12,10 @@ setup:
 run: setup
 	$(VENV)/bin/hvdtrain train -np 2
 
-# The whole test suite (unit, framework and real multi-rank tests through mpirun/horovodrun).
+# The whole test suite (unit, framework and real multi-rank tests through mpirun/horovodrun),
+# except the Slurm tests: they have a target of their own.
 test: setup
-	$(VENV)/bin/python -m pytest -q -ra
+	$(VENV)/bin/python -m pytest -q -ra -m "not slurm"
 
 lint: setup
 	$(VENV)/bin/ruff check hvdtrain scripts tests bench
@@ -26,3 +27,10 @@ lint: setup
 .PHONY: image-test
 image-test:
 	bash docker/test-image.sh
+
+# A real Slurm cluster on this machine (root; apt-gets slurmd, slurmctld, munge if missing):
+# slurmctld here, one slurmd per namespace host; sbatch, salloc, srun and preemption with
+# requeue, end to end (tests/slurm, scripts/slurm_lab.sh; 3-6 min). README "On a Slurm cluster".
+.PHONY: slurm-test
+slurm-test: setup
+	$(VENV)/bin/python -m pytest -q -ra tests/slurm

@@ -61,6 +61,7 @@ def test_salloc_plan_shows_two_hosts(slurm_cluster: SlurmCluster) -> None:
     rows = [line.split() for line in done.stdout.splitlines()
             if line.split()[:1] in (["0"], ["1"])]
     assert [row[:2] for row in rows] == [["0", "hvdh1"], ["1", "hvdh2"]], done.stdout
+    print(done.stdout)
     assert slurm_cluster.wait_queue_empty() == []
 
 
@@ -143,7 +144,7 @@ def test_sbatch_script_trains_on_two_hosts(slurm_cluster: SlurmCluster, tmp_path
     assert summary["parameters_identical"] is True
     assert _hosts_of_ranks(summary) == [(0, "hvdh1"), (1, "hvdh2")]
     assert "2 ranks on hvdh1(1), hvdh2(1)" in text, text  # the plan, in the job's output
-    print(f"sbatch job {job_id}: {time.monotonic() - start:.0f} s\n{text[-3000:]}")
+    print(f"sbatch job {job_id}: {time.monotonic() - start:.0f} s\n{_said(text)}")
     assert slurm_cluster.wait_queue_empty() == []
 
 
@@ -204,7 +205,7 @@ def test_preempted_job_requeues_and_loses_no_step(slurm_cluster: SlurmCluster,
     first = [m for m in metrics if m.get("epoch") == 1]
     assert first and first[-1].get("resumed_after_samples") == step * 32 * 2, first
     print(f"preempted job {job_id}: {time.monotonic() - start:.0f} s; {stopped.group(0)}\n"
-          f"{text[-3000:]}")
+          f"{_said(text)}\nresumes: {resumes}")
     assert slurm_cluster.wait_queue_empty() == []
 
 
@@ -213,3 +214,52 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace")
     except OSError:
         return ""
+
+
+def _said(text: str) -> str:
+    """hvdtrain's own lines and the epoch results of a job's output (no progress bars)."""
+    keep = re.compile(r"^(hvdtrain:|done:|epoch \d+/\d+  loss)")
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.splitlines()
+                     if keep.match(line.rsplit("\r", 1)[-1]))
+
+
+def test_sigterm_to_the_whole_job_stops_with_a_checkpoint(slurm_cluster: SlurmCluster,
+                                                          tmp_path: Path) -> None:
+    """Preemption and time limits without `--signal` send SIGTERM to every process of the job
+    (the batch script, hvdtrain, mpirun, the ranks, orted): the same stop at a step with a
+    checkpoint and exit 75. Here the script does not requeue (HVDTRAIN_REQUEUE=0); a second
+    sbatch with the same run directory continues the run (`--resume auto`)."""
+    run_dir = tmp_path / "term"
+    output = tmp_path / "job.out"
+    job_id = slurm_cluster.sbatch(*SMALL_NODES, f"--output={output}", str(SBATCH),
+                                  *PREEMPT_ARGS, cwd=tmp_path, HVDTRAIN_RUN_DIR=str(run_dir),
+                                  HVDTRAIN_REQUEUE="0")
+    deadline = time.monotonic() + TRAIN_TIMEOUT_S
+    while not re.search(r"epoch 1/2: +\d+%\|[^|]*\| *([1-9]\d*)/", _read(output)):
+        assert time.monotonic() < deadline, _read(output)[-3000:]
+        assert slurm_cluster.job(job_id).state in ("PENDING", "RUNNING"), _read(output)[-3000:]
+        time.sleep(0.5)
+    signalled = slurm_cluster.run(["scancel", "--full", "--signal=TERM", job_id], timeout=30)
+    assert signalled.returncode == 0, signalled.stderr
+    job = slurm_cluster.wait_for(job_id, ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"],
+                                 timeout=TRAIN_TIMEOUT_S)
+    text = _read(output)
+    assert (job.state, job.exit_code) == ("FAILED", 75), _said(text)
+    stopped = re.search(r"at epoch 1 step (\d+) \(of (\d+)\); checkpoint (\S+) written", text)
+    assert stopped, _said(text)
+    step, steps = int(stopped.group(1)), int(stopped.group(2))
+    assert 0 < step < steps and Path(stopped.group(3)).is_file()
+    assert "requeueing" not in text and int(job.fields.get("Restarts", "0")) == 0
+
+    again = tmp_path / "again.out"
+    second = slurm_cluster.sbatch(*SMALL_NODES, f"--output={again}", str(SBATCH), *PREEMPT_ARGS,
+                                  cwd=tmp_path, HVDTRAIN_RUN_DIR=str(run_dir))
+    job = slurm_cluster.wait_for(second, ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"],
+                                 timeout=TRAIN_TIMEOUT_S)
+    assert (job.state, job.exit_code) == ("COMPLETED", 0), _said(_read(again))
+    resumes = _summary(run_dir)["resumes"]
+    assert isinstance(resumes, list) and len(resumes) == 1
+    assert (resumes[0]["epoch"], resumes[0]["samples_into_epoch"]) == (0, step * 32 * 2)
+    print(f"SIGTERM to job {job_id}: {_said(text)}\nsecond sbatch {second}: "
+          f"{_said(_read(again))}")
+    assert slurm_cluster.wait_queue_empty() == []
