@@ -255,3 +255,36 @@ def test_npz_problems_name_the_sample(checkpoint: Path, tmp_path: Path) -> None:
     np.savez(tmp_path / "wide.npz", x=np.ones((5, 31)), y=np.zeros(5, dtype=np.int64))
     with pytest.raises(DataError, match=r"wide.npz: x\[0\]: 31 features"):
         Inputs(card, str(tmp_path / "wide.npz")).check()
+
+
+def test_every_framework_names_a_predictor_and_every_format_an_exporter() -> None:
+    """The catalog's targets exist (importing them loads no framework) and each predictor
+    has the methods the rank side calls."""
+    import inspect
+
+    from hvdtrain.catalog import EXPORT_FORMATS, FRAMEWORKS
+    from hvdtrain.inference.runner import Predictor
+
+    wanted = {n for n in dir(Predictor) if not n.startswith("_")} - {"name"}
+    for framework in FRAMEWORKS:
+        predictor = FRAMEWORKS.load(framework.name, "predictor")
+        assert wanted <= set(dir(predictor)), framework.name
+    for fmt in EXPORT_FORMATS:
+        assert fmt.framework in FRAMEWORKS
+        exporter = EXPORT_FORMATS.load(fmt.name)
+        assert list(inspect.signature(exporter).parameters) == [
+            "config", "data", "checkpoint", "output"]
+
+
+def test_help_of_the_new_commands_loads_no_ml_framework() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom hvdtrain.commands import main\n"
+            "for name in ('evaluate', 'predict', 'export'):\n"
+            "    assert CliRunner().invoke(main, [name, '--help']).exit_code == 0\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'tensorflow', 'keras', 'horovod', 'numpy', 'onnx')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
