@@ -159,7 +159,9 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
     result = train_with_restarts(
         the_plan, lambda resume: resuming(program, resume, layout.root), settings, layout,
         policy, kw["resume"], lambda text: click.echo(text, err=True))
-    click.echo(f"hvdtrain: {len(result.ranks)} ranks finished in {result.wall_seconds:.1f} s; "
+    ran = (f"the elastic job ({len(result.ranks)} rank processes) finished" if settings.elastic
+           else f"{len(result.ranks)} ranks finished")
+    click.echo(f"hvdtrain: {ran} in {result.wall_seconds:.1f} s; "
                f"rank logs in {where_logs_are(result, layout)}", err=True)
 
 

@@ -129,4 +129,6 @@ def elastic_command(plan: Plan, program: list[str], settings: ElasticSettings,
     argv += tuning.horovodrun_flags()
     if not tuning.network_interface and all_local(plan.hosts):
         argv += ["--network-interface", "lo"]
-    return LaunchCommand([*argv, *program], dict(export or {}))
+    # horovodrun imports TensorFlow when it is installed; its start-up notes are noise here
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", **(export or {})}
+    return LaunchCommand([*argv, *program], env)

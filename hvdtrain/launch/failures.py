@@ -97,7 +97,9 @@ def launcher_failed(layout: RunLayout, launcher: str, code: int, finished: int,
         code or EXIT_NOT_STARTED, hint=f"see {layout.launcher_log}", show_launcher=True)
 
 
-ELASTIC_SLOTS_TIMEOUT = "Timed out waiting for minimum number of slots"
+# horovodrun 0.28's words when slots stay below --min-np ("Timed out waiting for {activity}.
+# Please check that you have enough resources to run at least N Horovod processes.")
+ELASTIC_SLOTS_TIMEOUT = "enough resources to run at least"
 ELASTIC_RESET_LIMIT = "reset limit"
 
 

@@ -90,6 +90,10 @@ def child_environment(env: Mapping[str, str]) -> dict[str, str]:
     interface = inside[0] if inside else (interface_towards(wanted) if wanted else None)
     if interface and ("HOROVOD_GLOO_RENDEZVOUS_ADDR" in env or network):
         child["HOROVOD_GLOO_IFACE"] = interface
+    if env.get("HOROVOD_ELASTIC") == "1":
+        # horovodrun forwards output line by line: a progress bar redrawn with \r would
+        # arrive as one long line at the epoch's end (the epoch lines say the same)
+        child.setdefault("TQDM_DISABLE", "1")
     return child
 
 

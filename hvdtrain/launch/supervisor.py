@@ -287,11 +287,10 @@ class _Supervisor:
     def _choose_voice(self) -> None:
         """Once rank 0 has started: follow its log files here, or, when this machine cannot
         see them (another host, no shared run directory), let the launcher's streams speak.
-        Elastic: rank 0 changes on a reset, so the launcher speaks (every rank's wrapper
-        echoes; only the current rank 0 prints progress)."""
+        Elastic: rank 0 changes on a reset, so the launcher's stdout speaks instead (every
+        rank's wrapper echoes; only the current rank 0 prints progress)."""
         if self.watchdog.elastic:
-            self.launcher_speaks.set()
-            return
+            return  # run() lets the launcher's stdout speak
         while not self.done_following.is_set():
             if 0 in self.layout.starts():
                 break
@@ -326,10 +325,14 @@ class _Supervisor:
         # rank 0's own log files cannot be followed here.
         self.tee = start_pump(self.proc.stderr, launcher_log, getattr(sys.stderr, "buffer", None),
                               self.launcher_speaks)
+        relay_gate = self.launcher_speaks
+        if self.watchdog.elastic:  # the ranks' stdout and horovodrun's notes; stderr: logs
+            relay_gate = threading.Event()
+            relay_gate.set()
         self.relay = threading.Thread(
             target=relay_status, args=(self.proc.stdout, self.layout,
                                        getattr(sys.stdout, "buffer", None), launcher_log,
-                                       self.launcher_speaks), daemon=True)
+                                       relay_gate), daemon=True)
         self.relay.start()
         voice = threading.Thread(target=self._choose_voice, daemon=True)
         voice.start()

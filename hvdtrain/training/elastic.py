@@ -128,13 +128,16 @@ class LoopState(State):  # Horovod's base class is untyped
         self.save()  # newcomers and survivors now restore to the same state
 
 
-def _record(run_dir: Path, resets: list[dict[str, Any]]) -> None:
-    """Rank 0: the resets so far in ``elastic.json`` and, once it exists, ``summary.json``."""
+def _record(run_dir: Path, resets: list[dict[str, Any]], wall_seconds: float | None = None
+            ) -> None:
+    """Rank 0: the resets so far in ``elastic.json`` and, at the end, in ``summary.json``
+    with the wall time of the whole job (the loop counts from its last re-entry)."""
     (run_dir / RESETS_FILE).write_text(json.dumps(resets, indent=2))
     summary = run_dir / "summary.json"
-    if summary.is_file():
+    if wall_seconds is not None and summary.is_file():
         data = json.loads(summary.read_text())
         data["elastic_resets"] = resets
+        data["wall_seconds"] = wall_seconds
         summary.write_text(json.dumps(data, indent=2))
 
 
@@ -161,6 +164,7 @@ def train_elastic(adapter: FrameworkAdapter, config: TrainConfig, data: Dataset,
     if not isinstance(comm, Comm):  # a test double cannot re-form
         raise ConfigError("--elastic needs Horovod's own collectives (hvdtrain.comm.Comm)")
     state = LoopState(adapter)
+    started = time.monotonic()  # rank 0 after a reset is one of the oldest ranks
 
     def body(state: LoopState) -> dict[str, Any]:
         try:
@@ -195,8 +199,9 @@ def train_elastic(adapter: FrameworkAdapter, config: TrainConfig, data: Dataset,
                         replace(options, start=replace(start), commit_every=commit_every,
                                 on_commit=state.commit_progress), placed)
         if comm.rank == 0:
-            _record(run_dir, state.resets)
-            summary["elastic_resets"] = state.resets
+            summary.update(elastic_resets=state.resets,
+                           wall_seconds=time.monotonic() - started)
+            _record(run_dir, state.resets, summary["wall_seconds"])
         return summary
 
     result: dict[str, Any] = run_fn(body, comm.reinitialise)(state)

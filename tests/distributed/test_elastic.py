@@ -1,0 +1,135 @@
+"""Horovod elastic through the real horovodrun (``hvdtrain train --elastic``), on this machine.
+
+Horovod tells hosts apart by name, so ``localhost`` and ``127.0.0.1`` are two hosts here: a
+worker killed on ``127.0.0.1`` takes that host out (Horovod blacklists it) and the job goes
+on with the ``localhost`` ranks; appending ``127.0.0.1`` to the hostfile makes the job grow to
+it. Every run records the training-set indices of its committed steps (``--record-samples``),
+so "no sample skipped or repeated across the membership change" is checked exactly, and the
+end must be the same as an unbroken run: identical parameters on all ranks, the accuracy band.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hvdtrain.training.checkpoint import CheckpointStore, read_checkpoint_meta
+from tests.distributed.conftest import hvdtrain, job_env
+from tests.distributed.test_fault_tolerance import _assert_exactly_once
+
+# 3 epochs of digits at batch 16 with slow steps: about 6 s per epoch at 3 ranks, so hosts
+# change mid-epoch on a busy machine; commits every 5 steps
+COMMON = ("--data", "digits", "--batch-size", "16", "--epochs", "3", "--record-samples",
+          "--step-delay", "0.2", "--commit-every-steps", "5", "--elastic",
+          "--elastic-timeout", "30")
+JOB_TIMEOUT = 420.0
+
+
+def _start(run_dir: Path, hostfile: Path, framework: str, *args: str
+           ) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        hvdtrain("train", "--framework", framework, "--run-dir", str(run_dir), "--hostfile",
+                 str(hostfile), *COMMON, *args),
+        env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = JOB_TIMEOUT) -> tuple[int, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"elastic job hung for {timeout} s\n{out[-3000:]}\n{err[-3000:]}")
+    return proc.returncode, out + err
+
+
+def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen[str]) -> None:
+    """Until epoch 1's checkpoint: the job is well into epoch 2 soon after."""
+    deadline = time.monotonic() + 240
+    while not list((run_dir / "checkpoints").glob("epoch-*.ckpt")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            code, output = _finish(proc, 10)
+            pytest.fail(f"no checkpoint (exit {code})\n{output[-3000:]}")
+        time.sleep(0.2)
+    time.sleep(2.0)  # some steps into epoch 2
+
+
+def _kill_worker_on(run_dir: Path, host: str) -> dict[str, Any]:
+    for path in (run_dir / "ranks").glob("rank-*.start.json"):
+        start = json.loads(path.read_text())
+        if start["host"] == host:
+            os.kill(start["child_pid"], signal.SIGKILL)
+            return start
+    pytest.fail(f"no worker on {host}: {sorted(p.name for p in (run_dir / 'ranks').iterdir())}")
+
+
+def _summary(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def _assert_finished_like_an_unbroken_run(run_dir: Path, world_size: int) -> None:
+    summary = _summary(run_dir)
+    assert summary["epochs_run"] == 3 and summary["world_size"] == world_size
+    assert summary["parameters_identical"], summary["parameter_hashes"]
+    assert summary["val_accuracy"] >= 0.9
+    _assert_exactly_once(run_dir, 3)
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_a_killed_worker_leaves_the_job_on_the_survivors(tmp_path: Path,
+                                                         framework: str) -> None:
+    run_dir, hostfile = tmp_path / "run", tmp_path / "hosts"
+    hostfile.write_text("localhost slots=2\n127.0.0.1 slots=1\n")
+    proc = _start(run_dir, hostfile, framework, "-np", "3", "--min-np", "2", "--max-np", "3")
+    _wait_for_checkpoint(run_dir, proc)
+    _kill_worker_on(run_dir, "127.0.0.1")
+    code, output = _finish(proc)
+    assert code == 0, output[-4000:]
+    assert "hosts changed (a rank failed): 3 -> 2 ranks, continuing from epoch 2" in output
+    _assert_finished_like_an_unbroken_run(run_dir, 2)
+    [reset] = _summary(run_dir)["elastic_resets"]
+    assert (reset["old_world_size"], reset["new_world_size"], reset["epoch"]) == (3, 2, 1)
+    assert reset["samples_into_epoch"] > 0  # mid-epoch: the rest was re-sharded over 2
+    assert json.loads((run_dir / "elastic.json").read_text())[0]["new_world_size"] == 2
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_a_host_added_to_the_hostfile_joins_the_job(tmp_path: Path, framework: str) -> None:
+    run_dir, hostfile = tmp_path / "run", tmp_path / "hosts"
+    hostfile.write_text("localhost slots=2\n")
+    proc = _start(run_dir, hostfile, framework, "-np", "2", "--min-np", "2", "--max-np", "3")
+    _wait_for_checkpoint(run_dir, proc)
+    with hostfile.open("a") as out:
+        out.write("127.0.0.1 slots=1  # joins while the job runs\n")
+    code, output = _finish(proc)
+    assert code == 0, output[-4000:]
+    assert "hosts changed (hosts added or changed): 2 -> 3 ranks" in output
+    _assert_finished_like_an_unbroken_run(run_dir, 3)
+    [reset] = _summary(run_dir)["elastic_resets"]
+    assert (reset["old_world_size"], reset["new_world_size"]) == (2, 3)
+    # the newcomer trained: its rank wrote samples
+    assert len(list((run_dir / "samples").glob("rank-*.jsonl"))) == 3
+
+
+def test_below_min_np_the_job_stops_after_the_elastic_timeout(tmp_path: Path) -> None:
+    run_dir, hostfile = tmp_path / "run", tmp_path / "hosts"
+    hostfile.write_text("localhost slots=1\n127.0.0.1 slots=1\n")
+    proc = _start(run_dir, hostfile, "torch", "-np", "2", "--min-np", "2",
+                  "--elastic-timeout", "10")
+    _wait_for_checkpoint(run_dir, proc)
+    _kill_worker_on(run_dir, "127.0.0.1")
+    code, output = _finish(proc, 240)
+    assert code != 0, output[-3000:]
+    assert ("hvdtrain: error: elastic: fewer than --min-np 2 slots left, and none came back "
+            "within --elastic-timeout; the job stopped") in output, output[-3000:]
+    assert f"--resume latest --run-dir {run_dir}" in output
+    latest = CheckpointStore(run_dir / "checkpoints").latest()
+    assert latest is not None and read_checkpoint_meta(latest)["epoch"] >= 1  # intact
