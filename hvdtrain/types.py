@@ -115,8 +115,10 @@ class FrameworkAdapter(Protocol):
     def describe_device(self) -> str:
         """Where this rank computes (cpu, cuda:N, /GPU:N)."""
 
-    def setup(self, config: TrainConfig, data: Dataset) -> None:
-        """Build model and optimizer, wrap for Horovod, broadcast from rank 0."""
+    def setup(self, config: TrainConfig, data: Dataset, broadcast: bool = True) -> None:
+        """Build model and optimizer, wrap for Horovod, broadcast from rank 0 (not under
+        Horovod elastic, ``broadcast=False``: its state's sync broadcasts, and a collective
+        before it would deadlock a rank that joins a running job)."""
 
     def train_batch(self, x: np.ndarray, y: np.ndarray, lr: float) -> BatchStats:
         """One synchronised optimisation step (or accumulation pass) on this rank's batch.
@@ -149,6 +151,12 @@ class FrameworkAdapter(Protocol):
 
     def broadcast_state(self) -> None:
         """Broadcast model and optimizer state from rank 0 to every rank."""
+
+    def snapshot(self) -> Any:
+        """A copy, in memory, of model and optimizer state (Horovod elastic's commit)."""
+
+    def restore_snapshot(self, snapshot: Any) -> None:
+        """Return to a ``snapshot`` (after a failed step), with no step half-done."""
 
 
 class OfflineFramework(Protocol):

@@ -64,7 +64,7 @@ class TensorFlowAdapter:
     def describe_device(self) -> str:
         return self.device
 
-    def setup(self, config: TrainConfig, data: Dataset) -> None:
+    def setup(self, config: TrainConfig, data: Dataset, broadcast: bool = True) -> None:
         import keras
 
         tf = self.tf
@@ -82,7 +82,8 @@ class TensorFlowAdapter:
         self.accumulated = [tf.Variable(tf.zeros_like(v.value), trainable=False)
                             for v in self.model.trainable_variables]
         self._passes = 0
-        self.broadcast_state()
+        if broadcast:
+            self.broadcast_state()
         tf.random.set_global_generator(tf.random.Generator.from_seed(
             config.seed * 1000 + self.comm.rank))  # per-rank stream
         x_spec = tf.TensorSpec((None, *data.x_train.shape[1:]), tf.as_dtype(data.x_train.dtype))
@@ -178,6 +179,16 @@ class TensorFlowAdapter:
     def broadcast_state(self) -> None:
         self.comm.hvd.broadcast_variables([v.value for v in self._all_variables()],
                                           root_rank=0)
+
+    def snapshot(self) -> Any:
+        return [np.array(v.numpy(), copy=True) for v in self._all_variables()]
+
+    def restore_snapshot(self, snapshot: Any) -> None:
+        for variable, array in zip(self._all_variables(), snapshot, strict=True):
+            variable.assign(array)
+        for slot in self.accumulated:  # no half-accumulated step survives
+            slot.assign(self.tf.zeros_like(slot))
+        self._passes = 0
 
     def parameter_hash(self) -> str:
         digest = hashlib.sha256()
