@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,8 +88,8 @@ class LoopOptions:
 
     stop: StopRequest = field(default_factory=StopRequest)
     record_step_losses: bool = False  # the summary gets every step's mean loss
-    # each rank appends the training-set indices of its committed steps (those a checkpoint or
-    # the final model contains) to samples/rank-R.jsonl, for exactly-once checks
+    # rank 0 appends the training-set indices each commit point holds (a checkpoint, an elastic
+    # commit, the final model) to samples/committed.jsonl, for exactly-once checks
     record_samples: bool = False
     step_delay: float = 0.0  # seconds of sleep per step: a slow job for fault-tolerance demos
     # Horovod elastic (``training.elastic``): start from an in-memory position instead of a
@@ -234,9 +235,11 @@ def _check_parameters(adapter: FrameworkAdapter, comm: Collectives, config: Trai
 
 def _checkpoint(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, data: Dataset,
                 store: CheckpointStore, progress: Progress, is_best: bool,
-                consumed: np.ndarray | None = None) -> str:
+                consumed: np.ndarray | None = None,
+                after_save: Callable[[], None] | None = None) -> str:
     """Rank 0 writes (atomically) while the others wait, so that when this returns on any
-    rank the file is complete. ``consumed``: a step checkpoint's sampler position."""
+    rank the file is complete. ``consumed``: a step checkpoint's sampler position.
+    ``after_save``: run on rank 0 as soon as the file is complete."""
     rng = comm.allgather_object(adapter.rng_state())
     samples = int(consumed.sum()) if consumed is not None else 0
 
@@ -257,8 +260,11 @@ def _checkpoint(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfi
                         "num_features": data.num_features,
                         "image_shape": list(data.image_shape) if data.image_shape else None},
         }
-        return str(store.save(progress.epoch, lambda path: adapter.write_checkpoint(path, meta),
-                              is_best, samples))
+        path = store.save(progress.epoch, lambda path: adapter.write_checkpoint(path, meta),
+                          is_best, samples)
+        if after_save is not None:
+            after_save()
+        return str(path)
 
     return _on_chief(comm, write)
 
@@ -274,21 +280,32 @@ def _agree_to_stop(comm: Collectives, stop: StopRequest, name: str) -> str | Non
 
 
 class _SampleLog:
-    """``LoopOptions.record_samples``: each rank's committed training indices, per epoch."""
+    """``LoopOptions.record_samples``: rank 0's record of the training-set indices each commit
+    point holds (a checkpoint written, an elastic commit, the final model), per epoch, in
+    ``samples/committed.jsonl``. Rank 0 knows every rank's batches (``consumed_after``), so one
+    writer records them, right after the commit, before any collective that a dead peer could
+    block; a run resumed from that commit point continues from the same position."""
 
-    def __init__(self, run_dir: Path, rank: int) -> None:
-        self.path = run_dir / "samples" / f"rank-{rank}.jsonl"
-        self.pending: list[tuple[int, list[int]]] = []
+    def __init__(self, run_dir: Path, n: int, epoch: int, consumed: np.ndarray | None) -> None:
+        self.path = run_dir / "samples" / "committed.jsonl"
+        self.n, self.epoch = n, epoch
+        self.mask = np.zeros(n, dtype=bool) if consumed is None else consumed.copy()
 
-    def add(self, epoch: int, indices: np.ndarray) -> None:
-        self.pending.append((epoch, [int(i) for i in indices]))
-
-    def commit(self) -> None:
+    def commit(self, epoch: int, consumed: np.ndarray | None) -> None:
+        """The model now holds every epoch before ``epoch`` and, of ``epoch``, ``consumed``."""
+        lines = []
+        while self.epoch < epoch:
+            lines.append((self.epoch, np.flatnonzero(~self.mask)))
+            self.epoch, self.mask = self.epoch + 1, np.zeros(self.n, dtype=bool)
+        if consumed is not None and self.epoch == epoch:
+            lines.append((epoch, np.flatnonzero(consumed & ~self.mask)))
+            self.mask |= consumed
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as out:
-            for epoch, indices in self.pending:
-                out.write(json.dumps({"epoch": epoch, "indices": indices}) + "\n")
-        self.pending.clear()
+            for done_epoch, indices in lines:
+                if len(indices):
+                    out.write(json.dumps({"epoch": done_epoch,
+                                          "indices": [int(i) for i in indices]}) + "\n")
 
 
 def _stopped(signal_name: str, where: str, checkpoint: str, run_dir: Path
@@ -311,7 +328,8 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
     n = len(data.x_train)
     progress = (options.start if options.start is not None
                 else _resume(adapter, comm, config, store, n) if config.resume else Progress())
-    sample_log = _SampleLog(run_dir, comm.rank) if options.record_samples else None
+    sample_log = (_SampleLog(run_dir, n, progress.epoch, progress.consumed)
+                  if options.record_samples and comm.rank == 0 else None)
     history: list[dict[str, Any]] = []
     step_losses: list[float] = []
     stopped_early = False
@@ -344,8 +362,6 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
                 skips += 1  # the adapter did not apply it
             if math.isfinite(batch.loss_sum):  # a skipped NaN loss stays out of the averages
                 stats.append(batch)
-            if sample_log is not None:
-                sample_log.add(epoch, idx)
             if options.record_step_losses:
                 total = comm.allreduce_sum(np.array([batch.loss_sum, batch.count]),
                                            name=f"step.{epoch}.{step}")
@@ -361,10 +377,11 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
                 break  # the epoch's end has its own checkpoint and stop check
             every_commit = options.commit_every
             if options.on_commit and every_commit and (step + 1) % every_commit == 0:
+                position = consumed_after(n, comm.size, config.batch_size, seed, consumed,
+                                          step + 1)
                 if sample_log is not None:  # the commit holds these steps (elastic)
-                    sample_log.commit()
-                options.on_commit(replace(progress, consumed=consumed_after(
-                    n, comm.size, config.batch_size, seed, consumed, step + 1)))
+                    sample_log.commit(epoch, position)
+                options.on_commit(replace(progress, consumed=position))
             every = config.checkpoint_every_steps
             due = bool(every) and (step + 1) % every == 0
             signal_name = (_agree_to_stop(comm, options.stop, f"stop.{epoch}.{step}")
@@ -372,9 +389,9 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
             if due or signal_name:
                 _check_parameters(adapter, comm, config, run_dir, chief, epoch)
                 mask = consumed_after(n, comm.size, config.batch_size, seed, consumed, step + 1)
-                step_file = _checkpoint(adapter, comm, config, data, store, progress, False, mask)
-                if sample_log is not None:
-                    sample_log.commit()
+                step_file = _checkpoint(
+                    adapter, comm, config, data, store, progress, False, mask,
+                    None if sample_log is None else partial(sample_log.commit, epoch, mask))
                 if signal_name:
                     if bar is not None:
                         bar.close()
@@ -421,16 +438,16 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
         signal_name = _agree_to_stop(comm, options.stop, f"stop.{epoch}.end")
         if options.on_commit:
             if sample_log is not None:
-                sample_log.commit()
+                sample_log.commit(epoch + 1, None)
             options.on_commit(replace(progress))
         last = stop or epoch + 1 == config.epochs
         every = config.checkpoint_every
         written = None
         if (every and ((epoch + 1) % every == 0 or last)) or signal_name:
             _check_parameters(adapter, comm, config, run_dir, chief, epoch)
-            written = _checkpoint(adapter, comm, config, data, store, progress, is_best)
-            if sample_log is not None:
-                sample_log.commit()
+            written = _checkpoint(
+                adapter, comm, config, data, store, progress, is_best, None,
+                None if sample_log is None else partial(sample_log.commit, epoch + 1, None))
         if signal_name and not last:
             if chief:
                 chief.close()
@@ -442,7 +459,7 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
                       f"for {patience} epochs", flush=True)
             break
     if sample_log is not None:
-        sample_log.commit()  # the final model holds them all
+        sample_log.commit(progress.epoch, None)  # the final model holds them all
     if not history:  # resumed at or past --epochs: evaluate the restored model once
         val_loss, val_acc = evaluate(adapter, comm, data.x_val, data.y_val, "val.final")
         history.append({"epoch": progress.epoch, "val_loss": val_loss, "val_accuracy": val_acc,

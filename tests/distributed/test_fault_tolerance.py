@@ -59,7 +59,7 @@ def _wait_for_step_checkpoint(run_dir: Path, proc: subprocess.Popen[str], epoch:
 
 def _samples_per_epoch(run_dir: Path) -> dict[int, list[int]]:
     seen: dict[int, list[int]] = collections.defaultdict(list)
-    for path in (run_dir / "samples").glob("rank-*.jsonl"):
+    for path in (run_dir / "samples").glob("*.jsonl"):
         for line in path.read_text().splitlines():
             record = json.loads(line)
             seen[record["epoch"]] += record["indices"]

@@ -91,6 +91,8 @@ class TensorFlowAdapter:
         self._accumulate_fn = tf.function(self._accumulate, input_signature=[x_spec, y_spec],
                                           reduce_retracing=True)
         self._apply_fn = tf.function(self._apply)
+        self._step_fn = tf.function(self._step, input_signature=[x_spec, y_spec],
+                                    reduce_retracing=True)
         self._eval_fn = tf.function(self._evaluate, input_signature=[x_spec, y_spec],
                                     reduce_retracing=True)
 
@@ -109,7 +111,7 @@ class TensorFlowAdapter:
             predicted = tf.argmax(logits, 1)
         return loss, tf.reduce_sum(tf.cast(tf.equal(predicted, y), tf.int32))
 
-    def _accumulate(self, x: Any, y: Any) -> tuple[Any, Any]:
+    def _gradients(self, x: Any, y: Any) -> tuple[Any, Any, list[Any]]:
         tf = self.tf
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
@@ -122,18 +124,33 @@ class TensorFlowAdapter:
             # samples) adds a zero gradient instead of 0/0
             scaled = loss_sum * poison / (tf.cast(tf.maximum(tf.shape(y)[0], 1), tf.float32)
                                           * self.accumulation)
-        grads = tape.gradient(scaled, [v.value for v in variables])
+        return loss_sum, correct, tape.gradient(scaled, [v.value for v in variables])
+
+    def _accumulate(self, x: Any, y: Any) -> tuple[Any, Any]:
+        loss_sum, correct, grads = self._gradients(x, y)
         for slot, grad in zip(self.accumulated, grads, strict=True):
             slot.assign_add(grad)
         return loss_sum, correct
 
     def _apply(self) -> Any:
+        recovered, applied = self._reduce_and_apply([a.read_value() for a in self.accumulated])
+        for slot in self.accumulated:
+            slot.assign(self.tf.zeros_like(slot))
+        return recovered, applied
+
+    def _step(self, x: Any, y: Any) -> tuple[Any, Any, Any, Any]:
+        """Without gradient accumulation: gradients, allreduce and update in one compiled
+        call (one dispatch per step instead of two, and no accumulation buffers)."""
+        loss_sum, correct, grads = self._gradients(x, y)
+        recovered, applied = self._reduce_and_apply(grads)
+        return loss_sum, correct, recovered, applied
+
+    def _reduce_and_apply(self, local_grads: list[Any]) -> tuple[Any, Any]:
         from hvdtrain.comm.fp16 import tf_allreduce_gradients
 
         tf = self.tf
         variables = self.model.trainable_variables
-        grads, recovered = tf_allreduce_gradients([a.read_value() for a in self.accumulated],
-                                                  self.comm.hvd, self.comm.size,
+        grads, recovered = tf_allreduce_gradients(local_grads, self.comm.hvd, self.comm.size,
                                                   self.compression)
         if self.l2:
             grads = [g + self.l2 * v.value for g, v in zip(grads, variables, strict=True)]
@@ -144,10 +161,7 @@ class TensorFlowAdapter:
             self.optimizer.apply_gradients(zip(grads, variables, strict=True))
             return tf.constant(True)
 
-        applied = tf.cond(finite, apply, lambda: tf.constant(False))
-        for slot in self.accumulated:
-            slot.assign(tf.zeros_like(slot))
-        return recovered, applied
+        return recovered, tf.cond(finite, apply, lambda: tf.constant(False))
 
     def _evaluate(self, x: Any, y: Any) -> tuple[Any, Any]:
         return self._loss(self.model(x, training=False), y)
@@ -155,6 +169,10 @@ class TensorFlowAdapter:
     # -- the seam ------------------------------------------------------------------------
     def train_batch(self, x: np.ndarray, y: np.ndarray, lr: float) -> BatchStats:
         self.optimizer.learning_rate.assign(lr)
+        if self.accumulation == 1:
+            loss_sum, correct, recovered, applied = self._step_fn(x, y)
+            self.fp16_recoveries += int(recovered)
+            return BatchStats(float(loss_sum), int(correct), len(y), not bool(applied))
         loss_sum, correct = self._accumulate_fn(x, y)
         self._passes += 1
         nonfinite = False

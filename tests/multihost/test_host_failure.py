@@ -1,0 +1,136 @@
+"""A host's link goes down mid-epoch: ``--max-restarts`` stops the hung job, probes the hosts
+and restarts from the newest step checkpoint — on the same hosts when the host answers again,
+else (``--restart-on-fewer-hosts``) on the hosts that answer, at a smaller world size.
+
+The run directory is on the filesystem every host shares (unlike test_runs.py), so the
+surviving host finds the checkpoint. The link is the root side of the host's veth pair
+(``hvdvK``), so the host's sshd is unreachable exactly as on a dead network port.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.multihost.conftest import REPO, NamespaceHosts
+
+pytestmark = pytest.mark.multihost
+pytest.importorskip("horovod.torch")
+
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+DIGITS_TRAIN = 1438
+
+
+def _link(host: str, state: str) -> None:
+    veth = "hvdv" + host.removeprefix("hvdh")
+    subprocess.run(["ip", "link", "set", "dev", veth, state], check=True, timeout=30)
+
+
+@pytest.fixture
+def link_restored(namespace_hosts: NamespaceHosts) -> Iterator[None]:
+    """Whatever a test did to the links, they are up again afterwards, and nothing of its
+    runs is left on the hosts."""
+    yield
+    for host in namespace_hosts.hosts:
+        _link(host, "up")
+    for host in namespace_hosts.hosts:
+        namespace_hosts.ssh(host, "pkill -9 -f 'hvdtrain' || true", timeout=60)
+
+
+def _start(lab: NamespaceHosts, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+    hostfile = tmp_path / "hosts.txt"
+    hostfile.write_text("".join(f"{host} slots=1\n" for host in lab.hosts))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HVDTRAIN_", "OMPI_COMM_WORLD", "HOROVOD_"))}
+    env.update(PATH=f"{Path(PYTHON).parent}:{env.get('PATH', '')}", PYTHONFAULTHANDLER="1")
+    argv = [PYTHON, "-m", "hvdtrain", "train", "--hostfile", str(hostfile),
+            "--run-dir", str(tmp_path / "run"), "--data", "digits", "--epochs", "2",
+            "--batch-size", "32", "--step-delay", "0.15", "--checkpoint-every-steps", "3",
+            "--record-samples", "--max-restarts", "1", "--idle-timeout", "20",
+            "--start-timeout", "90", *extra]
+    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            stdin=subprocess.DEVNULL)
+
+
+def _when_training_epoch_2(run_dir: Path, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 300
+    while not list((run_dir / "checkpoints").glob("epoch-0001-sample-*.ckpt")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _, err = proc.communicate()
+            pytest.fail(f"never reached epoch 2 (exit {proc.returncode})\n{err[-3000:]}")
+        time.sleep(0.1)
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 400) -> tuple[int, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"the job hung\n{out[-2000:]}\n{err[-4000:]}")
+    return proc.returncode, out + err
+
+
+def _check_run(run_dir: Path) -> dict[str, Any]:
+    summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs_run"] == 2 and summary["parameters_identical"]
+    assert summary["val_accuracy"] >= 0.85
+    seen: dict[int, list[int]] = collections.defaultdict(list)
+    for path in (run_dir / "samples").glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            seen[record["epoch"]] += record["indices"]
+    for epoch in (0, 1):  # the interrupted epoch too: every sample exactly once
+        assert sorted(seen[epoch]) == list(range(DIGITS_TRAIN)), f"epoch {epoch + 1}"
+    return summary
+
+
+def test_link_down_then_fewer_hosts(namespace_hosts: NamespaceHosts, tmp_path: Path,
+                                    link_restored: None) -> None:
+    lab = namespace_hosts
+    proc = _start(lab, tmp_path, "--restart-on-fewer-hosts", "--restart-wait", "5")
+    _when_training_epoch_2(tmp_path / "run", proc)
+    _link(lab.hosts[1], "down")  # and it stays down
+    code, output = _finish(proc)
+    assert code == 0, output[-4000:]
+    summary = _check_run(tmp_path / "run")
+    [restart] = summary["restarts"]
+    assert restart["unhealthy_hosts"] == [lab.hosts[1]]
+    assert (restart["old_world_size"], restart["new_world_size"]) == (2, 1)
+    [resume] = summary["resumes"]
+    assert (resume["from_world_size"], resume["to_world_size"]) == (2, 1)
+    assert resume["samples_into_epoch"] > 0  # from the step checkpoint, mid-epoch
+    assert "restart 1 of 1: no rank wrote any output for 20 s" in output
+    assert [r["host"] for r in summary["ranks"]] == [lab.hosts[0]]
+
+
+def test_link_down_and_back_restarts_on_the_same_hosts(namespace_hosts: NamespaceHosts,
+                                                       tmp_path: Path,
+                                                       link_restored: None) -> None:
+    lab = namespace_hosts
+    proc = _start(lab, tmp_path, "--restart-wait", "60")
+    _when_training_epoch_2(tmp_path / "run", proc)
+    _link(lab.hosts[1], "down")
+    # back before the restart gives up on it: the hang is noticed after 20 s of silence
+    timer = threading.Timer(35, _link, args=(lab.hosts[1], "up"))
+    timer.start()
+    try:
+        code, output = _finish(proc)
+    finally:
+        timer.cancel()
+    assert code == 0, output[-4000:]
+    summary = _check_run(tmp_path / "run")
+    [restart] = summary["restarts"]
+    assert (restart["old_world_size"], restart["new_world_size"]) == (2, 2)
+    assert sorted(r["host"] for r in summary["ranks"]) == sorted(lab.hosts)
