@@ -7,6 +7,10 @@ variables exported, the launcher and controller resolved. ``plan`` and ``--dry-r
 it returns, and ``launch`` executes it (and records it in ``launch.json``), so what is shown is
 what runs; a test compares the three.
 
+``--elastic`` (``LaunchSettings.elastic``) builds horovodrun's elastic command instead
+(``launch.elastic``: Gloo, a generated host-discovery script), and ``launch`` writes that
+script into the run directory before starting it.
+
 Defaults, measured on this project's 2-core machine (see README "Choosing a launcher"):
 Horovod's MPI controller moves allreduce data several times faster than its Gloo one, and
 plain ``mpirun`` starts ranks without horovodrun's extra Python hop, so ``auto`` means

@@ -21,6 +21,11 @@ messages and crash backtraces (mpirun's own segfault while aborting, too) go to
 ``launcher.log`` only, and the report mentions that file in one line. Only when rank 0 runs on
 a host that does not share the run directory does its output come through the launcher.
 
+**Horovod elastic** (``Watchdog.elastic``): ranks die and are replaced, and their numbers change
+on every reset, so a rank's exit ends nothing; horovodrun's exit code (it stops the job below
+``--min-np`` after its elastic timeout), the timeouts and a stop request decide. The terminal
+then shows horovodrun's stdout, which carries every rank's (only the current rank 0 prints).
+
 SIGINT/SIGTERM to hvdtrain are passed to the launcher's process group and to every recorded
 rank, then escalated to SIGKILL after a grace period: no orphans.
 
