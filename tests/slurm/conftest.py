@@ -43,6 +43,12 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slurm tests last: the cluster's slurmds run inside the namespace hosts until the session
+    ends, and the multi-host tests check that nothing but sshd runs there."""
+    items.sort(key=lambda item: Path(str(item.path)).parent == Path(__file__).parent)
+
+
 def _script(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", str(SCRIPT), *args, "--state-dir", str(STATE_DIR)],
                           capture_output=True, text=True, timeout=timeout,
