@@ -246,3 +246,17 @@ def test_only_tensorflow_errors_about_horovod_are_lost_peers() -> None:
     assert is_lost_peer(lost("HorovodAllreduce failed: Gloo connection closed"))
     assert not is_lost_peer(lost("shapes do not match"))
     assert not is_lost_peer(RuntimeError("Horovod is sad"))
+
+
+def test_an_elastic_rank_wrapper_echoes_and_keeps_a_replaced_ranks_log(tmp_path: Path) -> None:
+    """A replacement reuses a lost rank's number: both logs are kept; every rank echoes (the
+    terminal follows horovodrun's stream, whichever rank is rank 0 now); no progress bars."""
+    program = [sys.executable, "-c",
+               "import os; print('worker', os.environ.get('TQDM_DISABLE'))"]
+    env = {"HOROVOD_RANK": "1", "HOROVOD_ELASTIC": "1", "PATH": "/usr/bin:/bin"}
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-m", "hvdtrain.launch.rank_wrapper",
+                               str(tmp_path), "--", *program], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0 and "worker 1" in done.stdout
+    assert RunLayout(tmp_path).stdout_log(1).read_text() == "worker 1\nworker 1\n"
