@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,18 +61,6 @@ def is_lost_peer(exc: BaseException) -> bool:
     text = str(exc).lower()
     return (type(exc).__module__.startswith("tensorflow")
             and ("horovod" in text or "gloo" in text))
-
-
-@dataclass
-class Reset:
-    """One membership change, as the summary records it."""
-
-    time: str
-    reason: str
-    old_world_size: int
-    new_world_size: int
-    epoch: int = 0  # epochs complete at the commit training continued from
-    samples_into_epoch: int = 0
 
 
 class LoopState(State):  # Horovod's base class is untyped
@@ -114,8 +102,8 @@ class LoopState(State):  # Horovod's base class is untyped
         self.reason = "a rank failed"
 
     def sync(self) -> None:
-        """Everything from rank 0 (the oldest surviving rank). Any failure in here is a lost
-        peer, handled by restoring and re-forming (horovod#2995)."""
+        """Everything from rank 0 (the oldest surviving rank). A peer lost in here is handled
+        like one lost in training, by restoring and re-forming (horovod#2995)."""
         try:
             self.adapter.broadcast_state()
             self.progress, self.resets = self.comm.broadcast_object(
