@@ -1,0 +1,66 @@
+"""Horovod elastic across real (namespace) hosts: ``hvdtrain train --elastic`` on hvdh1 and
+hvdh2, whose worker on hvdh2 is killed mid-epoch: the job goes on with hvdh1 alone.
+
+The run directory is on the filesystem the hosts share here (only the private directory is
+per host), so the test reads the ranks' records and the summary directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.distributed.test_fault_tolerance import _assert_exactly_once
+from tests.multihost.conftest import REPO, NamespaceHosts
+
+pytestmark = pytest.mark.multihost
+pytest.importorskip("horovod.torch")
+
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+
+
+def test_an_elastic_job_survives_a_killed_worker_on_another_host(
+        namespace_hosts: NamespaceHosts, tmp_path: Path) -> None:
+    lab = namespace_hosts
+    first, second = lab.hosts
+    hostfile = tmp_path / "hosts.txt"
+    hostfile.write_text(f"{first} slots=1\n{second} slots=1\n")
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HVDTRAIN_", "OMPI_COMM_WORLD", "HOROVOD_"))}
+    env.update(PATH=f"{Path(PYTHON).parent}:{env.get('PATH', '')}", PYTHONFAULTHANDLER="1")
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "hvdtrain", "train", "--elastic", "-np", "2", "--min-np", "1",
+         "--max-np", "2", "--hostfile", str(hostfile), "--run-dir", str(run_dir),
+         "--data", "digits", "--batch-size", "16", "--epochs", "3", "--step-delay", "0.2",
+         "--commit-every-steps", "5", "--record-samples", "--elastic-timeout", "60",
+         "--start-timeout", "120"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((run_dir / "checkpoints").glob("epoch-*.ckpt")):
+            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint"
+            time.sleep(0.5)
+        time.sleep(2.0)
+        starts = [json.loads(p.read_text()) for p in (run_dir / "ranks").glob("*.start.json")]
+        [victim] = [s for s in starts if s["host"] == second]
+        os.kill(victim["child_pid"], signal.SIGKILL)  # pids are global: only the net differs
+        out, err = proc.communicate(timeout=420)
+    except (subprocess.TimeoutExpired, AssertionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"elastic job across hosts failed or hung\n{out[-3000:]}\n{err[-3000:]}")
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    assert "hosts changed (a rank failed): 2 -> 1 ranks" in out + err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 1 and summary["epochs_run"] == 3
+    assert [r["host"] for r in summary["ranks"]] == [first]
+    assert summary["val_accuracy"] >= 0.9
+    _assert_exactly_once(run_dir, 3)
