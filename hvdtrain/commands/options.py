@@ -85,6 +85,9 @@ launch_options = stacked([
                  help="Wall-clock limit for the whole job, in seconds."),
     click.option("--idle-timeout", type=float, default=None,
                  help="Stop the job when no rank writes output for this many seconds."),
+    click.option("--stop-timeout", type=float, default=20.0, show_default=True,
+                 help="On SIGTERM/SIGUSR1, seconds the ranks of 'train' get to stop at their "
+                 "next step with a checkpoint before they are stopped at once."),
     click.option("--network-interface", type=str, default=None,
                  help="Interface (eth0) or network (10.0.0.0/24) for Horovod/MPI traffic; a "
                  "network lets each host use its own interface in it."),
@@ -132,7 +135,8 @@ def launch_settings(kw: dict[str, Any], require_ready: bool = False,
         network_interface=kw["network_interface"])
     watchdog = Watchdog(start_timeout=start_timeout, timeout=kw["timeout"],
                         idle_timeout=kw["idle_timeout"], require_ready=require_ready,
-                        graceful_stop=graceful_stop)
+                        graceful_stop=graceful_stop,
+                        stop_timeout=kw.get("stop_timeout", 20.0))
     elastic = elastic_settings(kw)
     if elastic is not None:
         watchdog = replace(watchdog, elastic=True)

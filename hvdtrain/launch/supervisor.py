@@ -79,7 +79,8 @@ class Watchdog:
 
     def __post_init__(self) -> None:
         for flag, value in (("--start-timeout", self.start_timeout), ("--timeout", self.timeout),
-                            ("--idle-timeout", self.idle_timeout)):
+                            ("--idle-timeout", self.idle_timeout),
+                            ("--stop-timeout", self.stop_timeout)):
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{flag} must be > 0 seconds, got {value:g}")
 

@@ -24,7 +24,8 @@ from tests.distributed.conftest import hvdtrain, job_env, run_job
 DIGITS_TRAIN = 1438  # 1797 digits, 20 % held out for validation
 # slow steps (seconds each) so a signal lands mid-epoch on a busy machine
 COMMON = ("--data", "digits", "--batch-size", "32", "--record-samples", "--step-delay", "0.15",
-          "--checkpoint-every-steps", "3", "--lr", "0.003")
+          "--checkpoint-every-steps", "3", "--lr", "0.003",
+          "--stop-timeout", "120")  # 4 ranks on a busy 2-core machine stop slowly
 
 
 def _start(run_dir: Path, *args: str) -> subprocess.Popen[str]:

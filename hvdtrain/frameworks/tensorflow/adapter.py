@@ -142,6 +142,8 @@ class TensorFlowAdapter:
         """Without gradient accumulation: gradients, allreduce and update in one compiled
         call (one dispatch per step instead of two, and no accumulation buffers)."""
         loss_sum, correct, grads = self._gradients(x, y)
+        # an embedding's gradient is IndexedSlices; dense, as the accumulation buffers make it
+        grads = [self.tf.convert_to_tensor(g) for g in grads]
         recovered, applied = self._reduce_and_apply(grads)
         return loss_sum, correct, recovered, applied
 
