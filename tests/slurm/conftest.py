@@ -16,6 +16,7 @@ import atexit
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -99,7 +100,7 @@ class SlurmCluster:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
+            os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
             pytest.fail(f"{list(argv)} did not finish in {timeout} s\n--- stdout ---\n"
                         f"{out[-3000:]}\n--- stderr ---\n{err[-3000:]}")
@@ -152,6 +153,29 @@ class SlurmCluster:
         while (left := self.squeue()) and time.monotonic() < deadline:
             time.sleep(1)
         return left
+
+    def job_processes(self) -> list[str]:
+        """What runs on the hosts besides their sshd and slurmd: step daemons, job scripts,
+        launchers, ranks ("HOST: PID COMMAND LINE"; empty = nothing)."""
+        daemons = {_read(STATE_DIR / "nodes" / host / "slurmd.pid").strip()
+                   for host in self.nodes}
+        return [f"{host}: {proc}" for host, procs in self.lab.processes().items()
+                for proc in procs if proc.split()[0] not in daemons]
+
+    def wait_idle(self, timeout: float = 60) -> list[str]:
+        """Wait until no job is queued and nothing of a job runs on the hosts; return what is
+        left after ``timeout`` (empty: idle)."""
+        deadline = time.monotonic() + timeout
+        while (left := self.squeue() + self.job_processes()) and time.monotonic() < deadline:
+            time.sleep(1)
+        return left
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def slurm_leftovers(lab: NamespaceHosts) -> list[str]:

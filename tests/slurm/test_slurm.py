@@ -50,7 +50,7 @@ def test_cluster_has_two_real_hosts(slurm_cluster: SlurmCluster) -> None:
                               "hostname"], timeout=60)
     assert done.returncode == 0, done.stderr
     assert sorted(done.stdout.split()) == ["0:", "1:", "hvdh1", "hvdh2"]
-    assert slurm_cluster.wait_queue_empty() == []
+    assert slurm_cluster.wait_idle() == []
 
 
 def test_salloc_plan_shows_two_hosts(slurm_cluster: SlurmCluster) -> None:
@@ -62,7 +62,7 @@ def test_salloc_plan_shows_two_hosts(slurm_cluster: SlurmCluster) -> None:
             if line.split()[:1] in (["0"], ["1"])]
     assert [row[:2] for row in rows] == [["0", "hvdh1"], ["1", "hvdh2"]], done.stdout
     print(done.stdout)
-    assert slurm_cluster.wait_queue_empty() == []
+    assert slurm_cluster.wait_idle() == []
 
 
 def test_srun_pmix_tasks_are_the_ranks(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ def test_srun_pmix_tasks_are_the_ranks(slurm_cluster: SlurmCluster, tmp_path: Pa
     assert float(str(summary["val_accuracy"])) >= 0.95, summary
     assert _hosts_of_ranks(summary) == [(0, "hvdh1"), (1, "hvdh2")]
     print(f"srun --mpi=pmix: trained in {time.monotonic() - start:.0f} s")
-    assert slurm_cluster.wait_queue_empty() == []
+    assert slurm_cluster.wait_idle() == []
 
 
 def test_srun_pmi2_is_refused_because_open_mpi_lacks_it(slurm_cluster: SlurmCluster,
@@ -103,7 +103,7 @@ def test_srun_pmi2_is_refused_because_open_mpi_lacks_it(slurm_cluster: SlurmClus
     assert all("Open MPI was built without Slurm's PMI-2" in line for line in errors)
     assert "use 'srun --mpi=pmix'" in done.stderr and "Traceback" not in done.stderr
     assert not run_dir.exists() and elapsed < 60, elapsed
-    assert slurm_cluster.wait_queue_empty() == []
+    assert slurm_cluster.wait_idle() == []
 
 
 def test_bare_srun_fails_fast_with_the_fix(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
@@ -126,7 +126,7 @@ def test_bare_srun_fails_fast_with_the_fix(slurm_cluster: SlurmCluster, tmp_path
     assert _tree(run_dir) == before
     assert elapsed < 60, elapsed
     print(f"bare srun refused in {elapsed:.1f} s:\n{done.stderr}")
-    assert slurm_cluster.wait_queue_empty() == []
+    assert slurm_cluster.wait_idle() == []
 
 
 def test_sbatch_script_trains_on_two_hosts(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
@@ -145,7 +145,7 @@ def test_sbatch_script_trains_on_two_hosts(slurm_cluster: SlurmCluster, tmp_path
     assert _hosts_of_ranks(summary) == [(0, "hvdh1"), (1, "hvdh2")]
     assert "2 ranks on hvdh1(1), hvdh2(1)" in text, text  # the plan, in the job's output
     print(f"sbatch job {job_id}: {time.monotonic() - start:.0f} s\n{_said(text)}")
-    assert slurm_cluster.wait_queue_empty() == []
+    assert slurm_cluster.wait_idle() == []
 
 
 # Long epochs (13107 samples / 2 ranks / 32 = 205 steps), so the signal lands mid-epoch.
@@ -175,9 +175,11 @@ def test_preempted_job_requeues_and_loses_no_step(slurm_cluster: SlurmCluster,
     assert signalled.returncode == 0, signalled.stderr
 
     # Requeued: Slurm holds a requeued job back for about two minutes (its BeginTime), which
-    # an administrator may lift; this test does, to stay short. Nothing else is changed.
+    # an administrator may shorten; this test does, to stay short. Not to "now": a start in
+    # the same second as the requeue is refused ("Job credential revoked": the nodes revoke
+    # the job's credentials up to that second) and the job fails.
     slurm_cluster.wait_requeued(job_id, timeout=TRAIN_TIMEOUT_S)
-    lifted = slurm_cluster.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
+    lifted = slurm_cluster.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now+5"],
                                timeout=30)
     assert lifted.returncode == 0, lifted.stderr
     # The requeued run finishes: the job ends COMPLETED after one restart.
@@ -206,7 +208,7 @@ def test_preempted_job_requeues_and_loses_no_step(slurm_cluster: SlurmCluster,
     assert first and first[-1].get("resumed_after_samples") == step * 32 * 2, first
     print(f"preempted job {job_id}: {time.monotonic() - start:.0f} s; {stopped.group(0)}\n"
           f"{_said(text)}\nresumes: {resumes}")
-    assert slurm_cluster.wait_queue_empty() == []
+    assert slurm_cluster.wait_idle() == []
 
 
 def _read(path: Path) -> str:
@@ -225,8 +227,8 @@ def _said(text: str) -> str:
 
 def test_sigterm_to_the_whole_job_stops_with_a_checkpoint(slurm_cluster: SlurmCluster,
                                                           tmp_path: Path) -> None:
-    """Preemption and time limits without `--signal` send SIGTERM to every process of the job
-    (the batch script, hvdtrain, mpirun, the ranks, orted): the same stop at a step with a
+    """SIGTERM as a signal to every process of the job (the batch script, hvdtrain, mpirun,
+    the ranks, orted), as preemption with a GraceTime sends it: the same stop at a step with a
     checkpoint and exit 75. Here the script does not requeue (HVDTRAIN_REQUEUE=0); a second
     sbatch with the same run directory continues the run (`--resume auto`)."""
     run_dir = tmp_path / "term"
@@ -262,4 +264,26 @@ def test_sigterm_to_the_whole_job_stops_with_a_checkpoint(slurm_cluster: SlurmCl
     assert (resumes[0]["epoch"], resumes[0]["samples_into_epoch"]) == (0, step * 32 * 2)
     print(f"SIGTERM to job {job_id}: {_said(text)}\nsecond sbatch {second}: "
           f"{_said(_read(again))}")
-    assert slurm_cluster.wait_queue_empty() == []
+    assert slurm_cluster.wait_idle() == []
+
+
+def test_scancel_cancels_and_does_not_requeue(slurm_cluster: SlurmCluster,
+                                              tmp_path: Path) -> None:
+    """`scancel JOB` ends the job outright: it must stay cancelled (the script requeues only
+    after a stop with a checkpoint), and nothing of it may be left on the hosts."""
+    output = tmp_path / "job.out"
+    job_id = slurm_cluster.sbatch(*SMALL_NODES, f"--output={output}", str(SBATCH),
+                                  *PREEMPT_ARGS, cwd=tmp_path,
+                                  HVDTRAIN_RUN_DIR=str(tmp_path / "cancel"))
+    deadline = time.monotonic() + TRAIN_TIMEOUT_S
+    while not re.search(r"epoch 1/2: +\d+%\|[^|]*\| *([1-9]\d*)/", _read(output)):
+        assert time.monotonic() < deadline, _read(output)[-3000:]
+        assert slurm_cluster.job(job_id).state in ("PENDING", "RUNNING"), _read(output)[-3000:]
+        time.sleep(0.5)
+    cancelled = slurm_cluster.run(["scancel", job_id], timeout=30)
+    assert cancelled.returncode == 0, cancelled.stderr
+    slurm_cluster.wait_for(job_id, ["CANCELLED", "COMPLETED", "FAILED"], timeout=120)
+    assert slurm_cluster.wait_idle() == []
+    job = slurm_cluster.job(job_id)  # still cancelled once everything has settled
+    assert (job.state, job.fields.get("Restarts")) == ("CANCELLED", "0"), job.fields
+    assert "requeueing" not in _read(output)
