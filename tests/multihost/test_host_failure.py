@@ -44,7 +44,10 @@ def link_restored(namespace_hosts: NamespaceHosts) -> Iterator[None]:
     for host in namespace_hosts.hosts:
         _link(host, "up")
     for host in namespace_hosts.hosts:
-        namespace_hosts.ssh(host, "pkill -9 -f 'hvdtrain' || true", timeout=60)
+        # ranks (python -m hvdtrain...) and Open MPI daemons stranded behind the dead link;
+        # "[-]m" so the pattern does not match this shell, and never the host's sshd
+        namespace_hosts.ssh(host, "pkill -9 -f '[-]m hvdtrain'; pkill -9 -x orted; true",
+                            timeout=60)
 
 
 def _start(lab: NamespaceHosts, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
