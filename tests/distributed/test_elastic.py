@@ -147,3 +147,34 @@ def test_below_min_np_the_job_stops_after_the_elastic_timeout(tmp_path: Path) ->
     assert summary["val_accuracy"] >= 0.9
     # (no exactly-once check here: the sample record holds the in-memory commits after the
     # checkpoint, which a total failure loses; the resumed run trains those samples again)
+
+
+def _wait_for_resets(run_dir: Path, proc: subprocess.Popen[str], count: int) -> None:
+    deadline = time.monotonic() + 240
+    path = run_dir / "elastic.json"
+    while not (path.is_file() and len(json.loads(path.read_text() or "[]")) >= count):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            code, output = _finish(proc, 10)
+            pytest.fail(f"no reset {count} (exit {code})\n{output[-3000:]}")
+        time.sleep(0.2)
+
+
+def test_a_host_removed_then_added_back_neither_deadlocks_nor_loses_samples(
+        tmp_path: Path) -> None:
+    """horovod#3494's path: a graceful removal (Horovod would skip the state sync), then a
+    newcomer (which syncs): hvdtrain syncs on every reset, so both sides meet."""
+    run_dir, hostfile = tmp_path / "run", tmp_path / "hosts"
+    both = "localhost slots=2\n127.0.0.1 slots=1\n"
+    hostfile.write_text(both)
+    proc = _start(run_dir, hostfile, "torch", "-np", "3", "--min-np", "2", "--max-np", "3")
+    _wait_for_checkpoint(run_dir, proc)
+    hostfile.write_text("localhost slots=2\n")
+    _wait_for_resets(run_dir, proc, 1)
+    time.sleep(2.0)  # some steps on 2 ranks
+    hostfile.write_text(both)
+    code, output = _finish(proc)
+    assert code == 0, output[-4000:]
+    _assert_finished_like_an_unbroken_run(run_dir, 3)
+    resets = _summary(run_dir)["elastic_resets"]
+    assert [(r["reason"], r["old_world_size"], r["new_world_size"]) for r in resets] == [
+        ("hosts removed", 3, 2), ("hosts added or changed", 2, 3)]
