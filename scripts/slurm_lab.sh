@@ -84,6 +84,10 @@ stop_by_pidfile() { # PIDFILE COMM WHAT
     rm -f "$1"
 }
 
+# The list is captured before grep -q reads it: with pipefail, a writer killed by SIGPIPE when
+# grep -q stops early would turn a match into a failure.
+ns_exists() { grep -qx "$1" <<<"$(ip netns list 2>/dev/null | awk '{print $1}')"; }
+
 wait_for() { # SECONDS WHAT COMMAND... (polls until COMMAND succeeds)
     local limit=$1 what=$2 t0=$SECONDS; shift 2
     until "$@" >/dev/null 2>&1; do
@@ -170,7 +174,7 @@ start_slurmctld() {
 
 start_slurmd() { # NAME
     local name=$1 dir=$STATE_DIR/nodes/$1
-    ip netns list | awk '{print $1}' | grep -qx "$name" || die "no namespace host $name (netns_hosts.sh up first)"
+    ns_exists "$name" || die "no namespace host $name (netns_hosts.sh up first)"
     mkdir -p "$dir/spool" "$dir/tmp"
     [ -n "$(pid_of "$dir/slurmd.pid" slurmd)" ] && return 0
     # nsenter --net, not `ip netns exec`: that one also makes a mount namespace with a fresh
@@ -206,7 +210,7 @@ cmd_up() { # CONTROLLER_ADDR NODES...
 
 # ---------------------------------------------------------------------------------------------
 cmd_down() {
-    local node dir name pid
+    local dir name pid
     export SLURM_CONF=$STATE_DIR/slurm.conf
     if [ -n "$(pid_of "$STATE_DIR/ctld/slurmctld.pid" slurmctld)" ]; then
         # Jobs first, while the daemons that end them still run.
@@ -227,7 +231,7 @@ cmd_down() {
         stop_by_pidfile "$dir/slurmd.pid" slurmd "slurmd on $name"
         # A step daemon outlives slurmd by design (slurmd restarts must not kill jobs); ours
         # must not. They run in the node's namespace.
-        if ip netns list | awk '{print $1}' | grep -qx "$name"; then
+        if ns_exists "$name"; then
             for pid in $(ip netns pids "$name" 2>/dev/null); do
                 if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = slurmstepd ]; then
                     kill -KILL "$pid" 2>/dev/null && say "killed leftover slurmstepd $pid on $name" || true
