@@ -44,12 +44,18 @@ def run_job(argv: list[str], timeout: float = 240, cwd: Path | None = None,
             **env: str) -> Finished:
     proc = subprocess.Popen(argv, cwd=cwd, env=job_env(**env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return finish(proc, timeout)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> Finished:
+    """Wait for a job started in its own session (text pipes); a hang kills its whole
+    process group and fails the test with the job's last output."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        pytest.fail(f"{argv} hung for {timeout} s\n--- stdout ---\n{out[-3000:]}\n"
+        pytest.fail(f"{proc.args} hung for {timeout} s\n--- stdout ---\n{out[-3000:]}\n"
                     f"--- stderr ---\n{err[-3000:]}")
     return Finished(proc.returncode, out, err)
 

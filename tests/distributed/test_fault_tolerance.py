@@ -19,7 +19,7 @@ import pytest
 
 from hvdtrain.errors import EXIT_STOPPED
 from hvdtrain.training.checkpoint import CheckpointStore, read_checkpoint_meta
-from tests.distributed.conftest import hvdtrain, job_env, run_job
+from tests.distributed.conftest import finish, hvdtrain, job_env, run_job
 
 DIGITS_TRAIN = 1438  # 1797 digits, 20 % held out for validation
 # slow steps (seconds each) so a signal lands mid-epoch on a busy machine
@@ -35,13 +35,8 @@ def _start(run_dir: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"job hung for {timeout} s\n{out[-2000:]}\n{err[-3000:]}")
-    return proc.returncode, out + err
+    done = finish(proc, timeout)
+    return done.returncode, done.stdout + done.stderr
 
 
 def _wait_for_step_checkpoint(run_dir: Path, proc: subprocess.Popen[str], epoch: int) -> None:

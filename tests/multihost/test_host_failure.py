@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.distributed.conftest import finish
 from tests.multihost.conftest import REPO, NamespaceHosts
 
 pytestmark = pytest.mark.multihost
@@ -76,13 +76,8 @@ def _when_training_epoch_2(run_dir: Path, proc: subprocess.Popen[str]) -> None:
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 400) -> tuple[int, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"the job hung\n{out[-2000:]}\n{err[-4000:]}")
-    return proc.returncode, out + err
+    done = finish(proc, timeout)
+    return done.returncode, done.stdout + done.stderr
 
 
 def _check_run(run_dir: Path) -> dict[str, Any]:
