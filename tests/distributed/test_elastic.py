@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from hvdtrain.errors import EXIT_STOPPED
 from hvdtrain.training.checkpoint import CheckpointStore, read_checkpoint_meta
 from tests.distributed.conftest import hvdtrain, job_env
 from tests.distributed.test_fault_tolerance import _assert_exactly_once
@@ -178,3 +179,20 @@ def test_a_host_removed_then_added_back_neither_deadlocks_nor_loses_samples(
     resets = _summary(run_dir)["elastic_resets"]
     assert [(r["reason"], r["old_world_size"], r["new_world_size"]) for r in resets] == [
         ("hosts removed", 3, 2), ("hosts added or changed", 2, 3)]
+
+
+def test_a_stop_request_writes_a_checkpoint_and_exits_75(tmp_path: Path) -> None:
+    """SIGUSR1 (Slurm's warning, preemption) works under --elastic as without it: the ranks
+    stop at the same step, rank 0 writes a step checkpoint, and the job exits 75 although
+    horovodrun itself reports failed workers."""
+    run_dir, hostfile = tmp_path / "run", tmp_path / "hosts"
+    hostfile.write_text("localhost slots=2\n")
+    proc = _start(run_dir, hostfile, "torch", "-np", "2")
+    _wait_for_checkpoint(run_dir, proc)
+    proc.send_signal(signal.SIGUSR1)
+    code, output = _finish(proc, 120)
+    assert code == EXIT_STOPPED, output[-3000:]
+    assert "stopped on SIGUSR1" in output, output[-3000:]
+    assert "--resume auto" in output
+    latest = CheckpointStore(run_dir / "checkpoints").latest()
+    assert latest is not None and "-sample-" in latest.name
