@@ -350,7 +350,8 @@ check_stop() {  # podman stop (SIGTERM to PID 1) during training
     local saved
     saved="$(find "$dir/run/checkpoints" -name 'epoch-*.ckpt' 2>/dev/null | wc -l)"
     if [ "$code" = 75 ] && [ "$took" -lt "$STOP_GRACE" ] && [ "$exits" = 2 ] \
-        && [ "$saved" -ge 1 ] && grep -q "stopped on SIGTERM" "$WORK/stop.log"; then
+        && [ "$saved" -ge 1 ] && grep -q "SIGTERM received: every rank stops" "$WORK/stop.log" \
+        && grep -q "stopped on SIG.* at epoch" "$WORK/stop.log"; then
         record PASS stop "exit 75 ${took} s after podman stop (grace ${STOP_GRACE} s): every rank stopped at the same step, a checkpoint written; both ranks wrote exit records"
     else
         tail -n 20 "$WORK/stop.log" >&2

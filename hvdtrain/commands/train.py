@@ -9,6 +9,8 @@ rank starts, and again in each rank (same code, same messages).
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,8 +32,10 @@ from hvdtrain.commands.options import (
 )
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import show_dry_run
+from hvdtrain.errors import TrainingStoppedError
 from hvdtrain.launch.job import job_command, layout_for, where_logs_are
 from hvdtrain.launch.network import is_local
+from hvdtrain.launch.protocol import RunLayout
 from hvdtrain.launch.rank_env import detect_rank, refuse_bare_srun_task
 from hvdtrain.types import TrainConfig
 
@@ -182,10 +186,18 @@ def train(dry_run: bool, record_step_losses: bool, record_samples: bool, step_de
     from hvdtrain.training.loop import LoopOptions
     from hvdtrain.training.worker import run_worker  # the rank's framework, loaded here
 
-    run_worker(train_config(kw), LoopOptions(record_step_losses=record_step_losses,
-                                             record_samples=record_samples,
-                                             step_delay=step_delay),
-               elastic_commit_every=kw["commit_every_steps"] if kw["elastic"] else None)
+    try:
+        run_worker(train_config(kw), LoopOptions(record_step_losses=record_step_losses,
+                                                 record_samples=record_samples,
+                                                 step_delay=step_delay),
+                   elastic_commit_every=kw["commit_every_steps"] if kw["elastic"] else None)
+    except TrainingStoppedError as stop:
+        if RunLayout.from_env(os.environ) is None:
+            raise  # no hvdtrain launcher (srun --mpi=pmix, mpirun): the rank says it all
+        # under hvdtrain's launcher: one line here (rank 0's reaches the terminal); the
+        # launcher adds the hint, once
+        click.echo(f"hvdtrain: {stop.message}", err=True)
+        sys.exit(stop.exit_code)
 
 
 mirror_env(train)

@@ -56,7 +56,7 @@ class JobFailure:
         return replace(self, tails=tuple((whose, text) for whose, text in found if text))
 
     def format(self) -> str:
-        lines = [f"hvdtrain: {self.headline}"]
+        lines = [f"hvdtrain: {self.headline}"] if self.headline else []
         for whose, text in self.tails:
             lines.append(f"--- last lines of {whose} ---\n{text}\n---")
         if self.footer:
@@ -148,10 +148,9 @@ def interrupted(signal_name: str, signum: int) -> JobFailure:
 
 
 def stopped(layout: RunLayout, signum: int | None) -> JobFailure:
-    """Every rank stopped at the same step on request; rank 0 wrote a checkpoint first."""
+    """Every rank stopped at the same step on request; rank 0 wrote a checkpoint first (and
+    said which, on the terminal): no report beyond the one line."""
     why = f"on {signal.Signals(signum).name} " if signum else "on request "
-    said = [line for line in tail(layout.stderr_log(0), 5).splitlines() if "stopped on" in line]
-    detail = said[-1].split("error: ", 1)[-1] if said else "rank 0 wrote a step checkpoint"
     return JobFailure(
-        "stopped", f"stopped {why}at a step boundary: {detail}", f"stopped {why}({detail})",
-        EXIT_STOPPED, hint=f"continue with --resume auto --run-dir {layout.root}")
+        "stopped", "", f"every rank stopped {why}at the same step, after rank 0 wrote a "
+        "checkpoint", EXIT_STOPPED, hint=f"continue with --resume auto --run-dir {layout.root}")

@@ -31,12 +31,12 @@ from hvdtrain.types import TrainConfig
 def stop_on_signals(stop: StopRequest) -> None:
     """SIGUSR1 and SIGTERM ask for a stop at the next agreed step, with a checkpoint (Slurm's
     ``--signal=USR1@T`` warning, preemption's SIGTERM, ``scancel --signal``, a pod's
-    termination). A second SIGTERM ends the rank at once, as SIGTERM always did."""
+    termination). Repeats change nothing: under Slurm a rank gets SIGTERM from Slurm and again
+    from mpirun, and the checkpoint must still be written. Stopping at once is SIGKILL, which is
+    what hvdtrain's launcher sends on a hard stop."""
 
     def request(signum: int, _frame: object) -> None:
-        stop.signal_name = signal.Signals(signum).name
-        if signum == signal.SIGTERM:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        stop.signal_name = stop.signal_name or signal.Signals(signum).name
 
     for sig in (signal.SIGUSR1, signal.SIGTERM):
         signal.signal(sig, request)
