@@ -63,6 +63,18 @@ def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen[str]) -> None:
     time.sleep(2.0)  # some steps into epoch 2
 
 
+def _wait_for_commit_in_epoch_2(run_dir: Path, proc: subprocess.Popen[str]) -> None:
+    """Until a mid-epoch commit of epoch 2 is recorded (rank 0 records each commit point)."""
+    deadline = time.monotonic() + 240
+    record = run_dir / "samples" / "committed.jsonl"
+    while not (record.is_file() and any(json.loads(line)["epoch"] == 1
+                                        for line in record.read_text().splitlines())):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            code, output = _finish(proc, 10)
+            pytest.fail(f"no commit in epoch 2 (exit {code})\n{output[-3000:]}")
+        time.sleep(0.2)
+
+
 def _kill_worker_on(run_dir: Path, host: str) -> dict[str, Any]:
     for path in (run_dir / "ranks").glob("rank-*.start.json"):
         start = json.loads(path.read_text())
@@ -91,6 +103,7 @@ def test_a_killed_worker_leaves_the_job_on_the_survivors(tmp_path: Path,
     hostfile.write_text("localhost slots=2\n127.0.0.1 slots=1\n")
     proc = _start(run_dir, hostfile, framework, "-np", "3", "--min-np", "2", "--max-np", "3")
     _wait_for_checkpoint(run_dir, proc)
+    _wait_for_commit_in_epoch_2(run_dir, proc)
     _kill_worker_on(run_dir, "127.0.0.1")
     code, output = _finish(proc)
     assert code == 0, output[-4000:]
