@@ -49,7 +49,7 @@ from horovod.common.exceptions import HorovodInternalError, HostsUpdatedInterrup
 from hvdtrain.comm import Comm
 from hvdtrain.errors import ConfigError
 from hvdtrain.training.checkpoint import CheckpointStore, refuse_to_overwrite
-from hvdtrain.training.loop import LoopOptions, Progress, _on_chief, _resume, train
+from hvdtrain.training.loop import LoopOptions, Progress, on_chief, resume_progress, train
 from hvdtrain.types import Dataset, FrameworkAdapter, TrainConfig
 
 RESETS_FILE = "elastic.json"  # rank 0's record of every reset, kept up to date as they happen
@@ -177,10 +177,10 @@ def train_elastic(adapter: FrameworkAdapter, config: TrainConfig, data: Dataset,
                 _record(run_dir, state.resets)
         start = state.progress
         if start is None:  # the first start: a fresh run, or --resume
-            _on_chief(comm, lambda: refuse_to_overwrite(run_dir, config.resume))
+            on_chief(comm, lambda: refuse_to_overwrite(run_dir, config.resume))
             store = CheckpointStore(run_dir / "checkpoints", config.keep_checkpoints)
-            start = (_resume(adapter, comm, config, store, len(data.x_train)) if config.resume
-                     else Progress())
+            start = (resume_progress(adapter, comm, config, store, len(data.x_train))
+                     if config.resume else Progress())
             state.commit_progress(start)  # a reset before the first commit starts from here
         # a copy: the loop clears its start's sampler position, the state must keep it
         summary = train(adapter, comm, config, data, run_dir,

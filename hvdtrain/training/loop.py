@@ -161,7 +161,7 @@ def evaluate(adapter: FrameworkAdapter, comm: Collectives, x: np.ndarray, y: np.
     return loss, accuracy
 
 
-def _on_chief(comm: Collectives, action: Callable[[], T]) -> T:
+def on_chief(comm: Collectives, action: Callable[[], T]) -> T:
     """Run ``action`` on rank 0 and broadcast its result; an error there is raised on every
     rank (so no rank waits forever in the next collective)."""
     result, error = None, None
@@ -176,7 +176,7 @@ def _on_chief(comm: Collectives, action: Callable[[], T]) -> T:
     return result
 
 
-def _resume(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig,
+def resume_progress(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig,
             store: CheckpointStore, n_train: int) -> Progress:
     """Rank 0 reads and checks the checkpoint; state and progress are broadcast from it.
     ``--resume auto`` with no checkpoint yet is a fresh start."""
@@ -203,7 +203,7 @@ def _resume(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig,
         meta["path"] = str(path)
         return meta
 
-    meta = _on_chief(comm, load_on_chief)
+    meta = on_chief(comm, load_on_chief)
     if meta is None:
         return Progress()
     adapter.broadcast_state()
@@ -266,7 +266,7 @@ def _checkpoint(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfi
             after_save()
         return str(path)
 
-    return _on_chief(comm, write)
+    return on_chief(comm, write)
 
 
 def _agree_to_stop(comm: Collectives, stop: StopRequest, name: str) -> str | None:
@@ -323,11 +323,12 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
     started = time.monotonic()
     store = CheckpointStore(run_dir / "checkpoints", config.keep_checkpoints)
     if options.start is None:
-        _on_chief(comm, lambda: refuse_to_overwrite(run_dir, config.resume))
+        on_chief(comm, lambda: refuse_to_overwrite(run_dir, config.resume))
     chief = ChiefRecorder(run_dir, config.epochs) if comm.rank == 0 else None
     n = len(data.x_train)
     progress = (options.start if options.start is not None
-                else _resume(adapter, comm, config, store, n) if config.resume else Progress())
+                else resume_progress(adapter, comm, config, store, n) if config.resume
+                else Progress())
     sample_log = (_SampleLog(run_dir, n, progress.epoch, progress.consumed)
                   if options.record_samples and comm.rank == 0 else None)
     history: list[dict[str, Any]] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -43,11 +44,15 @@ def link_restored(namespace_hosts: NamespaceHosts) -> Iterator[None]:
     yield
     for host in namespace_hosts.hosts:
         _link(host, "up")
-    for host in namespace_hosts.hosts:
-        # ranks (python -m hvdtrain...) and Open MPI daemons stranded behind the dead link;
-        # "[-]m" so the pattern does not match this shell, and never the host's sshd
-        namespace_hosts.ssh(host, "pkill -9 -f '[-]m hvdtrain'; pkill -9 -x orted; true",
-                            timeout=60)
+    # ranks and Open MPI daemons stranded behind the dead link: the processes in the hosts'
+    # network namespaces (not the sshd listener). Namespaces share this machine's PID space,
+    # so a pkill by name on a host would reach every hvdtrain process here.
+    for procs in namespace_hosts.processes().values():
+        for line in procs:
+            try:
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
 
 
 def _start(lab: NamespaceHosts, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
