@@ -12,10 +12,18 @@ setup:
 run: setup
 	$(VENV)/bin/hvdtrain train -np 2
 
-# The whole test suite (unit, framework and real multi-rank tests through mpirun/horovodrun),
-# except the Slurm tests: they have a target of their own.
+# The test suite: unit, framework and real multi-rank tests through mpirun/horovodrun (about
+# 15 min here). The long cluster scenarios have targets of their own: cluster-test (hosts
+# failing, restarts, Horovod elastic, multi-host runs) and slurm-test; .ci/run runs all.
 test: setup
-	$(VENV)/bin/python -m pytest -q -ra -m "not slurm"
+	$(VENV)/bin/python -m pytest -q -ra -m "not slurm and not multihost and not faults"
+
+# Fault tolerance (tests/faults: killed ranks, stops, resumes at other world sizes, Horovod
+# elastic) and real hosts in network namespaces (tests/multihost, root: links taken down,
+# elastic across hosts, preflight, shaped links). README "When hosts fail".
+.PHONY: cluster-test
+cluster-test: setup
+	$(VENV)/bin/python -m pytest -q -ra tests/faults tests/multihost
 
 lint: setup
 	$(VENV)/bin/ruff check hvdtrain scripts tests bench

@@ -1,7 +1,9 @@
 """Test tiers by directory, as pytest markers: ``pytest -m "not distributed"`` is the fast loop.
 
 ``unit`` needs no ML framework; ``frameworks`` runs one rank in process per framework;
-``distributed`` runs real multi-rank jobs through the real launchers; ``multihost`` runs them
+``distributed`` runs real multi-rank jobs through the real launchers; ``faults`` kills, stops,
+resumes and resizes them (restarts, Horovod elastic; slow, so ``make cluster-test``);
+``multihost`` runs them
 across network-namespace hosts with their own sshd (root only; ``scripts/netns_hosts.sh``);
 ``slurm`` runs them through a real Slurm cluster on those hosts (root only;
 ``scripts/slurm_lab.sh``).
@@ -17,7 +19,7 @@ import pytest
 # slurm): one session fixture, one lab, one lock.
 from tests.namespace_lab import namespace_hosts  # noqa: F401
 
-TIERS = ("distributed", "frameworks", "multihost", "slurm")
+TIERS = ("distributed", "faults", "frameworks", "multihost", "slurm")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed.test_fault_tolerance import _assert_exactly_once
+from tests.faults.samples import assert_exactly_once
 from tests.multihost.conftest import REPO, NamespaceHosts
 
 pytestmark = pytest.mark.multihost
@@ -63,4 +63,4 @@ def test_an_elastic_job_survives_a_killed_worker_on_another_host(
     assert summary["world_size"] == 1 and summary["epochs_run"] == 3
     assert [r["host"] for r in summary["ranks"]] == [first]
     assert summary["val_accuracy"] >= 0.9
-    _assert_exactly_once(run_dir, 3)
+    assert_exactly_once(run_dir, 3)

@@ -9,7 +9,6 @@ surviving host finds the checkpoint. The link is the root side of the host's vet
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import signal
@@ -23,13 +22,13 @@ from typing import Any
 import pytest
 
 from tests.distributed.conftest import finish
+from tests.faults.samples import assert_exactly_once
 from tests.multihost.conftest import REPO, NamespaceHosts
 
 pytestmark = pytest.mark.multihost
 pytest.importorskip("horovod.torch")
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
-DIGITS_TRAIN = 1438
 
 
 def _link(host: str, state: str) -> None:
@@ -89,13 +88,7 @@ def _check_run(run_dir: Path) -> dict[str, Any]:
     summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs_run"] == 2 and summary["parameters_identical"]
     assert summary["val_accuracy"] >= 0.85
-    seen: dict[int, list[int]] = collections.defaultdict(list)
-    for path in (run_dir / "samples").glob("*.jsonl"):
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            seen[record["epoch"]] += record["indices"]
-    for epoch in (0, 1):  # the interrupted epoch too: every sample exactly once
-        assert sorted(seen[epoch]) == list(range(DIGITS_TRAIN)), f"epoch {epoch + 1}"
+    assert_exactly_once(run_dir, 2)  # the interrupted epoch too
     return summary
 
 

@@ -23,7 +23,7 @@ import pytest
 from hvdtrain.errors import EXIT_STOPPED
 from hvdtrain.training.checkpoint import CheckpointStore, read_checkpoint_meta
 from tests.distributed.conftest import hvdtrain, job_env
-from tests.distributed.test_fault_tolerance import _assert_exactly_once
+from tests.faults.samples import assert_exactly_once
 
 # 3 epochs of digits at batch 16 with slow steps: about 6 s per epoch at 3 ranks, so hosts
 # change mid-epoch on a busy machine; commits every 5 steps
@@ -93,7 +93,7 @@ def _assert_finished_like_an_unbroken_run(run_dir: Path, world_size: int) -> Non
     assert summary["epochs_run"] == 3 and summary["world_size"] == world_size
     assert summary["parameters_identical"], summary["parameter_hashes"]
     assert summary["val_accuracy"] >= 0.9
-    _assert_exactly_once(run_dir, 3)
+    assert_exactly_once(run_dir, 3)
 
 
 @pytest.mark.parametrize("framework", ["torch", "tensorflow"])

@@ -6,7 +6,6 @@ committed steps (``--record-samples``), so "no sample skipped or repeated" is ch
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import signal
@@ -20,8 +19,8 @@ import pytest
 from hvdtrain.errors import EXIT_STOPPED
 from hvdtrain.training.checkpoint import CheckpointStore, read_checkpoint_meta
 from tests.distributed.conftest import finish, hvdtrain, job_env, run_job
+from tests.faults.samples import assert_exactly_once
 
-DIGITS_TRAIN = 1438  # 1797 digits, 20 % held out for validation
 # slow steps (seconds each) so a signal lands mid-epoch on a busy machine
 COMMON = ("--data", "digits", "--batch-size", "32", "--record-samples", "--step-delay", "0.15",
           "--checkpoint-every-steps", "3", "--lr", "0.003",
@@ -53,26 +52,6 @@ def _wait_for_step_checkpoint(run_dir: Path, proc: subprocess.Popen[str], epoch:
         time.sleep(0.1)
 
 
-def _samples_per_epoch(run_dir: Path) -> dict[int, list[int]]:
-    seen: dict[int, list[int]] = collections.defaultdict(list)
-    for path in (run_dir / "samples").glob("*.jsonl"):
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            seen[record["epoch"]] += record["indices"]
-    return seen
-
-
-def _assert_exactly_once(run_dir: Path, epochs: int) -> None:
-    seen = _samples_per_epoch(run_dir)
-    assert sorted(seen) == list(range(epochs))
-    for epoch, indices in seen.items():
-        counts = collections.Counter(indices)
-        repeated = [i for i, c in counts.items() if c > 1]
-        missing = sorted(set(range(DIGITS_TRAIN)) - set(counts))
-        assert not repeated and not missing, (
-            f"epoch {epoch + 1}: {len(repeated)} samples repeated, {len(missing)} skipped")
-
-
 def _summary(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "summary.json").read_text())  # type: ignore[no-any-return]
 
@@ -95,7 +74,7 @@ def test_a_killed_rank_is_restarted_from_the_step_checkpoint(tmp_path: Path) -> 
     [resume] = summary["resumes"]
     assert resume["epoch"] == 1 and resume["samples_into_epoch"] > 0
     assert (run_dir / "attempts" / "0" / "logs").is_dir()  # the failed attempt's logs kept
-    _assert_exactly_once(run_dir, 3)
+    assert_exactly_once(run_dir, 3)
 
 
 @pytest.mark.parametrize(("framework", "before", "after"),
@@ -123,7 +102,7 @@ def test_stopped_on_sigusr1_then_resumed_at_another_world_size(
     assert (resume["from_world_size"], resume["to_world_size"]) == (before, after)
     assert summary["world_size"] == after and summary["parameters_identical"]
     assert summary["val_accuracy"] >= 0.85  # the same band as an unbroken 2-epoch run
-    _assert_exactly_once(run_dir, 2)
+    assert_exactly_once(run_dir, 2)
 
 
 def test_sigkill_of_the_whole_job_loses_no_checkpoint(tmp_path: Path) -> None:
@@ -149,7 +128,7 @@ def test_sigkill_of_the_whole_job_loses_no_checkpoint(tmp_path: Path) -> None:
                             "--epochs", "2", "--resume", "latest"), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _summary(run_dir)["epochs_run"] == 2
-    _assert_exactly_once(run_dir, 2)
+    assert_exactly_once(run_dir, 2)
 
 
 def test_a_failure_that_would_repeat_is_not_restarted(tmp_path: Path) -> None:
