@@ -2,7 +2,7 @@
 
 Runs inside every rank (``python -m hvdtrain.benchmarks.allreduce OUT.json CONFIG_JSON``,
 started by ``hvdtrain bench allreduce`` through the ordinary launcher). For each size, dtype
-and compression, the contenders are timed alternately after a warm-up:
+the contenders (every compression, and raw MPI) are timed alternately after a warm-up:
 
 * ``hvdtrain``: ``hvd.allreduce`` on a torch tensor, as the training loop and adapters issue
   it; with ``fp16`` compression the same pre-scaled fp16 sum the overflow-safe compressor
@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -93,33 +94,38 @@ def measure(config: AllreduceConfig) -> dict[str, Any]:
             tensor = torch.ones(count, dtype=getattr(torch, dtype))
             send = np.ones(count, dtype=dtype)
             recv = np.empty_like(send)
-            for compression in config.compressions:
-                if compression == "fp16" and dtype == "float16":
-                    continue  # already half precision
+            kinds = [c for c in config.compressions
+                     if not (c == "fp16" and dtype == "float16")]  # fp16 data: no cast
 
-                def ours(c: str = compression, t: Any = tensor, n: int = nbytes) -> Any:
-                    if c == "fp16":  # what SafeFP16 sends: pre-scaled fp16, summed, cast back
-                        half = (t / size).half()
-                        return hvd.allreduce(half, op=hvd.Sum, name=f"b{n}").to(t.dtype)
-                    return hvd.allreduce(t, op=hvd.Sum, name=f"b{n}")
+            def ours(c: str, t: Any = tensor, n: int = nbytes) -> Any:
+                if c == "fp16":  # what SafeFP16 sends: pre-scaled fp16, summed, cast back
+                    half = (t / size).half()
+                    return hvd.allreduce(half, op=hvd.Sum, name=f"b{n}.{c}").to(t.dtype)
+                return hvd.allreduce(t, op=hvd.Sum, name=f"b{n}.{c}")
 
-                def raw(s: Any = send, r: Any = recv) -> None:
-                    mpi.Allreduce(s, r)  # type: ignore[union-attr]
+            def raw(s: Any = send, r: Any = recv) -> None:
+                mpi.Allreduce(s, r)  # type: ignore[union-attr]
 
-                for _ in range(config.warmup):
-                    ours()
-                    if mpi is not None:
-                        raw()
-                mine, theirs = [], []
-                for _ in range(config.repeats):  # interleaved: a noisy moment hits both
-                    mine.append(_timed(ours, barrier))
-                    if mpi is not None:
-                        theirs.append(_timed(raw, barrier))
-                # the slowest rank is what everyone waits for
-                mine = [max(t) for t in zip(*seam.allgather_object(mine), strict=True)]
-                if theirs:
-                    theirs = [max(t) for t in zip(*seam.allgather_object(theirs), strict=True)]
-                rows.append(_row(dtype, nbytes, compression, size, mine, theirs))
+            for _ in range(config.warmup):
+                for kind in kinds:
+                    ours(kind)
+                if mpi is not None:
+                    raw()
+            # interleaved: each repetition times every compression and raw MPI in turn, so a
+            # noisy moment hits all of them (fp16 vs none is a ratio of the same moments)
+            mine: dict[str, list[float]] = {kind: [] for kind in kinds}
+            theirs: list[float] = []
+            for _ in range(config.repeats):
+                for kind in kinds:
+                    mine[kind].append(_timed(partial(ours, kind), barrier))
+                if mpi is not None:
+                    theirs.append(_timed(raw, barrier))
+            # the slowest rank is what everyone waits for
+            if theirs:
+                theirs = [max(t) for t in zip(*seam.allgather_object(theirs), strict=True)]
+            for kind in kinds:
+                slowest = [max(t) for t in zip(*seam.allgather_object(mine[kind]), strict=True)]
+                rows.append(_row(dtype, nbytes, kind, size, slowest, theirs))
     return {"ranks": size, "controller": "mpi" if hvd.mpi_enabled() else "gloo",
             "config": asdict(config), "rows": rows}
 
