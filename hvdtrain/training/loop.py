@@ -55,6 +55,12 @@ from hvdtrain.training.checkpoint import (
     check_compatible,
     refuse_to_overwrite,
 )
+from hvdtrain.training.commits import (
+    STOP_CHECK_STEPS,
+    SampleLog,
+    StopRequest,
+    agree_to_stop,
+)
 from hvdtrain.training.events import ChiefRecorder
 from hvdtrain.training.sharding import (
     consumed_after,
@@ -66,19 +72,7 @@ from hvdtrain.training.sharding import (
 from hvdtrain.types import BatchStats, Collectives, Dataset, FrameworkAdapter, TrainConfig
 
 EVAL_BATCH = 1024
-STOP_CHECK_STEPS = 8  # steps between the ranks' agreement on a stop request (one tiny allreduce)
 T = TypeVar("T")
-
-
-@dataclass
-class StopRequest:
-    """Set by a signal handler in the rank (``worker``); read by the loop at agreed steps."""
-
-    signal_name: str | None = None
-
-    @property
-    def requested(self) -> bool:
-        return self.signal_name is not None
 
 
 @dataclass
@@ -269,45 +263,6 @@ def _checkpoint(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfi
     return on_chief(comm, write)
 
 
-def _agree_to_stop(comm: Collectives, stop: StopRequest, name: str) -> str | None:
-    """One tiny allreduce: the signal some rank was stopped by, on every rank, or None."""
-    local = np.array([stop.signal_name == "SIGUSR1", stop.signal_name == "SIGTERM",
-                      stop.requested], dtype=np.float64)
-    usr1, term, anyone = comm.allreduce_sum(local, name=name)
-    if not anyone:
-        return None
-    return "SIGUSR1" if usr1 else "SIGTERM" if term else "a stop request"
-
-
-class _SampleLog:
-    """``LoopOptions.record_samples``: rank 0's record of the training-set indices each commit
-    point holds (a checkpoint written, an elastic commit, the final model), per epoch, in
-    ``samples/committed.jsonl``. Rank 0 knows every rank's batches (``consumed_after``), so one
-    writer records them, right after the commit, before any collective that a dead peer could
-    block; a run resumed from that commit point continues from the same position."""
-
-    def __init__(self, run_dir: Path, n: int, epoch: int, consumed: np.ndarray | None) -> None:
-        self.path = run_dir / "samples" / "committed.jsonl"
-        self.n, self.epoch = n, epoch
-        self.mask = np.zeros(n, dtype=bool) if consumed is None else consumed.copy()
-
-    def commit(self, epoch: int, consumed: np.ndarray | None) -> None:
-        """The model now holds every epoch before ``epoch`` and, of ``epoch``, ``consumed``."""
-        lines = []
-        while self.epoch < epoch:
-            lines.append((self.epoch, np.flatnonzero(~self.mask)))
-            self.epoch, self.mask = self.epoch + 1, np.zeros(self.n, dtype=bool)
-        if consumed is not None and self.epoch == epoch:
-            lines.append((epoch, np.flatnonzero(consumed & ~self.mask)))
-            self.mask |= consumed
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as out:
-            for done_epoch, indices in lines:
-                if len(indices):
-                    out.write(json.dumps({"epoch": done_epoch,
-                                          "indices": [int(i) for i in indices]}) + "\n")
-
-
 def _stopped(signal_name: str, where: str, checkpoint: str, run_dir: Path
              ) -> TrainingStoppedError:
     return TrainingStoppedError(
@@ -329,7 +284,7 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
     progress = (options.start if options.start is not None
                 else resume_progress(adapter, comm, config, store, n) if config.resume
                 else Progress())
-    sample_log = (_SampleLog(run_dir, n, progress.epoch, progress.consumed)
+    sample_log = (SampleLog(run_dir, n, progress.epoch, progress.consumed)
                   if options.record_samples and comm.rank == 0 else None)
     history: list[dict[str, Any]] = []
     step_losses: list[float] = []
@@ -385,7 +340,7 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
                 options.on_commit(replace(progress, consumed=position))
             every = config.checkpoint_every_steps
             due = bool(every) and (step + 1) % every == 0
-            signal_name = (_agree_to_stop(comm, options.stop, f"stop.{epoch}.{step}")
+            signal_name = (agree_to_stop(comm, options.stop, f"stop.{epoch}.{step}")
                            if (step + 1) % STOP_CHECK_STEPS == 0 else None)
             if due or signal_name:
                 _check_parameters(adapter, comm, config, run_dir, chief, epoch)
@@ -436,7 +391,7 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
             chief.epoch_done(metrics)
         patience = config.early_stopping_patience
         stop = bool(comm.broadcast_object(patience > 0 and progress.epochs_since_best >= patience))
-        signal_name = _agree_to_stop(comm, options.stop, f"stop.{epoch}.end")
+        signal_name = agree_to_stop(comm, options.stop, f"stop.{epoch}.end")
         if options.on_commit:
             if sample_log is not None:
                 sample_log.commit(epoch + 1, None)

@@ -23,8 +23,9 @@ from hvdtrain.cluster.pinning import choose_device, decode_plan
 from hvdtrain.cluster.sources import count_local_gpus
 from hvdtrain.frameworks.registry import create_adapter
 from hvdtrain.launch.protocol import PLAN_ENV, RunLayout
+from hvdtrain.training.commits import StopRequest
 from hvdtrain.training.datasets import load_dataset
-from hvdtrain.training.loop import LoopOptions, StopRequest, train
+from hvdtrain.training.loop import LoopOptions, train
 from hvdtrain.types import TrainConfig
 
 
