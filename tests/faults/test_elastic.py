@@ -22,7 +22,7 @@ import pytest
 
 from hvdtrain.errors import EXIT_STOPPED
 from hvdtrain.training.checkpoint import CheckpointStore, read_checkpoint_meta
-from tests.distributed.conftest import hvdtrain, job_env
+from tests.distributed.conftest import finish, hvdtrain, job_env
 from tests.faults.samples import assert_exactly_once
 
 # 3 epochs of digits at batch 16 with slow steps: about 6 s per epoch at 3 ranks, so hosts
@@ -43,13 +43,8 @@ def _start(run_dir: Path, hostfile: Path, framework: str, *args: str
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = JOB_TIMEOUT) -> tuple[int, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"elastic job hung for {timeout} s\n{out[-3000:]}\n{err[-3000:]}")
-    return proc.returncode, out + err
+    done = finish(proc, timeout)
+    return done.returncode, done.stdout + done.stderr
 
 
 def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen[str]) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from hvdtrain import comm
 from hvdtrain.errors import CheckpointError
-from hvdtrain.frameworks.tensorflow.offline import OFFLINE
+from hvdtrain.frameworks.tensorflow.offline import OFFLINE, pin_device
 from hvdtrain.types import BatchStats, Dataset, DeviceChoice, TrainConfig
 
 # name → (keras.optimizers class name, extra keyword arguments, weight decay applied as L2)
@@ -48,18 +48,8 @@ class TensorFlowAdapter:
         self.fp16_recoveries = 0
 
     def pin(self, choice: DeviceChoice) -> None:
-        tf = self.tf
-        gpus = tf.config.list_physical_devices("GPU")
-        if choice.kind == "cuda" and choice.index is not None and choice.index < len(gpus):
-            tf.config.set_visible_devices(gpus[choice.index], "GPU")
-            tf.config.experimental.set_memory_growth(gpus[choice.index], True)
-            self.device = f"/GPU:{choice.index}"
-        elif gpus:
-            tf.config.set_visible_devices([], "GPU")
         threads = max(1, (os.cpu_count() or 1) // max(1, self.comm.local_size))
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-        tf.config.experimental.enable_op_determinism()  # resume must equal an unbroken run
+        self.device = pin_device(self.tf, choice, threads)
 
     def describe_device(self) -> str:
         return self.device

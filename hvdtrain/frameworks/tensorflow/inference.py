@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from hvdtrain import comm
-from hvdtrain.frameworks.tensorflow.offline import OFFLINE
+from hvdtrain.frameworks.tensorflow.offline import OFFLINE, pin_device
 from hvdtrain.types import Collectives, Dataset, DeviceChoice, TrainConfig
 
 
@@ -74,17 +74,7 @@ class TensorFlowPredictor:
                          lambda values: tf.constant(values, dtype=tf.float64))
 
     def pin(self, choice: DeviceChoice) -> None:
-        tf = self.tf
-        gpus = tf.config.list_physical_devices("GPU")
-        if choice.kind == "cuda" and choice.index is not None and choice.index < len(gpus):
-            tf.config.set_visible_devices(gpus[choice.index], "GPU")
-            tf.config.experimental.set_memory_growth(gpus[choice.index], True)
-            self.device = f"/GPU:{choice.index}"
-        elif gpus:
-            tf.config.set_visible_devices([], "GPU")
-        tf.config.threading.set_intra_op_parallelism_threads(1)  # see the module docstring
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-        tf.config.experimental.enable_op_determinism()
+        self.device = pin_device(self.tf, choice, threads=1)  # see the module docstring
 
     def load(self, config: TrainConfig, data: Dataset, checkpoint: Path) -> None:
         self.binary = data.num_classes == 2

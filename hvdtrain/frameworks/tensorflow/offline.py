@@ -19,7 +19,7 @@ import numpy as np
 
 from hvdtrain.errors import CheckpointError
 from hvdtrain.frameworks.models import build_model
-from hvdtrain.types import Dataset, TrainConfig
+from hvdtrain.types import Dataset, DeviceChoice, TrainConfig
 
 
 def _first_line(exc: BaseException) -> str:
@@ -37,6 +37,23 @@ def _read(path: Path, arrays: bool) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: not an hvdtrain checkpoint")
     return {**meta, "arrays": loaded} if arrays else meta
+
+
+def pin_device(tf: Any, choice: DeviceChoice, threads: int) -> str:
+    """Make only the chosen GPU visible (or none), with ``threads`` intra-op threads and
+    deterministic ops; the device name for the placement report. Before any op runs."""
+    device = "cpu"
+    gpus = tf.config.list_physical_devices("GPU")
+    if choice.kind == "cuda" and choice.index is not None and choice.index < len(gpus):
+        tf.config.set_visible_devices(gpus[choice.index], "GPU")
+        tf.config.experimental.set_memory_growth(gpus[choice.index], True)
+        device = f"/GPU:{choice.index}"
+    elif gpus:
+        tf.config.set_visible_devices([], "GPU")
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.experimental.enable_op_determinism()  # resume must equal an unbroken run
+    return device
 
 
 class TensorFlowOffline:
