@@ -102,6 +102,25 @@ def _keras3_edits_applied() -> bool | None:
         return False
 
 
+def _allocator() -> dict[str, Any]:
+    """What the rank wrapper preloads here (``launch.allocator``), and how to get it where
+    ranks start without the wrapper (a user's own mpirun or srun)."""
+    import os
+
+    from hvdtrain.launch.allocator import ALLOCATOR_ENV, chosen_library
+
+    setting = os.environ.get(ALLOCATOR_ENV, "auto")
+    library = chosen_library(os.environ)
+    if library:
+        hint = f"under your own mpirun/srun: export LD_PRELOAD={library}"
+    elif setting == "auto":
+        hint = ("apt-get install libtcmalloc-minimal4: large tensors then stop page-faulting "
+                "every step (docs/BENCHMARKS.md)")
+    else:
+        hint = f"{ALLOCATOR_ENV}={setting}: glibc's malloc in every rank"
+    return {"setting": setting, "library": library, "hint": hint}
+
+
 def collect_report() -> dict[str, Any]:
     versions = {
         "python": platform.python_version(),
@@ -156,6 +175,7 @@ def collect_report() -> dict[str, Any]:
         "framework_versions_match": matches,
         "keras3_compat_edits": keras3_edits,
         "gpus_visible": count_local_gpus(),
+        "allocator": _allocator(),
         "problems": problems,
     }
 
@@ -180,6 +200,11 @@ def render_report(report: dict[str, Any]) -> str:
         applied = "applied" if report["keras3_compat_edits"] else "MISSING"
         lines.append(f"  Keras 3 compatibility edits: {applied}")
     lines.append(f"gpus visible: {report['gpus_visible']}")
+    allocator = report.get("allocator")
+    if allocator:
+        lines += [f"allocator:   {allocator['library'] or 'glibc malloc'} "
+                  f"({allocator['setting']}; HVDTRAIN_ALLOCATOR=auto|system|PATH)",
+                  f"  {allocator['hint']}"]
     if report["problems"]:
         lines.append("problems:")
         lines += [f"  - {p['problem']}\n    fix: {p['fix']}" for p in report["problems"]]

@@ -37,6 +37,20 @@ if ! command -v mpirun >/dev/null 2>&1 || ! command -v mpicc >/dev/null 2>&1; th
 fi
 say "MPI: $(mpirun --version 2>/dev/null | head -n1)"
 
+# 1b. tcmalloc, which the rank wrapper preloads into every rank (hvdtrain/launch/allocator.py:
+#     glibc re-faults large tensors every step). Optional: without root hvdtrain runs on glibc.
+if ! ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4 >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing tcmalloc (libtcmalloc-minimal4) with apt-get"
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get install -y -qq --no-install-recommends libtcmalloc-minimal4 >/dev/null 2>&1 ||
+          { apt-get update -qq && apt-get install -y -qq --no-install-recommends libtcmalloc-minimal4 >/dev/null; }; } ||
+          say "note: could not install libtcmalloc-minimal4; ranks use glibc's malloc"
+    else
+        say "note: libtcmalloc-minimal4 is not installed; ranks use glibc's malloc (slower for large tensors)"
+    fi
+fi
+
 # 2. The virtual environment.
 if [ ! -x "$VENV/bin/python" ]; then
     say "creating $VENV with $($PYTHON --version)"

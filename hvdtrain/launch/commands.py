@@ -29,7 +29,8 @@ CONTROLLERS = ("mpi", "gloo")  # resolved ones ("auto" is decided in launch.job)
 MPI_FLAVOURS = ("openmpi", "mpich", "intel")
 
 # Variables every rank needs to see, whichever launcher carries them.
-ALWAYS_EXPORT = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV")
+ALWAYS_EXPORT = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV",
+                 "HVDTRAIN_ALLOCATOR")  # read by each host's rank wrapper (launch.allocator)
 
 
 @dataclass(frozen=True)

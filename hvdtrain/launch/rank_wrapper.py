@@ -11,10 +11,11 @@ forwards to the supervisor: that is how the supervisor learns about ranks on hos
 share its run directory. "Horovod is initialised" is written by the worker (the child) into
 the local layout; a small watcher here relays it the same way.
 
-It also makes orphans impossible: the child is killed if the wrapper dies
-(``PR_SET_PDEATHSIG``), the wrapper is terminated if its launcher dies, and SIGINT/SIGTERM
-are forwarded. Rank 0's output is shown live; every rank's stdout and stderr are kept under
-``<run_dir>/logs/``.
+It also preloads tcmalloc into the child where this host has it (``launch.allocator``:
+large tensors otherwise page-fault on every step), and makes orphans impossible: the child is
+killed if the wrapper dies (``PR_SET_PDEATHSIG``), the wrapper is terminated if its launcher
+dies, and SIGINT/SIGTERM are forwarded. Rank 0's output is shown live; every rank's stdout
+and stderr are kept under ``<run_dir>/logs/``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
+from hvdtrain.launch.allocator import with_allocator
 from hvdtrain.launch.network import interface_in, interface_towards
 from hvdtrain.launch.protocol import (
     NETWORK_ENV,
@@ -123,9 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     elastic = os.environ.get("HOROVOD_ELASTIC") == "1"
     mode = "ab" if elastic else "wb"
     with layout.stdout_log(rank).open(mode) as out, layout.stderr_log(rank).open(mode) as err:
+        env, warning = with_allocator(child_environment(os.environ))
+        if warning:
+            err.write(f"hvdtrain: {warning}\n".encode())
         try:
             child = subprocess.Popen(program, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=child_environment(os.environ),
+                                     env=env,
                                      preexec_fn=lambda: _die_with_parent(signal.SIGKILL))
         except OSError as exc:
             message = f"cannot start {program[0]!r}: {exc}"
