@@ -19,9 +19,11 @@ With ``framework = "tensorflow"``:
   TF2 synthetic benchmark does less its ``DistributedGradientTape`` wrapper, which calls
   ``.ref()`` that Keras 3 variables lack.
 
-They run interleaved in rounds (hvdtrain, horovod, ddp, hvdtrain, ...); each timed window is
-barrier-synchronised and throughput is the aggregate over all ranks (samples of all ranks /
-the window), never one rank's speed times the rank count.
+They run interleaved in rounds, each round's order rotated by one (hvdtrain, horovod, ddp;
+horovod, ddp, hvdtrain; ...); each timed window is barrier-synchronised and throughput is
+the aggregate over all ranks (samples of all ranks / the window), never one rank's speed
+times the rank count. Every window's time is kept (``windows_s``, in round order), for
+ratios paired within a round (``hvdtrain.benchmarks.stats``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-# per framework, in the order they run within a round
+from hvdtrain.benchmarks.stats import rotated
+
+# per framework, in the order they run in the first round (later rounds rotate it)
 CONTENDERS: dict[str, tuple[str, ...]] = {"torch": ("hvdtrain", "horovod", "ddp"),
                                           "tensorflow": ("hvdtrain", "horovod")}
 
@@ -106,8 +110,11 @@ def measure(config: TrainBenchConfig) -> dict[str, Any]:
         for _ in range(config.warmup):
             step()
     windows: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(config.rounds):
-        for name, step in steps.items():  # interleaved: a noisy moment hits every contender
+    for round_index in range(config.rounds):
+        # interleaved, so a noisy moment hits every contender; rotated, so none is always
+        # first after the barrier (every rank computes the same order)
+        for name in rotated(list(steps), round_index):
+            step = steps[name]
             barrier()
             start = time.perf_counter()
             for _ in range(config.steps):

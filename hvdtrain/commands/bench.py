@@ -29,6 +29,10 @@ from hvdtrain.launch.job import launch, layout_for
 
 DEFAULT_SIZES = "4K,64K,1M,16M,64M"
 
+shaped_hosts_option = click.option(
+    "--shaped-hosts", type=int, default=2, show_default=True, metavar="N",
+    help="With --shaped-link: how many namespace hosts (1 rank each), 2..3.")
+
 plot_option = click.option(
     "--plot", type=click.Path(dir_okay=False, writable=True), default=None, metavar="PATH",
     help="Also draw the result as a PNG at PATH (needs matplotlib).")
@@ -37,6 +41,17 @@ plot_option = click.option(
 @click.group()
 def bench() -> None:
     """Benchmarks (each prints its baseline, measured in the same run)."""
+
+
+def _check_shaped_hosts(shaped_link: str | None, count: int) -> None:
+    """Before any lab or rank: a bad count fails in one line, not after minutes of set-up."""
+    from hvdtrain.benchmarks.lab import check_count
+
+    if shaped_link:
+        check_count(count)
+    elif count != 2:
+        raise ConfigError("--shaped-hosts applies only with --shaped-link",
+                          hint="e.g. --shaped-link 1gbit --shaped-hosts 3")
 
 
 def _sizes(text: str) -> list[int]:
@@ -78,13 +93,14 @@ def render_allreduce(result: dict[str, Any]) -> str:
               help="Comma-separated: none, fp16 (the overflow-safe pre-scaled fp16 sum).")
 @click.option("--repeats", type=int, default=10, show_default=True)
 @click.option("--shaped-link", default=None, metavar="RATE",
-              help="Run the 2 ranks on two namespace hosts whose links tc limits to RATE "
-              "(e.g. 1gbit), brought up and removed by this command (root only).")
+              help="Run on --shaped-hosts namespace hosts (1 rank each) whose links tc limits "
+              "to RATE (e.g. 1gbit), brought up and removed by this command (root only).")
+@shaped_hosts_option
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
 @plot_option
 def bench_allreduce(sizes: str, dtypes: str, compressions: str, repeats: int,
-                    shaped_link: str | None, json_output: bool, plot: str | None,
-                    **kw: Any) -> None:
+                    shaped_link: str | None, shaped_hosts: int, json_output: bool,
+                    plot: str | None, **kw: Any) -> None:
     """Allreduce time and bandwidth through hvdtrain's seam vs raw MPI_Allreduce (mpi4py)."""
     import sys
 
@@ -100,10 +116,11 @@ def bench_allreduce(sizes: str, dtypes: str, compressions: str, repeats: int,
                               f"(choose from {', '.join(allowed)})")
     if repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {repeats}")
+    _check_shaped_hosts(shaped_link, shaped_hosts)
     config = AllreduceConfig(tuple(_sizes(sizes)), chosen_dtypes, chosen_compressions, repeats)
 
     def measure(hosts: str | None) -> dict[str, Any]:
-        plan = make_plan(placement_request({**kw, "hosts": hosts} if hosts else kw))
+        plan = make_plan(placement_request({**kw, "hosts": hosts, "np": None} if hosts else kw))
         with tempfile.TemporaryDirectory(prefix="hvdtrain-bench-") as tmp:
             out = Path(tmp) / "allreduce.json"
             program = [sys.executable, "-m", "hvdtrain.benchmarks.allreduce", str(out),
@@ -112,11 +129,11 @@ def bench_allreduce(sizes: str, dtypes: str, compressions: str, repeats: int,
             return dict(json.loads(out.read_text()))
 
     if shaped_link:
-        from hvdtrain.benchmarks.lab import shaped_hosts
+        from hvdtrain.benchmarks.lab import shaped_hosts as lab
 
-        with shaped_hosts(shaped_link) as lab_hosts:
+        with lab(shaped_link, shaped_hosts) as lab_hosts:
             result = measure(",".join(f"{h}:1" for h in lab_hosts))
-        result["link"] = f"2 namespace hosts, tc-shaped to {shaped_link}"
+        result["link"] = f"{len(lab_hosts)} namespace hosts, tc-shaped to {shaped_link}"
     else:
         result = measure(None)
     click.echo(json.dumps(result, indent=2) if json_output else render_allreduce(result))
@@ -130,29 +147,46 @@ def bench_allreduce(sizes: str, dtypes: str, compressions: str, repeats: int,
 mirror_env(bench_allreduce)
 
 
+def spread(stat: dict[str, Any]) -> str:
+    """``0.83 (0.80–0.86)``: the median with its min–max."""
+    return f"{stat['median']:.2f} ({stat['min']:.2f}–{stat['max']:.2f})"
+
+
 def render_train(by_size: dict[int, dict[str, Any]]) -> str:
+    """The table of ``combine_launches``' result: spreads next to medians, since one run's
+    ratios on a noisy machine mean little without them."""
+    from hvdtrain.benchmarks.stats import BASELINES
+
     sizes = sorted(by_size)
-    one, many = sizes[0], sizes[-1]
-    names = list(by_size[many]["contenders"])
-    speed = {n: {s: by_size[s]["contenders"][n]["samples_per_second"] for s in sizes}
-             for n in names}
+    many = sizes[-1]
+    at_many = by_size[many]
+    names = list(at_many["contenders"])
+    bases = [b for b in BASELINES if b in at_many["contenders"]]
     rows = []
     for name in names:
-        scaling = speed[name][many] / (many / one * speed[name][one]) if many != one else 1.0
-        rows.append((name, *(f"{speed[name][s]:,.0f}" for s in sizes), f"{scaling:.2f}",
-                     *(f"{speed[name][many] / speed[other][many]:.2f}"
-                       for other in ("horovod", "ddp") if other in speed)))
-    config = by_size[many]["config"]
-    framework = by_size[many].get("framework", "torch")
-    head = (f"{framework} training throughput (aggregate samples/s over all ranks), "
-            f"MLP {config['features']}"
+        entry = at_many["contenders"][name]
+        scaling = spread(entry["scaling"]) if "scaling" in entry else "1.00"
+        ratios = entry.get("ratios", {})
+        rows.append((name, *(f"{by_size[s]['contenders'][name]['samples_per_second']:,.0f}"
+                             for s in sizes), scaling,
+                     *(spread(ratios[b]) if b in ratios else "n/a" for b in bases)))
+    config = at_many["config"]
+    framework = at_many.get("framework", "torch")
+    rounds = config["rounds"]
+    launches = len(next(iter(at_many["contenders"].values()))["per_launch"])
+    head = (f"{framework} training throughput (aggregate samples/s over all ranks, median over "
+            f"{launches} launch(es)), MLP {config['features']}"
             f"→{config['hidden']}→{config['hidden']}→1, batch {config['batch_size']}/rank, "
-            f"1 thread/rank, median of {config['rounds']} interleaved windows of "
-            f"{config['steps']} steps per launch; controller {by_size[many]['controller']}; "
-            f"{by_size[many].get('link', 'this host')}")
+            f"1 thread/rank, {rounds} round(s) of interleaved {config['steps']}-step windows "
+            f"per launch, order rotated each round; controller {at_many['controller']}; "
+            f"{at_many.get('link', 'this host')}\n"
+            + (f"scaling eff.: median (min–max) over {launches} launch pair(s) of 1 and {many} "
+               "ranks; " if many > 1 else "")
+            + f"vs columns: median (min–max) of per-round paired ratios over {rounds} rounds × "
+            f"{launches} launches")
     return head + "\n" + table(
         ("contender", *(f"{s} rank(s)" for s in sizes), "scaling eff.",
-         *(f"vs {other} @{many}" for other in ("horovod", "ddp") if other in speed)), rows)
+         *(f"vs {b} @{many}" for b in bases)), rows)
 
 
 @bench.command("train")
@@ -169,26 +203,29 @@ def render_train(by_size: dict[int, dict[str, Any]]) -> str:
 @click.option("--rounds", type=int, default=3, show_default=True,
               help="Interleaved windows per launch.")
 @click.option("--launches", type=int, default=2, show_default=True,
-              help="Launches at each rank count, alternating 1 and N (medians across them).")
+              help="Launches at each rank count, alternating 1 and N (medians across them; "
+              "scaling pairs launch i at 1 rank with launch i at N).")
 @click.option("--shaped-link", default=None, metavar="RATE",
-              help="Run on two namespace hosts (1 rank each) whose links tc limits to RATE "
-              "(e.g. 1gbit), brought up and removed by this command (root only).")
+              help="Run on --shaped-hosts namespace hosts (1 rank each) whose links tc limits "
+              "to RATE (e.g. 1gbit), brought up and removed by this command (root only).")
+@shaped_hosts_option
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
 @plot_option
 def bench_train(framework: str, batch_size: int, hidden: int, steps: int, rounds: int,
-                launches: int, shaped_link: str | None, json_output: bool, plot: str | None,
-                **kw: Any) -> None:
+                launches: int, shaped_link: str | None, shaped_hosts: int, json_output: bool,
+                plot: str | None, **kw: Any) -> None:
     """Training throughput at 1 and N ranks: hvdtrain vs a minimal Horovod loop (vs DDP)."""
     import socket
-    import statistics
     import sys
 
+    from hvdtrain.benchmarks.stats import combine_launches
     from hvdtrain.benchmarks.train import CONTENDERS, TrainBenchConfig
 
     for flag, value in (("--batch-size", batch_size), ("--hidden", hidden), ("--steps", steps),
                         ("--rounds", rounds), ("--launches", launches)):
         if value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
+    _check_shaped_hosts(shaped_link, shaped_hosts)
 
     def measure(options: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
         plan = make_plan(placement_request(options))
@@ -218,22 +255,14 @@ def bench_train(framework: str, batch_size: int, hidden: int, steps: int, rounds
 
     link = "this host"
     if shaped_link:
-        from hvdtrain.benchmarks.lab import shaped_hosts
+        from hvdtrain.benchmarks.lab import shaped_hosts as lab
 
-        with shaped_hosts(shaped_link) as lab_hosts:
+        with lab(shaped_link, shaped_hosts) as lab_hosts:
             runs = measure({**kw, "hosts": ",".join(f"{h}:1" for h in lab_hosts), "np": None})
         link = f"{len(lab_hosts)} namespace hosts, tc-shaped to {shaped_link}"
     else:
         runs = measure(kw)
-    merged: dict[int, dict[str, Any]] = {}
-    for size, results in runs.items():
-        if not results:
-            continue
-        merged[size] = {**results[0], "link": link, "contenders": {
-            name: {"samples_per_second": statistics.median(
-                r["contenders"][name]["samples_per_second"] for r in results),
-                "per_launch": [r["contenders"][name]["samples_per_second"] for r in results]}
-            for name in results[0]["contenders"]}}
+    merged = combine_launches(runs, link)
     if json_output:
         click.echo(json.dumps({str(k): v for k, v in merged.items()}, indent=2))
     else:

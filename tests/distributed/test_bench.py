@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,18 +50,35 @@ def test_bench_rejects_bad_sizes() -> None:
     assert "--sizes '4Q'" in done.stderr
 
 
+def assert_paired_stats(contenders: dict[str, Any], bases: list[str], rounds: int,
+                        launches: int) -> None:
+    """At the N size: every contender's scaling over launch pairs and its ratios to each
+    baseline over all rounds of all launches, medians within their min..max."""
+    for name, entry in contenders.items():
+        assert entry["scaling"]["n"] == launches, name
+        assert sorted(entry["ratios"]) == bases, name
+        for stat in (entry["scaling"], *entry["ratios"].values()):
+            assert 0 < stat["min"] <= stat["median"] <= stat["max"], (name, stat)
+        for base in bases:
+            assert entry["ratios"][base]["n"] == rounds * launches, (name, base)
+        if name in bases:
+            assert entry["ratios"][name]["median"] == 1.0
+
+
 def test_bench_train_measures_all_contenders_at_one_and_two_ranks(tmp_path: Path) -> None:
     plot = tmp_path / "train.png"
     done = run_job(hvdtrain("bench", "train", "-np", "2", "--hidden", "32", "--batch-size",
-                            "16", "--steps", "2", "--rounds", "1", "--launches", "1", "--json",
-                            "--plot", str(plot)), timeout=240)
+                            "16", "--steps", "2", "--rounds", "2", "--launches", "2", "--json",
+                            "--plot", str(plot)), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert sorted(result) == ["1", "2"]
     for size in ("1", "2"):
         assert result[size]["ranks"] == int(size)
         assert sorted(result[size]["contenders"]) == ["ddp", "horovod", "hvdtrain"]
-        assert all(c["samples_per_second"] > 0 for c in result[size]["contenders"].values())
+        assert all(c["samples_per_second"] > 0 and len(c["per_launch"]) == 2
+                   for c in result[size]["contenders"].values())
+    assert_paired_stats(result["2"]["contenders"], ["ddp", "horovod"], rounds=2, launches=2)
     assert_png(plot)
 
 
@@ -77,3 +95,4 @@ def test_bench_train_tensorflow_against_a_minimal_tf_function_loop() -> None:
         assert result[size]["ranks"] == int(size)
         assert sorted(result[size]["contenders"]) == ["horovod", "hvdtrain"]
         assert all(c["samples_per_second"] > 0 for c in result[size]["contenders"].values())
+    assert_paired_stats(result["2"]["contenders"], ["horovod"], rounds=1, launches=1)

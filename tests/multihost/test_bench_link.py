@@ -40,6 +40,7 @@ def test_bench_train_over_a_shaped_link(namespace_hosts: NamespaceHosts) -> None
     result = json.loads(done.stdout)
     assert result["2"]["link"] == "2 namespace hosts, tc-shaped to 100mbit"
     assert sorted(result["2"]["contenders"]) == ["ddp", "horovod", "hvdtrain"]
+    assert sorted(result["2"]["contenders"]["hvdtrain"]["ratios"]) == ["ddp", "horovod"]
     # 128→256→256→1 is 99,073 fp32 gradients = 396,292 bytes each rank sends a step (2-rank
     # ring: half in the reduce-scatter, half in the allgather). tc's token bucket lets its
     # burst (512 kB, netns_hosts.sh) through at once, the rest at 100 Mbit/s = 12.5 MB/s: a
