@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hvdtrain import comm
 from hvdtrain.benchmarks.stats import rotated
 
 # per framework, in the order they run in the first round (later rounds rotate it)
@@ -136,6 +137,7 @@ def _torch_steps(config: TrainBenchConfig) -> tuple[Steps, Callable[[], Any], tu
     import torch
 
     torch.set_num_threads(1)
+    comm.horovod_defaults()  # the cycle time hvdtrain's ranks run with, for every contender
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
     x, y = _batch(config, rank)
@@ -185,6 +187,7 @@ def _tensorflow_steps(config: TrainBenchConfig) -> tuple[Steps, Callable[[], Any
     import keras
     import tensorflow as tf
 
+    comm.horovod_defaults()  # the cycle time hvdtrain's ranks run with, for every contender
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
     x, y = _batch(config, rank)

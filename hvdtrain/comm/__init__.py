@@ -11,7 +11,8 @@ do (DistributedOptimizer, broadcast of framework state); the loop sees only ``Co
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -59,8 +60,24 @@ class Comm:
         self.hvd.init()
 
 
+# Horovod's background thread starts the collectives queued since its last cycle every
+# HOROVOD_CYCLE_TIME ms (Horovod's default: 1). hvdtrain's default, measured with
+# bench/compare_launches.py (docs/BENCHMARKS.md, "Cycle time"): 0.2 ms gave the default 2-rank
+# job 1.36x the samples/s of 1 ms on one host and 1.15x between two hosts over a 1 Gbit/s
+# link, and changed nothing measurable on a 30 ms step. A value the user set wins (the
+# launchers' --cycle-time-ms sets the variable); with autotune Horovod tunes it itself.
+DEFAULT_CYCLE_TIME_MS = "0.2"
+
+
+def horovod_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
+    """hvdtrain's Horovod settings, for variables the user left unset; before ``hvd.init``."""
+    if "HOROVOD_CYCLE_TIME" not in environ and environ.get("HOROVOD_AUTOTUNE") != "1":
+        environ["HOROVOD_CYCLE_TIME"] = DEFAULT_CYCLE_TIME_MS
+
+
 def init(binding: str, to_tensor: Callable[[np.ndarray], Any]) -> Comm:
     """Import and initialise Horovod's ``binding`` module (e.g. ``horovod.torch``)."""
     hvd = importlib.import_module(binding)
+    horovod_defaults()
     hvd.init()
     return Comm(hvd, to_tensor)

@@ -70,7 +70,9 @@ launch_options = stacked([
            "2-core host (docs/BENCHMARKS.md); Gloo needs no MPI (horovodrun only)."),
     click.option("--fusion-threshold-mb", type=float, default=None,
                  help="Tensor fusion buffer size in MB."),
-    click.option("--cycle-time-ms", type=float, default=None, help="Horovod cycle time in ms."),
+    click.option("--cycle-time-ms", type=float, default=None,
+                 help="Horovod cycle time in ms (hvdtrain's ranks: 0.2 unless set; Horovod's "
+                 "own default is 1; docs/BENCHMARKS.md)."),
     click.option("--cache-capacity", type=int, default=None,
                  help="Response cache capacity (0 disables)."),
     click.option("--timeline-filename", type=str, default=None,
