@@ -12,10 +12,11 @@ share its run directory. "Horovod is initialised" is written by the worker (the 
 the local layout; a small watcher here relays it the same way.
 
 It also preloads tcmalloc into the child where this host has it (``launch.allocator``:
-large tensors otherwise page-fault on every step), and makes orphans impossible: the child is
-killed if the wrapper dies (``PR_SET_PDEATHSIG``), the wrapper is terminated if its launcher
-dies, and SIGINT/SIGTERM are forwarded. Rank 0's output is shown live; every rank's stdout
-and stderr are kept under ``<run_dir>/logs/``.
+large tensors otherwise page-fault on every step), points Open MPI ranks of multi-host plans
+at the ring allreduce for large buffers (``launch.mpi_tuning``), and makes orphans
+impossible: the child is killed if the wrapper dies (``PR_SET_PDEATHSIG``), the wrapper is
+terminated if its launcher dies, and SIGINT/SIGTERM are forwarded. Rank 0's output is shown
+live; every rank's stdout and stderr are kept under ``<run_dir>/logs/``.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
+from hvdtrain.cluster.pinning import decode_plan
 from hvdtrain.launch.allocator import with_allocator
+from hvdtrain.launch.mpi_tuning import with_ring_allreduce
 from hvdtrain.launch.network import interface_in, interface_towards
 from hvdtrain.launch.protocol import (
     NETWORK_ENV,
+    PLAN_ENV,
     RENDEZVOUS_ENV,
     RankExit,
     RankStart,
@@ -99,6 +103,11 @@ def child_environment(env: Mapping[str, str]) -> dict[str, str]:
     return child
 
 
+def _hosts_in_plan(env: Mapping[str, str]) -> int:
+    plan = decode_plan(env.get(PLAN_ENV))
+    return len({host for host, _, _ in plan}) if plan else 1
+
+
 def exit_status(returncode: int) -> tuple[int, int | None]:
     """Popen's return code → (exit code as a shell reports it, killing signal or None)."""
     return (returncode, None) if returncode >= 0 else (128 - returncode, -returncode)
@@ -126,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "ab" if elastic else "wb"
     with layout.stdout_log(rank).open(mode) as out, layout.stderr_log(rank).open(mode) as err:
         env, warning = with_allocator(child_environment(os.environ))
+        env = with_ring_allreduce(env, layout.ranks_dir, _hosts_in_plan(os.environ))
         if warning:
             err.write(f"hvdtrain: {warning}\n".encode())
         try:
