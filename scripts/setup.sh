@@ -39,7 +39,14 @@ say "MPI: $(mpirun --version 2>/dev/null | head -n1)"
 
 # 1b. tcmalloc, which the rank wrapper preloads into every rank (hvdtrain/launch/allocator.py:
 #     glibc re-faults large tensors every step). Optional: without root hvdtrain runs on glibc.
-if ! ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4 >/dev/null 2>&1; then
+have_tcmalloc() {
+    local lib
+    for lib in /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4; do
+        [ -f "$lib" ] && return 0
+    done
+    return 1
+}
+if ! have_tcmalloc; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         say "installing tcmalloc (libtcmalloc-minimal4) with apt-get"
         export DEBIAN_FRONTEND=noninteractive

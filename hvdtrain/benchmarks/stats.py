@@ -51,6 +51,13 @@ def scaling_pairs(one_rank: Sequence[float], many_ranks: Sequence[float],
 BASELINES = ("horovod", "ddp")  # what every contender is compared with, where they ran
 
 
+def baselines(contenders: Sequence[str]) -> list[str]:
+    """The baselines present; with the fp16 contender (``--with-fp16``) plain hvdtrain is one
+    too, so the table shows what fp16 compression buys."""
+    extra = ["hvdtrain"] if "hvdtrain-fp16" in contenders and "hvdtrain" in contenders else []
+    return [*extra, *(b for b in BASELINES if b in contenders)]
+
+
 def combine_launches(runs: dict[int, list[dict[str, Any]]],
                      link: str) -> dict[int, dict[str, Any]]:
     """The launches of ``bench train`` (rank count → one result per launch, in launch order)
@@ -75,7 +82,7 @@ def combine_launches(runs: dict[int, list[dict[str, Any]]],
         entry["ratios"] = {
             base: summary([ratio for r in runs[many] for ratio in paired_ratios(
                 r["contenders"][name]["windows_s"], r["contenders"][base]["windows_s"])])
-            for base in BASELINES if base in contenders}
+            for base in baselines(contenders)}
         if many > 1 and 1 in merged:
             entry["scaling"] = summary(scaling_pairs(
                 merged[1]["contenders"][name]["per_launch"], entry["per_launch"], many))

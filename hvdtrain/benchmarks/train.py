@@ -43,6 +43,7 @@ from hvdtrain.benchmarks.stats import rotated
 # per framework, in the order they run in the first round (later rounds rotate it)
 CONTENDERS: dict[str, tuple[str, ...]] = {"torch": ("hvdtrain", "horovod", "ddp"),
                                           "tensorflow": ("hvdtrain", "horovod")}
+FP16 = "hvdtrain-fp16"  # optional (--with-fp16): the adapter with --compression fp16
 
 
 @dataclass(frozen=True)
@@ -144,9 +145,9 @@ def _torch_steps(config: TrainBenchConfig) -> tuple[Steps, Callable[[], Any], tu
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
 
     steps: Steps = {}
-    if "hvdtrain" in config.contenders:
-        steps["hvdtrain"] = _hvdtrain_step("torch", f"{__name__}:bench_model", x, y)
-        torch.set_num_threads(1)  # pin() splits the cores; the benchmark fixes one per rank
+    # pin() splits the cores; the benchmark fixes one thread per rank
+    steps.update(_hvdtrain_steps("torch", f"{__name__}:bench_model", x, y, config,
+                                 after_pin=lambda: torch.set_num_threads(1)))
     if "horovod" in config.contenders:
         torch.manual_seed(0)
         model = bench_model(config.features, 1)
@@ -200,11 +201,8 @@ def _tensorflow_steps(config: TrainBenchConfig) -> tuple[Steps, Callable[[], Any
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
 
-    if "hvdtrain" in config.contenders:
-        steps["hvdtrain"] = _hvdtrain_step("tensorflow", f"{__name__}:bench_keras_model", x, y,
-                                           after_pin=one_thread)
-    else:
-        one_thread()
+    steps.update(_hvdtrain_steps("tensorflow", f"{__name__}:bench_keras_model", x, y, config,
+                                 after_pin=one_thread))  # also when there is no adapter
     if "horovod" in config.contenders:
         keras.utils.set_random_seed(0)
         model = bench_keras_model(config.features, 1)
@@ -237,24 +235,35 @@ def _tensorflow_steps(config: TrainBenchConfig) -> tuple[Steps, Callable[[], Any
     return steps, barrier, (size, "mpi" if hvd.mpi_enabled() else "gloo")
 
 
-def _hvdtrain_step(framework: str, model: str, x: Any, y: Any,
-                   after_pin: Callable[[], None] = lambda: None) -> Callable[[], None]:
-    """hvdtrain's adapter on a Dataset holding exactly the benchmark's batch (``after_pin``
-    runs between ``pin()`` and ``setup()``, to override the adapter's thread count)."""
+def _hvdtrain_steps(framework: str, model: str, x: Any, y: Any, config: TrainBenchConfig,
+                    after_pin: Callable[[], None] = lambda: None) -> Steps:
+    """hvdtrain's adapter (and with ``--with-fp16`` a second one with fp16 compression) on a
+    Dataset holding exactly the benchmark's batch. Every adapter is pinned before any is set
+    up, and ``after_pin`` runs between, to override the adapters' thread count: TensorFlow
+    accepts thread settings only before its runtime starts."""
     from hvdtrain.frameworks.registry import create_adapter
     from hvdtrain.types import Dataset, DeviceChoice, TrainConfig
 
-    adapter = create_adapter(framework)
-    adapter.pin(DeviceChoice("cpu", None, "benchmark"))
+    wanted = [(name, compression) for name, compression in (("hvdtrain", "none"),
+                                                             (FP16, "fp16"))
+              if name in config.contenders]
+    adapters = {name: create_adapter(framework) for name, _ in wanted}
+    for adapter in adapters.values():
+        adapter.pin(DeviceChoice("cpu", None, "benchmark"))
     after_pin()
     data = Dataset("bench", "tabular", x, y, x[:2], y[:2], num_classes=2)
-    adapter.setup(TrainConfig(framework=framework, model=model, data="synthetic", lr=1e-3,
-                              lr_scaling="none", seed=0), data)
+    for name, compression in wanted:
+        adapters[name].setup(TrainConfig(framework=framework, model=model, data="synthetic",
+                                         lr=1e-3, lr_scaling="none", seed=0,
+                                         compression=compression), data)
 
-    def step() -> None:
-        adapter.train_batch(x, y, 1e-3)  # NumPy batches, as the loop gives them
+    def step_of(adapter: Any) -> Callable[[], None]:
+        def step() -> None:
+            adapter.train_batch(x, y, 1e-3)  # NumPy batches, as the loop gives them
 
-    return step
+        return step
+
+    return {name: step_of(adapter) for name, adapter in adapters.items()}
 
 
 def main(argv: list[str]) -> None:

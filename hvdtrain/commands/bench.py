@@ -155,13 +155,13 @@ def spread(stat: dict[str, Any]) -> str:
 def render_train(by_size: dict[int, dict[str, Any]]) -> str:
     """The table of ``combine_launches``' result: spreads next to medians, since one run's
     ratios on a noisy machine mean little without them."""
-    from hvdtrain.benchmarks.stats import BASELINES
+    from hvdtrain.benchmarks.stats import baselines
 
     sizes = sorted(by_size)
     many = sizes[-1]
     at_many = by_size[many]
     names = list(at_many["contenders"])
-    bases = [b for b in BASELINES if b in at_many["contenders"]]
+    bases = baselines(list(at_many["contenders"]))
     rows = []
     for name in names:
         entry = at_many["contenders"][name]
@@ -209,17 +209,21 @@ def render_train(by_size: dict[int, dict[str, Any]]) -> str:
               help="Run on --shaped-hosts namespace hosts (1 rank each) whose links tc limits "
               "to RATE (e.g. 1gbit), brought up and removed by this command (root only).")
 @shaped_hosts_option
+@click.option("--with-fp16", is_flag=True,
+              help="Also time hvdtrain with --compression fp16 (contender hvdtrain-fp16): what "
+              "halving the gradient bytes buys, e.g. over --shaped-link.")
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
 @plot_option
 def bench_train(framework: str, batch_size: int, hidden: int, steps: int, rounds: int,
-                launches: int, shaped_link: str | None, shaped_hosts: int, json_output: bool,
+                launches: int, shaped_link: str | None, shaped_hosts: int, with_fp16: bool,
+                json_output: bool,
                 plot: str | None, **kw: Any) -> None:
     """Training throughput at 1 and N ranks: hvdtrain vs a minimal Horovod loop (vs DDP)."""
     import socket
     import sys
 
     from hvdtrain.benchmarks.stats import combine_launches
-    from hvdtrain.benchmarks.train import CONTENDERS, TrainBenchConfig
+    from hvdtrain.benchmarks.train import CONTENDERS, FP16, TrainBenchConfig
 
     for flag, value in (("--batch-size", batch_size), ("--hidden", hidden), ("--steps", steps),
                         ("--rounds", rounds), ("--launches", launches)):
@@ -243,7 +247,8 @@ def bench_train(framework: str, batch_size: int, hidden: int, steps: int, rounds
                         port = probe.getsockname()[1]
                     config = TrainBenchConfig(batch_size=batch_size, hidden=hidden,
                                               steps=steps, rounds=rounds, framework=framework,
-                                              contenders=CONTENDERS[framework],
+                                              contenders=(*CONTENDERS[framework],
+                                                          *((FP16,) if with_fp16 else ())),
                                               ddp_address=address, ddp_port=port)
                     size = each.placement.size
                     out = Path(tmp) / f"train-{size}-{index}.json"

@@ -147,3 +147,10 @@ def test_bad_shaped_hosts_fail_before_any_lab_or_rank(command: str) -> None:
     assert result.exit_code == 2 and "--shaped-hosts must be 2..3, got 1" in result.output
     result = CliRunner().invoke(main, ["bench", command, "--shaped-hosts", "3"])
     assert result.exit_code == 2 and "only with --shaped-link" in result.output
+
+
+def test_plain_hvdtrain_is_a_baseline_only_next_to_the_fp16_contender() -> None:
+    from hvdtrain.benchmarks.stats import baselines
+
+    assert baselines(["hvdtrain", "horovod", "ddp"]) == ["horovod", "ddp"]
+    assert baselines(["hvdtrain", "horovod", "hvdtrain-fp16"]) == ["hvdtrain", "horovod"]
