@@ -43,6 +43,14 @@ def show_plan(plan: Plan) -> None:
 
 
 def show_dry_run(plan: Plan, command: LaunchCommand) -> None:
+    import os
+
+    from hvdtrain.launch.rank_wrapper import what_it_adds
+
     show_plan(plan)
-    click.echo("\nthe launch runs exactly:")
+    hydra = "-ppn" in command.argv  # MPICH / Intel MPI: no Open MPI rules
+    open_mpi = ("mpirun" in command.argv[0] and not hydra) or "--mpi" in command.argv
+    added = what_it_adds(os.environ, len(plan.placement.hosts), open_mpi)
+    click.echo("\neach host's rank wrapper adds: " + "; ".join(added))
+    click.echo("\nthe launch runs exactly:")  # the command stays the last line
     click.echo(command_line(command))

@@ -34,8 +34,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from hvdtrain.cluster.pinning import decode_plan
-from hvdtrain.launch.allocator import with_allocator
-from hvdtrain.launch.mpi_tuning import with_ring_allreduce
+from hvdtrain.launch.allocator import ALLOCATOR_ENV, chosen_library, with_allocator
+from hvdtrain.launch.mpi_tuning import (
+    RING_FROM_BYTES,
+    RULES_FILE,
+    wants_ring,
+    with_ring_allreduce,
+)
 from hvdtrain.launch.network import interface_in, interface_towards
 from hvdtrain.launch.protocol import (
     NETWORK_ENV,
@@ -101,6 +106,17 @@ def child_environment(env: Mapping[str, str]) -> dict[str, str]:
         # arrive as one long line at the epoch's end (the epoch lines say the same)
         child.setdefault("TQDM_DISABLE", "1")
     return child
+
+
+def what_it_adds(environ: Mapping[str, str], hosts: int, open_mpi: bool) -> list[str]:
+    """For ``--dry-run``: what each host's wrapper adds to its ranks beyond the command."""
+    library = chosen_library(environ)
+    added = [f"LD_PRELOAD={library} where that file exists" if library else
+             f"glibc malloc ({ALLOCATOR_ENV}={environ.get(ALLOCATOR_ENV, 'auto')})"]
+    if open_mpi and wants_ring({**environ, "OMPI_COMM_WORLD_RANK": "0"}, hosts):
+        added.append(f"Open MPI ring allreduce from {RING_FROM_BYTES >> 20} MiB on 3+ ranks "
+                     f"({RULES_FILE})")
+    return added
 
 
 def _hosts_in_plan(env: Mapping[str, str]) -> int:

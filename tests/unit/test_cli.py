@@ -118,6 +118,20 @@ def test_train_dry_run_shows_plan_and_command() -> None:
     assert result.exit_code == 0, result.output
     assert "source: local host, -np 2" in result.output
     assert "horovodrun -np 2 -H localhost:2 --gloo" in result.output
+    assert "horovodrun -np 2" in result.output.strip().splitlines()[-1]  # the command last
+    assert "each host's rank wrapper adds: " in result.output  # what no command line shows
+
+
+def test_dry_run_names_the_ring_rules_only_for_open_mpi_across_hosts() -> None:
+    from hvdtrain.launch.rank_wrapper import what_it_adds
+
+    system = {"HVDTRAIN_ALLOCATOR": "system"}
+    assert what_it_adds(system, hosts=1, open_mpi=True) == [
+        "glibc malloc (HVDTRAIN_ALLOCATOR=system)"]
+    assert any("ring allreduce" in a for a in what_it_adds(system, hosts=3, open_mpi=True))
+    assert not any("ring" in a for a in what_it_adds(system, hosts=3, open_mpi=False))
+    mine = {**system, "OMPI_MCA_coll_tuned_allreduce_algorithm": "6"}
+    assert not any("ring" in a for a in what_it_adds(mine, hosts=3, open_mpi=True))
 
 
 @pytest.mark.parametrize(("data", "fragment", "code"), [
