@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from hvdtrain.launch.network import is_local
 from hvdtrain.launch.protocol import RunLayout
 from hvdtrain.launch.rank_env import detect_rank, refuse_bare_srun_task
 from hvdtrain.types import TrainConfig
+
+STOP_EXIT_GRACE_S = 3.0  # ranks other than 0 wait this long before exiting 75 (see train())
 
 
 def _names(registry: catalog.Registry[Any]) -> str:
@@ -197,6 +200,12 @@ def train(dry_run: bool, record_step_losses: bool, record_samples: bool, step_de
         # under hvdtrain's launcher: one line here (rank 0's reaches the terminal); the
         # launcher adds the hint, once
         click.echo(f"hvdtrain: {stop.message}", err=True)
+        found = detect_rank()
+        if found is not None and found.rank != 0:
+            # rank 0 leaves first: mpirun ends the whole job at the first non-zero exit, which
+            # could cut off rank 0's last line and exit record. The checkpoint is complete by
+            # now (every rank waited for it in a collective), so this only orders the exits.
+            time.sleep(STOP_EXIT_GRACE_S)
         sys.exit(stop.exit_code)
 
 

@@ -212,13 +212,13 @@ class _Supervisor:
         return None
 
     def check_stopped(self, exits: list[RankExit]) -> JobFailure | None:
-        """Rank 0 exits 75 only after its checkpoint is complete (the others waited for it in
-        a collective): the job stopped as asked, whatever the other ranks' last moments."""
-        if self.watchdog.elastic:  # any rank's 75 follows rank 0's complete checkpoint
-            chief = next((e for e in exits if e.exit_code == EXIT_STOPPED), None)
-        else:
-            chief = next((e for e in exits if e.rank == 0), None)
-        if chief is None or chief.exit_code != EXIT_STOPPED:
+        """A rank exits 75 only after rank 0's checkpoint is complete (every rank waited for
+        it in a collective): the job stopped as asked, whatever the other ranks' last moments
+        (mpirun may end rank 0 before its own exit record when another rank leaves first)."""
+        rank_zero = next((e for e in exits if e.rank == 0), None)
+        if rank_zero and not self.watchdog.elastic and rank_zero.exit_code != EXIT_STOPPED:
+            return None  # rank 0 ended otherwise (elastic renumbers ranks): not a stop
+        if not any(e.exit_code == EXIT_STOPPED for e in exits):
             return None
         return failures.stopped(self.layout, self.stop_signal)
 

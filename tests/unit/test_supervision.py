@@ -124,6 +124,20 @@ def test_first_failing_rank_is_named_with_its_stderr(tmp_path: Path) -> None:
     assert "--- last lines of rank 1 stderr ---\ndisk on fire\n---" in report
 
 
+def test_a_stop_counts_when_another_rank_leaves_before_rank_0(tmp_path: Path) -> None:
+    """Rank 1 exits 75 (only ever after rank 0's checkpoint is complete) while rank 0 has not
+    exited yet, as when mpirun ends rank 0 at rank 1's exit: the job stopped, exit 75."""
+    stopped = f"{PY} -c 'import sys; sys.exit(75)'"
+    result, report = _supervise(tmp_path, [f"{PY} -c 'import time; time.sleep(30)'", stopped])
+    assert isinstance(result, RankFailedError), report
+    assert result.exit_code == 75
+    assert "every rank stopped" in result.message and "--resume auto" in (result.hint or "")
+    # rank 0 ending otherwise is no stop
+    failed = f"{PY} -c 'import sys; sys.exit(3)'"
+    result, report = _supervise(tmp_path / "other", [failed, stopped])
+    assert isinstance(result, RankFailedError) and result.exit_code != 75, report
+
+
 def test_ranks_that_never_start_are_reported(tmp_path: Path) -> None:
     watchdog = Watchdog(start_timeout=0.5, grace=1, poll_interval=0.05)
     result, report = _supervise(tmp_path, ["x", "y"], watchdog,
