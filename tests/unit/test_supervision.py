@@ -132,9 +132,10 @@ def test_a_stop_counts_when_another_rank_leaves_before_rank_0(tmp_path: Path) ->
     assert isinstance(result, RankFailedError), report
     assert result.exit_code == 75
     assert "every rank stopped" in result.message and "--resume auto" in (result.hint or "")
-    # rank 0 ending otherwise is no stop
+    # rank 0 ending otherwise (here before rank 1's 75) is no stop
     failed = f"{PY} -c 'import sys; sys.exit(3)'"
-    result, report = _supervise(tmp_path / "other", [failed, stopped])
+    late_stop = f"{PY} -c 'import sys, time; time.sleep(5); sys.exit(75)'"
+    result, report = _supervise(tmp_path / "other", [failed, late_stop])
     assert isinstance(result, RankFailedError) and result.exit_code != 75, report
 
 
