@@ -107,18 +107,18 @@ def _allocator() -> dict[str, Any]:
     ranks start without the wrapper (a user's own mpirun or srun)."""
     import os
 
-    from hvdtrain.launch.allocator import ALLOCATOR_ENV, chosen_library
+    from hvdtrain.launch.allocator import ALLOCATOR_ENV, chosen_library, setting
 
-    setting = os.environ.get(ALLOCATOR_ENV, "auto")
+    choice = setting(os.environ)
     library = chosen_library(os.environ)
     if library:
         hint = f"under your own mpirun/srun: export LD_PRELOAD={library}"
-    elif setting == "auto":
+    elif choice == "auto":
         hint = ("apt-get install libtcmalloc-minimal4: large tensors then stop page-faulting "
                 "every step (docs/BENCHMARKS.md)")
     else:
-        hint = f"{ALLOCATOR_ENV}={setting}: glibc's malloc in every rank"
-    return {"setting": setting, "library": library, "hint": hint}
+        hint = f"{ALLOCATOR_ENV}={choice}: glibc's malloc in every rank"
+    return {"setting": choice, "library": library, "hint": hint}
 
 
 def collect_report() -> dict[str, Any]:

@@ -103,6 +103,7 @@ def _batch(config: TrainBenchConfig, rank: int) -> tuple[Any, Any]:
 
 def measure(config: TrainBenchConfig) -> dict[str, Any]:
     _HIDDEN["width"] = config.hidden
+    comm.horovod_defaults()  # the cycle time hvdtrain's ranks run with, for every contender
     if config.framework == "tensorflow":
         steps, barrier, rank_info = _tensorflow_steps(config)
     else:
@@ -138,7 +139,6 @@ def _torch_steps(config: TrainBenchConfig) -> tuple[Steps, Callable[[], Any], tu
     import torch
 
     torch.set_num_threads(1)
-    comm.horovod_defaults()  # the cycle time hvdtrain's ranks run with, for every contender
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
     x, y = _batch(config, rank)
@@ -188,7 +188,6 @@ def _tensorflow_steps(config: TrainBenchConfig) -> tuple[Steps, Callable[[], Any
     import keras
     import tensorflow as tf
 
-    comm.horovod_defaults()  # the cycle time hvdtrain's ranks run with, for every contender
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
     x, y = _batch(config, rank)

@@ -216,8 +216,7 @@ def render_train(by_size: dict[int, dict[str, Any]]) -> str:
 @plot_option
 def bench_train(framework: str, batch_size: int, hidden: int, steps: int, rounds: int,
                 launches: int, shaped_link: str | None, shaped_hosts: int, with_fp16: bool,
-                json_output: bool,
-                plot: str | None, **kw: Any) -> None:
+                json_output: bool, plot: str | None, **kw: Any) -> None:
     """Training throughput at 1 and N ranks: hvdtrain vs a minimal Horovod loop (vs DDP)."""
     import socket
     import sys

@@ -38,15 +38,20 @@ def find_tcmalloc(dirs: Iterable[str] = SEARCH_DIRS) -> str | None:
     return None
 
 
+def setting(env: Mapping[str, str]) -> str:
+    """``HVDTRAIN_ALLOCATOR``: ``auto`` (also when unset or empty), ``system`` or a path."""
+    return env.get(ALLOCATOR_ENV, "").strip() or "auto"
+
+
 def chosen_library(env: Mapping[str, str],
                    find: Callable[[], str | None] = find_tcmalloc) -> str | None:
     """The library to preload for ``env``'s setting, or None for glibc's malloc."""
-    setting = env.get(ALLOCATOR_ENV, "auto").strip() or "auto"
-    if setting == "system":
+    choice = setting(env)
+    if choice == "system":
         return None
-    if setting == "auto":
+    if choice == "auto":
         return find()
-    return setting if Path(setting).is_file() else None
+    return choice if Path(choice).is_file() else None
 
 
 def with_allocator(env: Mapping[str, str], find: Callable[[], str | None] = find_tcmalloc
@@ -59,9 +64,9 @@ def with_allocator(env: Mapping[str, str], find: Callable[[], str | None] = find
         return child, None
     library = chosen_library(env, find)
     if library is None:
-        setting = env.get(ALLOCATOR_ENV, "auto").strip()
-        if setting not in ("auto", "system", ""):
-            return child, f"{ALLOCATOR_ENV}={setting}: no such file; glibc's malloc is used"
+        choice = setting(env)
+        if choice not in ("auto", "system"):
+            return child, f"{ALLOCATOR_ENV}={choice}: no such file; glibc's malloc is used"
         return child, None
     child["LD_PRELOAD"] = f"{library} {preloaded}".strip()
     for name, value in QUIET.items():

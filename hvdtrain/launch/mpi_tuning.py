@@ -32,11 +32,14 @@ USER_CHOICES = (USE_RULES, RULES_PATH, "OMPI_MCA_coll_tuned_allreduce_algorithm"
                 "OMPI_MCA_coll")
 
 
+def ring_for_plan(env: Mapping[str, str], hosts_in_plan: int) -> bool:
+    """Several hosts, and the user chose no Open MPI collective settings of their own."""
+    return hosts_in_plan >= 2 and not any(name in env for name in USER_CHOICES)
+
+
 def wants_ring(env: Mapping[str, str], hosts_in_plan: int) -> bool:
-    """Open MPI rank (``OMPI_COMM_WORLD_RANK`` set), several hosts, nothing chosen by the
-    user."""
-    return ("OMPI_COMM_WORLD_RANK" in env and hosts_in_plan >= 2
-            and not any(name in env for name in USER_CHOICES))
+    """``ring_for_plan`` in an Open MPI rank (``OMPI_COMM_WORLD_RANK`` set)."""
+    return "OMPI_COMM_WORLD_RANK" in env and ring_for_plan(env, hosts_in_plan)
 
 
 def with_ring_allreduce(env: Mapping[str, str], run_dir: Path,

@@ -34,11 +34,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from hvdtrain.cluster.pinning import decode_plan
-from hvdtrain.launch.allocator import ALLOCATOR_ENV, chosen_library, with_allocator
+from hvdtrain.launch.allocator import ALLOCATOR_ENV, chosen_library, setting, with_allocator
 from hvdtrain.launch.mpi_tuning import (
     RING_FROM_BYTES,
     RULES_FILE,
-    wants_ring,
+    ring_for_plan,
     with_ring_allreduce,
 )
 from hvdtrain.launch.network import interface_in, interface_towards
@@ -112,8 +112,8 @@ def what_it_adds(environ: Mapping[str, str], hosts: int, open_mpi: bool) -> list
     """For ``--dry-run``: what each host's wrapper adds to its ranks beyond the command."""
     library = chosen_library(environ)
     added = [f"LD_PRELOAD={library} where that file exists" if library else
-             f"glibc malloc ({ALLOCATOR_ENV}={environ.get(ALLOCATOR_ENV, 'auto')})"]
-    if open_mpi and wants_ring({**environ, "OMPI_COMM_WORLD_RANK": "0"}, hosts):
+             f"glibc malloc ({ALLOCATOR_ENV}={setting(environ)})"]
+    if open_mpi and ring_for_plan(environ, hosts):
         added.append(f"Open MPI ring allreduce from {RING_FROM_BYTES >> 20} MiB on 3+ ranks "
                      f"({RULES_FILE})")
     return added
