@@ -4,6 +4,9 @@ Versions come from package metadata, so printing them imports no framework. What
 built with is asked of Horovod itself in a subprocess (its own ``extension_available`` /
 ``mpi_built`` checks), and the framework versions it was compiled against come from the
 ``metadata.json`` its build writes. Each problem carries a one-line fix.
+
+It reports on what ``launch`` does (the allocator, the probe's version reading), so it sits
+above ``launch`` and only imports from it; nothing in ``launch`` imports this module.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from hvdtrain import __version__
 from hvdtrain.cluster.sources import count_local_gpus
+from hvdtrain.launch.probe import installed_version
 
 SETUP_FIX = "run 'bash scripts/setup.sh' (or 'make setup') in the hvdtrain checkout"
 
@@ -35,17 +39,6 @@ print(json.dumps({
                    "ccl": bool(ccl_built())},
 }))
 """
-
-
-def installed_version(*distributions: str) -> str | None:
-    """The version of the first of ``distributions`` that is installed (package metadata: no
-    import). Also used by ``launch.probe`` on every host, so both compare alike."""
-    for name in distributions:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def _mpi_version() -> str | None:

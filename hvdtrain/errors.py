@@ -4,11 +4,13 @@ The CLI turns these into one line (plus the hint) and a distinct exit code, neve
 traceback. Library code raises them; ``assert`` is never used to check input.
 
 Exit codes: 2 options/config (``ConfigError``), 3 hosts and placement, 4 launcher, 5 preflight
-failed, 6 data (``DataError``), 7 checkpoint (``CheckpointError``), 8 training diverged
-(``TrainingDivergedError``); a failed rank's own code is passed on (``RankFailedError``), 124
+failed, 6 data (``DataError``), 7 checkpoint (``CheckpointError``; also a full disk during
+training: the run's state is its checkpoints), 8 training diverged (``TrainingDivergedError``),
+9 an output file could not be written (``OutputError``: predictions, an exported model, a full
+disk); a failed rank's own code is passed on (``RankFailedError``), 124
 job timeout, 125 ranks did not start; 75 (``EX_TEMPFAIL``: try again later) a job stopped on
 request (SIGUSR1/SIGTERM, e.g. Slurm preemption) after writing a checkpoint, so a requeued job
-continues with ``--resume auto``. Codes 6-8 and 75 are raised by ranks as well as by the
+continues with ``--resume auto``. Codes 6-9 and 75 are raised by ranks as well as by the
 launcher side, so a job whose ranks all diverged exits 8 like a single rank would.
 """
 
@@ -79,6 +81,21 @@ class CheckpointError(HvdtrainError):
     """A checkpoint that cannot be read, or does not belong to this run."""
 
     exit_code = 7
+
+
+class OutputError(HvdtrainError):
+    """A file hvdtrain writes could not be written (a full disk, no permission); the partial
+    file is gone (``hvdtrain.atomic``). ``disk_full``: the filesystem filled up; ``free``: the
+    bytes left there once the partial file was removed (None: unknown)."""
+
+    exit_code = 9
+
+    def __init__(self, message: str, hint: str | None = None, *, path: str | None = None,
+                 disk_full: bool = False, free: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.path = path
+        self.disk_full = disk_full
+        self.free = free
 
 
 class TrainingDivergedError(HvdtrainError):

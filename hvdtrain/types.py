@@ -221,6 +221,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     resume: str | None = None  # "latest", "auto" (latest if any, else start) or a path
     on_nonfinite: str = "stop"  # stop | skip (catalog.ON_NONFINITE)
+    log_every_seconds: float = 30.0  # a progress line this often when not on a terminal
 
     def __post_init__(self) -> None:
         catalog.FRAMEWORKS.get(self.framework)
@@ -246,6 +247,8 @@ class TrainConfig:
             ("--keep-checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 1, ">= 1"),
             ("--val-fraction", self.val_fraction, 0 < self.val_fraction < 1,
              "between 0 and 1 (exclusive)"),
+            ("--log-every-seconds", self.log_every_seconds, self.log_every_seconds >= 0,
+             ">= 0"),
         ]
         for flag, value, ok, rule in ranges:
             if isinstance(value, float) and not math.isfinite(value):

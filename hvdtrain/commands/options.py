@@ -9,12 +9,15 @@ YAML file or an ``HVDTRAIN_*`` variable meets the same check and message as a fl
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from hvdtrain import catalog
 from hvdtrain.cluster.planning import PlacementRequest
@@ -22,12 +25,13 @@ from hvdtrain.errors import ConfigError
 from hvdtrain.launch.commands import HorovodTuning
 from hvdtrain.launch.elastic import ElasticSettings
 from hvdtrain.launch.job import LaunchSettings
+from hvdtrain.launch.protocol import encode_rank_options, rank_options
 from hvdtrain.launch.supervisor import Watchdog
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Flags that only steer the launching command and are not passed on to the ranks.
-LAUNCHER_ONLY_FLAGS = frozenset({"--dry-run", "--json"})
+# --resume values that are not paths
+RESUME_WORDS = frozenset({"latest", "auto"})
 
 
 def stacked(options: list[Callable[[F], F]]) -> Callable[[F], F]:
@@ -164,10 +168,40 @@ def elastic_settings(kw: dict[str, Any]) -> ElasticSettings | None:
                            kw["reset_limit"], kw["hostfile"])
 
 
-def train_program(args: list[str] | None = None) -> list[str]:
-    """What every rank runs for ``hvdtrain train``: this command line as ``train``, without
-    the flags that only concern the launcher. ``args``: the options after the command name
-    (default: this process's own)."""
-    args = sys.argv[2:] if args is None else args
-    return [sys.executable, "-m", "hvdtrain", "train",
-            *(a for a in args if a not in LAUNCHER_ONLY_FLAGS)]
+def train_program() -> list[str]:
+    """What every rank runs for a launched ``hvdtrain train``: the command alone. Its options
+    travel resolved in the rank protocol (``options_for_ranks``), never re-read on the
+    rank's host, whose environment and files may differ from the launcher's."""
+    return [sys.executable, "-m", "hvdtrain", "train"]
+
+
+def with_absolute_paths(kw: dict[str, Any]) -> dict[str, Any]:
+    """``kw`` with its file options absolute, as the launching directory means them: ranks
+    start elsewhere (another host, another working directory)."""
+    absolute = dict(kw)
+    if kw.get("data") and Path(kw["data"]).suffix in catalog.DATA_FILES:
+        absolute["data"] = os.path.abspath(kw["data"])
+    if kw.get("resume") and kw["resume"] not in RESUME_WORDS:
+        absolute["resume"] = os.path.abspath(kw["resume"])
+    for name in ("run_dir", "timeline_filename"):
+        if kw.get(name):
+            absolute[name] = os.path.abspath(kw[name])
+    return absolute
+
+
+def options_for_ranks(kw: dict[str, Any], run_dir: Path) -> str:
+    """The value of the rank protocol's options variable: ``kw`` as resolved here (defaults <
+    file < environment < flags), paths absolute, the run directory the launcher chose."""
+    return encode_rank_options({**with_absolute_paths(kw), "run_dir": str(run_dir)})
+
+
+def options_in_rank(parsed: dict[str, Any], ctx: click.Context) -> dict[str, Any]:
+    """A rank's options: the launcher's resolved ones where it sent them, overridden only by
+    flags on the rank's own command line (a restart adds ``--resume``); a rank that a user's
+    own mpirun started keeps what it parsed."""
+    from_launcher = rank_options(os.environ)
+    if from_launcher is None:
+        return parsed
+    flags = {name: value for name, value in parsed.items()
+             if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+    return {**parsed, **from_launcher, **flags}

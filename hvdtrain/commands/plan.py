@@ -30,6 +30,7 @@ from hvdtrain.commands.options import (
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import command_line, show_plan, table
 from hvdtrain.launch.job import job_command, layout_for, manual_commands
+from hvdtrain.launch.protocol import RANK_OPTIONS_ENV
 
 BY_HAND_PROGRAM = ["hvdtrain", "train"]
 
@@ -87,6 +88,8 @@ def plan(json_output: bool, run_dir: str | None, estimate: bool, **kw: Any) -> N
     show_plan(the_plan)
     click.echo("\n'hvdtrain train' with these options runs exactly:")
     click.echo(f"  {command_line(command)}")
+    click.echo(f"  plus {RANK_OPTIONS_ENV}, train's options as resolved on this host "
+               "('hvdtrain train ... --dry-run' shows it)")
     if settings.elastic is not None:
         from hvdtrain.launch.elastic import hostfile_path, script_path
 

@@ -1,10 +1,15 @@
 """``hvdtrain train``: launch ranks (or, inside a rank, be one) and train.
 
 One command for every way users start it: run directly, it plans and launches its own ranks
-(each re-running this command line, see ``options.train_program``); started by horovodrun or
-mpirun, it notices ``HOROVOD_RANK``/``OMPI_COMM_WORLD_RANK``/``PMI_RANK``/``PMIX_RANK`` and
-trains as a worker. ``TrainConfig`` validates every option on the launching side, before any
-rank starts, and again in each rank (same code, same messages).
+(each running ``hvdtrain train`` with the options resolved here, see
+``options.options_for_ranks``); started by horovodrun or mpirun, it notices
+``HOROVOD_RANK``/``OMPI_COMM_WORLD_RANK``/``PMI_RANK``/``PMIX_RANK`` and trains as a worker.
+``TrainConfig`` validates every option on the launching side, before any rank starts, and
+again in each rank (same code, same messages).
+
+Options are resolved once, by the launcher: a rank on another host has neither the launcher's
+``HVDTRAIN_*`` variables nor its ``--config`` file nor its working directory, so re-parsing
+there would silently train something else.
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ from hvdtrain.commands.options import (
     elastic_options,
     launch_options,
     launch_settings,
+    options_for_ranks,
+    options_in_rank,
     placement_options,
     placement_request,
     stacked,
     train_program,
+    with_absolute_paths,
 )
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import show_dry_run
@@ -38,6 +46,7 @@ from hvdtrain.launch.job import job_command, layout_for, where_logs_are
 from hvdtrain.launch.network import is_local
 from hvdtrain.launch.protocol import RunLayout
 from hvdtrain.launch.rank_env import detect_rank, refuse_bare_srun_task
+from hvdtrain.launch.results import fetch_results, rank_hosts, remote_hosts, where_results_are
 from hvdtrain.types import TrainConfig
 
 STOP_EXIT_GRACE_S = 3.0  # ranks other than 0 wait this long before exiting 75 (see train())
@@ -78,6 +87,9 @@ _train_options = stacked([
     click.option("--run-dir", type=click.Path(file_okay=False), default=None,
                  help="Metrics, TensorBoard events, checkpoints, summary.json and rank "
                  "logs (default: runs/<timestamp>)."),
+    click.option("--fetch-results/--no-fetch-results", default=None,
+                 help="At the end, copy rank 0's results and every rank's logs back into the "
+                 "run directory here over ssh (default: when another host does not share it)."),
     click.option("--checkpoint-every", type=int, default=1, show_default=True,
                  help="Epochs between checkpoints (0: never)."),
     click.option("--checkpoint-every-steps", type=int, default=0, show_default=True,
@@ -101,6 +113,10 @@ _train_options = stacked([
     click.option("--commit-every-steps", type=int, default=10, show_default=True,
                  help="--elastic: keep model, optimizer and sampler position in memory every "
                  "K steps (and at epoch ends); a failed rank costs at most K steps."),
+    click.option("--log-every-seconds", type=float, default=30.0, show_default=True,
+                 help="When rank 0's output is not a terminal (a log file, CI, Slurm, a "
+                 "pipe): a progress line this often within an epoch, no bar (0: epoch lines "
+                 "only)."),
     click.option("--record-step-losses", is_flag=True, hidden=True),
     click.option("--record-samples", is_flag=True, hidden=True),
     click.option("--step-delay", type=float, default=0.0, hidden=True),
@@ -140,9 +156,12 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
     from hvdtrain.training.restarts import RestartPolicy, train_with_restarts
     from hvdtrain.training.validate import validate_run
 
+    kw = with_absolute_paths(kw)
     config = train_config(kw)  # every option error before any rank starts
     the_plan = make_plan(placement_request(kw))
-    settings = launch_settings(kw, require_ready=True, graceful_stop=True)
+    layout = layout_for(kw["run_dir"])
+    settings = replace(launch_settings(kw, require_ready=True, graceful_stop=True),
+                       rank_options=options_for_ranks(kw, layout.root))
     policy = RestartPolicy(kw["max_restarts"], kw["restart_on_fewer_hosts"], kw["restart_wait"])
     if settings.elastic is not None:
         _check_elastic(kw, policy)
@@ -151,7 +170,6 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
         settings = replace(settings, watchdog=replace(settings.watchdog,
                                                       idle_timeout=RESTART_IDLE_TIMEOUT))
     program = train_program()
-    layout = layout_for(kw["run_dir"])
     # the data, the model and the checkpoint to resume, as far as this host can see them
     elsewhere = not any(is_local(host.name) for host in the_plan.hosts)
     for note in validate_run(config, layout.root, data_may_be_elsewhere=elsewhere):
@@ -168,8 +186,21 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
         policy, kw["resume"], lambda text: click.echo(text, err=True))
     ran = (f"the elastic job ({len(result.ranks)} rank processes) finished" if settings.elastic
            else f"{len(result.ranks)} ranks finished")
-    click.echo(f"hvdtrain: {ran} in {result.wall_seconds:.1f} s; "
-               f"rank logs in {where_logs_are(result, layout)}", err=True)
+    planned = None if settings.elastic or (layout.root / "restarts.json").exists() else {
+        slot.rank: slot.host for slot in the_plan.placement.ranks}
+    hosts = rank_hosts(result.ranks, planned)
+    results, logs = where_results_are(layout, hosts), where_logs_are(result, layout)
+    if kw["fetch_results"] is not False and remote_hosts(layout, hosts):
+        fetched = fetch_results(layout, hosts)
+        for line in fetched.copied:
+            click.echo(f"hvdtrain: copied into {layout.root} from {line}", err=True)
+        for line in fetched.failed:
+            click.echo(f"hvdtrain: warning: could not copy results from {line}; they stay "
+                       "there", err=True)
+        if not fetched.failed:
+            results = logs = f"{layout.root} (copied)"
+    click.echo(f"hvdtrain: {ran} in {result.wall_seconds:.1f} s; results in {results}; "
+               f"rank logs in {logs}", err=True)
 
 
 @click.command(context_settings={"show_default": False})
@@ -179,13 +210,16 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
 @launch_options
 @elastic_options
 @dry_run_option
-def train(dry_run: bool, record_step_losses: bool, record_samples: bool, step_delay: float,
-          **kw: Any) -> None:
+@click.pass_context
+def train(ctx: click.Context, dry_run: bool, **kw: Any) -> None:
     """Train a model data-parallel on Horovod (launches ranks, or runs as one)."""
     if detect_rank() is None:
         refuse_bare_srun_task()
         _launch_side(kw, dry_run)
         return
+    kw = options_in_rank(kw, ctx)
+    record_step_losses, record_samples, step_delay = (
+        kw.pop("record_step_losses"), kw.pop("record_samples"), kw.pop("step_delay"))
     from hvdtrain.training.loop import LoopOptions
     from hvdtrain.training.worker import run_worker  # the rank's framework, loaded here
 

@@ -4,21 +4,22 @@ hvdtrain, plus ``PATH.json``, the sidecar that says how to feed it and read its 
 The sidecar holds the input spec (name, dtype, shape, kind, how text is encoded), the class
 names in output column order, and the preprocessing: ``standardisation`` (``mean``, ``std``:
 ``x = (raw - mean) / std`` in float32, as training did), or none for text. The model itself
-outputs class probabilities (binary: ``[1 - p, p]``). Files are written atomically (a
-temporary name in the same directory, then renamed), so a failed export leaves nothing half
-written; the framework is imported only here, in the export itself.
+outputs class probabilities (binary: ``[1 - p, p]``). Both files are written atomically
+(``hvdtrain.atomic``: a temporary name in the same directory, renamed when complete; the model
+keeps its suffix there, Keras checks it), the sidecar first, so a failed export (a full disk:
+one ``OutputError`` naming the file and the space left) leaves no half-written file and no
+model without its sidecar; the framework is imported only here, in the export itself.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hvdtrain import __version__
+from hvdtrain.atomic import atomic_output, atomic_write_text
 from hvdtrain.catalog import EXPORT_FORMATS
 from hvdtrain.errors import ConfigError
 from hvdtrain.inference.card import ModelCard, load_card
@@ -87,19 +88,17 @@ def export(checkpoint: str, fmt: str, output: Path) -> ExportResult:
     card = load_card(checkpoint)
     check_request(card, fmt, output)
     exporter = EXPORT_FORMATS.load(fmt)
-    tmp = output.with_name(f".tmp-{os.getpid()}-{output.name}")  # same suffix: Keras checks it
-    try:
-        info = exporter(card.config, card.stub(), card.path, tmp)
-        if output.is_dir():
-            shutil.rmtree(output)  # an older SavedModel (checked above)
-        os.replace(tmp, output)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
     meta = sidecar_path(output)
-    meta_tmp = meta.with_name(f".tmp-{os.getpid()}-{meta.name}")
-    meta_tmp.write_text(json.dumps(sidecar(card, fmt, output, info), indent=2) + "\n")
-    os.replace(meta_tmp, meta)
+    sidecar_written = False
+    try:
+        # an older SavedModel directory (checked above) is replaced whole
+        with atomic_output(output, keep_suffix=True) as tmp:
+            info = exporter(card.config, card.stub(), card.path, tmp)
+            atomic_write_text(meta, json.dumps(sidecar(card, fmt, output, info), indent=2)
+                              + "\n")
+            sidecar_written = True
+    except BaseException:
+        if sidecar_written:  # the model's rename failed: the sidecar describes nothing
+            meta.unlink(missing_ok=True)
+        raise
     return ExportResult(output, meta, str(info["check"]))

@@ -11,15 +11,15 @@ the predictors), so every sample's result is bit for bit the same at any rank co
 * **predict**: in round ``j`` every rank computes batch ``j·N + r`` and the results are
   gathered; rank 0 writes them in batch order, so rows come in input order and memory holds
   one round, never the whole input. The file is written under a temporary name beside
-  ``--output`` and renamed when complete (``training.checkpoint.atomic_write``).
+  ``--output`` and renamed when complete (``hvdtrain.atomic``). A write that fails there (a
+  full disk) travels to the other ranks with the next round's gather, so every rank stops
+  with the same one-line ``OutputError`` and no partial file is left.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +27,16 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
+from hvdtrain.atomic import atomic_write
 from hvdtrain.catalog import FRAMEWORKS, PREDICTION_FILES
-from hvdtrain.cluster.pinning import choose_device, decode_plan
-from hvdtrain.cluster.sources import count_local_gpus
-from hvdtrain.errors import ConfigError, DataError
+from hvdtrain.errors import ConfigError, DataError, OutputError
 from hvdtrain.inference.card import ModelCard, load_card
 from hvdtrain.inference.inputs import Batch, Inputs
 from hvdtrain.inference.metrics import format_table, summarise
-from hvdtrain.launch.protocol import PLAN_ENV, RunLayout
-from hvdtrain.training.checkpoint import atomic_write
+from hvdtrain.launch.protocol import RunLayout
+from hvdtrain.training.commits import raise_agreed
+from hvdtrain.training.host_identity import device_choice
+from hvdtrain.training.progress import Progress, progress
 from hvdtrain.types import Collectives, Dataset, DeviceChoice, TrainConfig
 
 
@@ -98,12 +99,9 @@ def _my_batches(inputs: Inputs, size: int, rank: int, world: int) -> Iterator[Ba
             yield batch
 
 
-def _progress(comm: Collectives, what: str, unit: str) -> Any:
-    if comm.rank != 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(desc=what, unit=unit, file=sys.stderr, mininterval=0.5, leave=False)
+def _progress(comm: Collectives, what: str, unit: str) -> Progress | None:
+    """Rank 0's: a bar on a terminal, a plain line every 30 s in a log (``training.progress``)."""
+    return progress(what, None, unit) if comm.rank == 0 else None
 
 
 def evaluate(predictor: Predictor, comm: Collectives, card: ModelCard,
@@ -176,10 +174,12 @@ def predict(predictor: Predictor, comm: Collectives, card: ModelCard, inputs: In
 
     classes = card.num_classes
 
+    failed: list[OSError] = []  # rank 0: the write that failed; the next round ends them all
+
     def rounds(rows: _Rows | None) -> int:
         written = 0
         while True:
-            batch = next(mine, None)
+            batch = next(mine, None) if not failed else None
             # the same type from every rank, also past the end: Horovod names an object
             # gather by its type, and ranks gathering different names wait for each other
             result: tuple[np.ndarray, np.ndarray, np.ndarray] = (
@@ -187,30 +187,48 @@ def predict(predictor: Predictor, comm: Collectives, card: ModelCard, inputs: In
             if batch is not None:
                 probabilities, predicted, _ = predictor.run(batch.x, None)
                 result = (batch.index, predicted, probabilities)
-            gathered = comm.allgather_object(result)
-            if all(len(index) == 0 for index, _, _ in gathered):
+            gathered = comm.allgather_object((result, bool(failed)))
+            if any(stop for _, stop in gathered) or all(
+                    len(index) == 0 for (index, _, _), _ in gathered):
                 return written
-            for item in gathered:  # rank order = batch order within the round
+            for item, _ in gathered:  # rank order = batch order within the round
                 if rows is not None:
-                    rows.write(*item)
+                    try:
+                        rows.write(*item)
+                    except OSError as exc:  # a full disk: stop writing, tell the others
+                        failed.append(exc)
+                        rows = None
                 written += len(item[0])
                 if bar is not None and len(item[0]):
                     bar.update(len(item[0]))
 
     if comm.rank != 0:
-        return rounds(None)
+        count = rounds(None)
+        # rank 0's outcome; the same type from every rank (Horovod names it by its type)
+        (error,) = comm.broadcast_object((None,))
+        if error is not None:
+            raise_agreed(comm, OutputError(*error))
+        return count
     count = 0
 
     def write(tmp: Path) -> None:
         nonlocal count
         with tmp.open("w", encoding="utf-8", newline="") as handle:
             count = rounds(_Rows(handle, output.suffix, card.class_names))
+        if failed:
+            raise failed[0]
 
+    outcome = None
     try:
         atomic_write(output, write)
+    except OutputError as exc:  # every rank is past its gathers: tell them, then raise
+        outcome = (exc.message, exc.hint)
     finally:
         if bar is not None:
             bar.close()
+    comm.broadcast_object((outcome,))
+    if outcome is not None:
+        raise OutputError(*outcome)
     return count
 
 
@@ -223,9 +241,7 @@ def run_rank(request: Request, env: Mapping[str, str] | None = None) -> None:
     comm = predictor.connect()
     if layout is not None:
         layout.write_ready(comm.rank)
-    names = [n for n in (env.get("HOROVOD_HOSTNAME"), socket.gethostname()) if n]
-    choice = choose_device(comm.rank, comm.local_rank, names, count_local_gpus(),
-                           decode_plan(env.get(PLAN_ENV)))
+    choice = device_choice(comm.rank, comm.local_rank, env)
     predictor.pin(choice)
     predictor.load(card.config, card.stub(), card.path)
     inputs = Inputs(card, request.data, request.split, request.label_column,

@@ -41,7 +41,12 @@ from hvdtrain.launch.commands import (
 from hvdtrain.launch.elastic import ElasticSettings, elastic_command, write_discovery
 from hvdtrain.launch.network import interface_in, is_local, rendezvous_address
 from hvdtrain.launch.preflight import run_preflight
-from hvdtrain.launch.protocol import PLAN_ENV, RunLayout
+from hvdtrain.launch.protocol import (
+    PLAN_ENV,
+    RANK_OPTIONS_ENV,
+    RunLayout,
+    terminal_environment,
+)
 from hvdtrain.launch.supervisor import JobResult, Watchdog, run_job
 
 
@@ -55,6 +60,8 @@ class LaunchSettings:
     preflight: bool = True  # check remote hosts briefly before launching on them
     preflight_timeout: float = 20.0  # per host
     elastic: ElasticSettings | None = None  # --elastic: horovodrun --gloo, discovery
+    # ``train``: its resolved options, exported to every rank (protocol.RANK_OPTIONS_ENV)
+    rank_options: str | None = None
 
 
 def resolve_backend(settings: LaunchSettings, mpi_available: bool) -> tuple[str, str]:
@@ -114,11 +121,15 @@ def job_command(plan: Plan, program: list[str], settings: LaunchSettings, layout
         rendezvous = inside[1] if inside else rendezvous_address(
             host.name for host in plan.placement.hosts)
     export = layout.environment(encode_plan(plan.placement), rendezvous, network)
+    if settings.rank_options is not None:
+        export[RANK_OPTIONS_ENV] = settings.rank_options
     if settings.elastic is not None:
         export.pop(PLAN_ENV)  # ranks come and go: each rank pins by its local rank instead
         command = elastic_command(plan, layout.wrap(program), settings.elastic,
                                   settings.tuning, layout.root, export)
         return LaunchCommand([find_horovodrun(), *command.argv[1:]], command.env)
+    # a progress bar only for a terminal (elastic: horovodrun forwards lines, never a bar)
+    export.update(terminal_environment())
     return build_command(plan, layout.wrap(program), settings, export, environ)
 
 

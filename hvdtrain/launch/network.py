@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
+import re
 import socket
 import struct
+import subprocess
 from collections.abc import Iterable
+from pathlib import Path
 
 LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "127.0.0.1", "::1"})
 SIOCGIFADDR = 0x8915  # Linux ioctl: an interface's IPv4 address
@@ -62,6 +65,51 @@ def interface_addresses() -> dict[str, str]:
                 continue
             found[name] = socket.inet_ntoa(packed[20:24])
     return found
+
+
+_IP_ADDR = re.compile(r"\binet6? ([0-9A-Fa-f.:]+)")
+
+
+def _ip_addr_output(timeout: float) -> str:
+    try:
+        out = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True,
+                             timeout=timeout, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout if out.returncode == 0 else ""
+
+
+def _proc_ipv6(path: Path = Path("/proc/net/if_inet6")) -> set[str]:
+    found: set[str] = set()
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        hexits = line.split()[0] if line.split() else ""
+        if len(hexits) == 32:
+            found.add(str(ipaddress.IPv6Address(bytes.fromhex(hexits))))
+    return found
+
+
+def local_addresses(timeout: float = 5.0) -> frozenset[str]:
+    """Every address of this machine's interfaces, IPv4 and IPv6, canonical. ``ip -o addr``
+    lists secondary addresses too; the ioctl and ``/proc/net/if_inet6`` are added for hosts
+    without iproute2 (a slim container). Each source is best effort: fewer addresses, never an
+    exception."""
+    found = {m.group(1) for m in _IP_ADDR.finditer(_ip_addr_output(timeout))}
+    try:
+        found.update(interface_addresses().values())
+    except OSError:
+        pass
+    found.update(_proc_ipv6())
+    canonical = set()
+    for text in found:
+        try:
+            canonical.add(str(ipaddress.ip_address(text)))
+        except ValueError:
+            continue
+    return frozenset(canonical)
 
 
 def interface_towards(address: str) -> str | None:

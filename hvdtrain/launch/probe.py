@@ -6,7 +6,7 @@
 Why it looks the way it does:
 
 * Stdlib and hvdtrain's light modules only, no framework import: versions come from package
-  metadata (``diagnostics.installed_version``, as ``hvdtrain env`` reads them), so a probe
+  metadata (``installed_version``, which ``hvdtrain env`` uses too), so a probe
   takes well under a second, and a host with a broken torch still answers.
 * Horovod's build flags are asked of Horovod's own C library (``horovod_mpi_built`` and
   friends, exported by every framework extension), loaded with ``ctypes`` in a child process
@@ -33,8 +33,6 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-from hvdtrain.diagnostics import installed_version
 
 PACKAGES: dict[str, tuple[str, ...]] = {
     "horovod": ("horovod",),
@@ -69,6 +67,18 @@ for framework, (ext, preload) in json.loads(sys.argv[1]).items():
         continue
 print(json.dumps(flags))
 """
+
+
+def installed_version(*distributions: str) -> str | None:
+    """The version of the first of ``distributions`` that is installed (package metadata: no
+    import). ``diagnostics`` (``hvdtrain env``) reads versions with it too, so the launcher's
+    report and every host's probe compare alike."""
+    for name in distributions:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def _site_root(distribution: str) -> Path | None:

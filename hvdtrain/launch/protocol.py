@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -37,6 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
+from hvdtrain.errors import ConfigError
+
 JOB_DIR_ENV = "HVDTRAIN_JOB_DIR"  # the run directory the launcher chose (absolute)
 PLAN_ENV = "HVDTRAIN_PLAN"  # the placement, as ``cluster.pinning.encode_plan`` writes it
 # Gloo across hosts: the launcher's address the hosts reach (``launch.network``); the rank
@@ -44,10 +47,23 @@ PLAN_ENV = "HVDTRAIN_PLAN"  # the placement, as ``cluster.pinning.encode_plan`` 
 RENDEZVOUS_ENV = "HVDTRAIN_RENDEZVOUS_ADDR"
 # --network-interface given as a network (CIDR): each host's wrapper picks its interface in it.
 NETWORK_ENV = "HVDTRAIN_NETWORK"
-PROTOCOL_VARIABLES = (JOB_DIR_ENV, PLAN_ENV, RENDEZVOUS_ENV, NETWORK_ENV)
+# ``train``'s options as the launcher resolved them (defaults < file < environment < flags,
+# paths made absolute): a rank on another host has neither the launcher's environment nor its
+# files, so it takes these instead of re-resolving its own (``rank_options``).
+RANK_OPTIONS_ENV = "HVDTRAIN_RANK_OPTIONS"
+# "1": the launcher's stderr, where rank 0's output is shown, is a terminal (a rank's own is a
+# pipe to its wrapper): rank 0 draws progress bars only then (``training.progress``).
+TERMINAL_ENV = "HVDTRAIN_LAUNCHER_TTY"
+PROTOCOL_VARIABLES = (JOB_DIR_ENV, PLAN_ENV, RENDEZVOUS_ENV, NETWORK_ENV, RANK_OPTIONS_ENV,
+                      TERMINAL_ENV)
 
 WRAPPER_MODULE = "hvdtrain.launch.rank_wrapper"
 STATUS_MARKER = b"@@hvdtrain-rank-status@@ "  # starts a record line on a launcher's stdout
+# Horovod elastic renumbers ranks on every reset: after each one the worker says on its stdout
+# and stderr whether it is rank 0 now, and its wrapper echoes its output only while it is
+VOICE_MARKER = b"@@hvdtrain-voice@@ "
+# how horovodrun forwards a rank's line: ``[3]<stdout>:text`` (a line without it is its own)
+LAUNCHER_TAG = re.compile(rb"\[\d+\]<std(?:out|err)>:")
 EVENTS = ("start", "ready", "exit")
 
 
@@ -89,6 +105,76 @@ def split_status(line: bytes) -> tuple[bytes, dict[str, object] | None]:
     before = line[:at]
     keep = b"" if before.strip() == b"" or before.rstrip().endswith(b">:") else before + b"\n"
     return keep, record if isinstance(record, dict) else None
+
+
+def encode_rank_options(options: Mapping[str, object]) -> str:
+    """The value of ``RANK_OPTIONS_ENV``: one compact JSON object, keys sorted (the dry run,
+    ``launch.json`` and the ranks see the same text)."""
+    return json.dumps(dict(options), sort_keys=True, separators=(",", ":"))
+
+
+def rank_options(env: Mapping[str, str]) -> dict[str, object] | None:
+    """The options the launcher resolved for this rank, or None when a user's own launcher
+    started it (it then parses its command line, as any program would)."""
+    value = env.get(RANK_OPTIONS_ENV)
+    if not value:
+        return None
+    try:
+        options = json.loads(value)
+    except ValueError:
+        options = None
+    if not isinstance(options, dict):
+        raise ConfigError(f"{RANK_OPTIONS_ENV} is not the JSON object hvdtrain's launcher "
+                          "writes", hint=f"unset {RANK_OPTIONS_ENV} when starting ranks yourself")
+    return options
+
+
+def terminal_environment(stream: IO[str] | None = None) -> dict[str, str]:
+    """``TERMINAL_ENV`` for the ranks when the launcher's stderr (``stream``) is a terminal;
+    nothing otherwise (a rank then asks its own stderr: a pipe under every launcher)."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return {TERMINAL_ENV: "1"} if tty else {}
+
+
+def voice_line(speaks: bool) -> bytes:
+    return VOICE_MARKER + (b"1" if speaks else b"0") + b"\n"
+
+
+def split_voice(line: bytes) -> tuple[bytes, bool | None]:
+    """(text to pass on, whether the rank speaks from now on or None when the line does not
+    say): the rank wrapper's side of ``claim_voice``."""
+    at = line.find(VOICE_MARKER)
+    if at < 0:
+        return line, None
+    before = line[:at]
+    return (before + b"\n" if before else b""), line[at + len(VOICE_MARKER):].strip() == b"1"
+
+
+def claim_voice(speaks: bool, env: Mapping[str, str] | None = None) -> None:
+    """Horovod elastic, in the worker after each reset: tell this rank's wrapper whether it is
+    rank 0 now (it alone is shown, as without elastic). Only under hvdtrain's launcher: a
+    user's own horovodrun would show the line."""
+    env = os.environ if env is None else env
+    if JOB_DIR_ENV not in env:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+            stream.buffer.write(voice_line(speaks))
+            stream.buffer.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+def untag(line: bytes) -> bytes | None:
+    """A rank's line as horovodrun forwarded it without horovodrun's tag; None for a line of
+    horovodrun's own."""
+    found = LAUNCHER_TAG.match(line)
+    return line[found.end():] if found else None
 
 
 def _write_json(path: Path, payload: Mapping[str, object]) -> None:
@@ -234,10 +320,12 @@ class RunLayout:
 
 
 def relay_status(source: IO[bytes] | None, layout: RunLayout, passthrough: IO[bytes] | None,
-                 log: IO[bytes] | None = None, gate: threading.Event | None = None) -> None:
+                 log: IO[bytes] | None = None, gate: threading.Event | None = None,
+                 ranks_only: bool = False) -> None:
     """The supervisor's side of the stdout channel: records into ``layout``; every other line
     into ``log`` and on to ``passthrough`` while ``gate`` is open (or always, without one),
-    until ``source`` closes."""
+    until ``source`` closes. ``ranks_only`` (horovodrun elastic): only the ranks' lines go on,
+    without horovodrun's tags; its own lines go to ``log`` alone."""
     if source is None:
         return
     for line in iter(source.readline, b""):
@@ -246,12 +334,13 @@ def relay_status(source: IO[bytes] | None, layout: RunLayout, passthrough: IO[by
             layout.write_record(str(record.get("event")), record)
         if not text:
             continue
-        speak = gate is None or gate.is_set()
-        for sink in (passthrough if speak else None, log):
-            if sink is None:
+        shown: bytes | None = untag(text) if ranks_only else text
+        speak = bool(shown) and (gate is None or gate.is_set())
+        for sink, data in ((passthrough if speak else None, shown), (log, text)):
+            if sink is None or not data:
                 continue
             try:
-                sink.write(text)
+                sink.write(data)
                 sink.flush()
             except (ValueError, OSError):
                 pass

@@ -15,13 +15,14 @@ It also preloads tcmalloc into the child where this host has it (``launch.alloca
 large tensors otherwise page-fault on every step), points Open MPI ranks of multi-host plans
 at the ring allreduce for large buffers (``launch.mpi_tuning``), and makes orphans
 impossible: the child is killed if the wrapper dies (``PR_SET_PDEATHSIG``), the wrapper is
-terminated if its launcher dies, and SIGINT/SIGTERM are forwarded. Rank 0's output is shown
+terminated if its parent dies, and once its launcher is gone (its parent or its stdout channel,
+``launch.lifeline.watch_launcher``: orted or a remote shell may outlive a killed launcher) the
+child gets SIGTERM and then SIGKILL; SIGINT/SIGTERM are forwarded. Rank 0's output is shown
 live; every rank's stdout and stderr are kept under ``<run_dir>/logs/``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -35,6 +36,7 @@ from pathlib import Path
 
 from hvdtrain.cluster.pinning import decode_plan
 from hvdtrain.launch.allocator import ALLOCATOR_ENV, chosen_library, setting, with_allocator
+from hvdtrain.launch.lifeline import die_with_parent, watch_launcher
 from hvdtrain.launch.mpi_tuning import (
     RING_FROM_BYTES,
     RULES_FILE,
@@ -49,13 +51,13 @@ from hvdtrain.launch.protocol import (
     RankExit,
     RankStart,
     RunLayout,
+    split_voice,
     status_line,
     tail,
 )
 from hvdtrain.launch.rank_env import detect_rank
-from hvdtrain.launch.streams import start_pump
+from hvdtrain.launch.streams import start_pump, start_pump_lines
 
-PR_SET_PDEATHSIG = 1
 EXIT_CANNOT_START = 127  # like a shell's "command not found"
 TAIL_LINES = 15
 _stdout_lock = threading.Lock()
@@ -78,13 +80,6 @@ def _relay_ready(layout: RunLayout, rank: int, child: subprocess.Popen[bytes]) -
             _announce("ready", {"rank": rank, "time": time.time()})
             return
         time.sleep(0.2)
-
-
-def _die_with_parent(sig: int) -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
-    except OSError:  # not Linux: best effort only
-        pass
 
 
 def child_environment(env: Mapping[str, str]) -> dict[str, str]:
@@ -142,11 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     layout.ranks_dir.mkdir(parents=True, exist_ok=True)
     layout.logs_dir.mkdir(parents=True, exist_ok=True)
 
-    _die_with_parent(signal.SIGTERM)
+    die_with_parent(signal.SIGTERM)
     started = time.time()
     # Horovod elastic starts a replacement under a rank number a lost rank had: keep both
-    # logs. Its ranks are renumbered on every reset, so each one's output is echoed (only
-    # the current rank 0 prints progress) and the supervisor shows the launcher's stream.
+    # logs. Its ranks are renumbered on every reset: the worker says when it is rank 0
+    # (``protocol.claim_voice``), and its output is echoed only then; the supervisor shows
+    # the launcher's stream, which carries it.
     elastic = os.environ.get("HOROVOD_ELASTIC") == "1"
     mode = "ab" if elastic else "wb"
     with layout.stdout_log(rank).open(mode) as out, layout.stderr_log(rank).open(mode) as err:
@@ -154,10 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         env = with_ring_allreduce(env, layout.ranks_dir, _hosts_in_plan(os.environ))
         if warning:
             err.write(f"hvdtrain: {warning}\n".encode())
+        me = os.getpid()
         try:
             child = subprocess.Popen(program, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env,
-                                     preexec_fn=lambda: _die_with_parent(signal.SIGKILL))
+                                     preexec_fn=lambda: die_with_parent(signal.SIGKILL, me))
         except OSError as exc:
             message = f"cannot start {program[0]!r}: {exc}"
             err.write(f"{message}\n".encode())
@@ -169,6 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         _announce("start", asdict(start))
         threading.Thread(target=_relay_ready, args=(layout, rank, child), daemon=True).start()
 
+        def launcher_gone(why: str) -> None:
+            try:
+                err.write(f"hvdtrain: launcher gone ({why}): stopping rank {rank}\n".encode())
+            except (ValueError, OSError):  # the rank ended meanwhile and the log is closed
+                pass
+
+        watch_launcher(child.send_signal, lambda: child.returncode is not None, launcher_gone)
+
         def forward(signum: int, _frame: object) -> None:
             if child.poll() is None:
                 child.send_signal(signum)
@@ -176,9 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, forward)
 
-        echo = rank == 0 or elastic
-        pumps = [start_pump(child.stdout, out, sys.stdout.buffer if echo else None),
-                 start_pump(child.stderr, err, sys.stderr.buffer if echo else None)]
+        echo = rank == 0
+        if elastic:  # until the worker says otherwise (``split_voice``)
+            pumps = [start_pump_lines(child.stdout, out, sys.stdout.buffer, split_voice, echo),
+                     start_pump_lines(child.stderr, err, sys.stderr.buffer, split_voice, echo)]
+        else:
+            pumps = [start_pump(child.stdout, out, sys.stdout.buffer if echo else None),
+                     start_pump(child.stderr, err, sys.stderr.buffer if echo else None)]
         code = child.wait()
         for thread in pumps:
             thread.join()

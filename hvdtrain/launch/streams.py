@@ -3,12 +3,14 @@
 Used by the rank wrapper (each rank's stdout/stderr into ``logs/``, rank 0's also echoed for a
 launcher to forward) and by the supervisor (the launcher's streams into ``launcher.log``, and
 rank 0's log files followed onto the terminal). An optional ``gate`` holds an echo back until
-it is set: the supervisor decides which one source speaks on the terminal.
+it is set: the supervisor decides which one source speaks on the terminal. Under Horovod elastic
+the rank itself says, in band, when it speaks (``pump_lines``): its rank number changes.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -39,6 +41,32 @@ def pump(source: IO[bytes] | None, log: IO[bytes], echo: IO[bytes] | None = None
 def start_pump(source: IO[bytes] | None, log: IO[bytes], echo: IO[bytes] | None = None,
                gate: threading.Event | None = None) -> threading.Thread:
     thread = threading.Thread(target=pump, args=(source, log, echo, gate), daemon=True)
+    thread.start()
+    return thread
+
+
+def pump_lines(source: IO[bytes] | None, log: IO[bytes], echo: IO[bytes] | None,
+               control: Callable[[bytes], tuple[bytes, bool | None]], speaking: bool) -> None:
+    """``pump`` line by line, echoing only while ``speaking``: ``control`` splits each line
+    into the text to copy and None, or whether to echo from the next line on (a line that
+    says so is the source's word to its reader, never copied)."""
+    if source is None:
+        return
+    for line in iter(source.readline, b""):
+        text, turn = control(line)
+        if text:
+            _write(log, text)
+            if speaking and echo is not None and not _write(echo, text):
+                echo = None
+        if turn is not None:
+            speaking = turn
+
+
+def start_pump_lines(source: IO[bytes] | None, log: IO[bytes], echo: IO[bytes] | None,
+                     control: Callable[[bytes], tuple[bytes, bool | None]],
+                     speaking: bool) -> threading.Thread:
+    thread = threading.Thread(target=pump_lines, args=(source, log, echo, control, speaking),
+                              daemon=True)
     thread.start()
     return thread
 

@@ -24,10 +24,14 @@ a host that does not share the run directory does its output come through the la
 **Horovod elastic** (``Watchdog.elastic``): ranks die and are replaced, and their numbers change
 on every reset, so a rank's exit ends nothing; horovodrun's exit code (it stops the job below
 ``--min-np`` after its elastic timeout), the timeouts and a stop request decide. The terminal
-then shows horovodrun's stdout, which carries every rank's (only the current rank 0 prints).
+shows the same as without elastic: the current rank 0's lines (its worker tells its wrapper
+when it is rank 0, ``protocol.claim_voice``), taken from horovodrun's streams without the
+``[3]<stdout>:`` tags; horovodrun's own lines go to ``launcher.log``.
 
 SIGINT/SIGTERM to hvdtrain are passed to the launcher's process group and to every recorded
-rank, then escalated to SIGKILL after a grace period: no orphans.
+rank, then escalated to SIGKILL after a grace period: no orphans. hvdtrain killed outright
+(SIGKILL, the OOM killer) stops nothing itself: the launcher then gets a signal from the kernel
+(``launch.lifeline``), and each rank wrapper stops its rank once its launcher is gone.
 
 **Stopping with a checkpoint** (``Watchdog.graceful_stop``, hvdtrain's own workers): the first
 SIGTERM or SIGUSR1 is passed on as SIGUSR1 (to the ranks here, and through mpirun, which
@@ -54,6 +58,7 @@ from hvdtrain.errors import EXIT_STOPPED, ConfigError, LaunchError
 from hvdtrain.launch import failures
 from hvdtrain.launch.commands import LaunchCommand
 from hvdtrain.launch.failures import JobFailure
+from hvdtrain.launch.lifeline import die_with_parent, launcher_death_signal
 from hvdtrain.launch.network import is_local
 from hvdtrain.launch.protocol import RankExit, RunLayout, relay_status
 from hvdtrain.launch.streams import start_follow, start_pump
@@ -293,10 +298,10 @@ class _Supervisor:
     def _choose_voice(self) -> None:
         """Once rank 0 has started: follow its log files here, or, when this machine cannot
         see them (another host, no shared run directory), let the launcher's streams speak.
-        Elastic: rank 0 changes on a reset, so the launcher's stdout speaks instead (every
-        rank's wrapper echoes; only the current rank 0 prints progress)."""
+        Elastic: rank 0 changes on a reset, so the launcher's streams speak instead (only
+        the current rank 0's wrapper echoes; ``run`` strips horovodrun's tags)."""
         if self.watchdog.elastic:
-            return  # run() lets the launcher's stdout speak
+            return  # run() lets the launcher's streams speak
         while not self.done_following.is_set():
             if 0 in self.layout.starts():
                 break
@@ -318,10 +323,15 @@ class _Supervisor:
         self.layout.prepare()
         self.began = time.monotonic()
         launcher_log = self.layout.launcher_log.open("wb")
+        me, death = os.getpid(), launcher_death_signal(self.command.argv[0])
         try:
+            # Its own session keeps a terminal's Ctrl-C ours to pass on; the death signal
+            # stops it (and so every rank, on every host) when hvdtrain is killed outright
+            # (``launch.lifeline``)
             self.proc = subprocess.Popen(self.command.argv, env={**self.env, **self.command.env},
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=lambda: die_with_parent(death, me))
         except FileNotFoundError as exc:
             launcher_log.close()
             raise LaunchError(f"launcher {self.command.argv[0]!r} not found",
@@ -329,16 +339,19 @@ class _Supervisor:
         # The launcher's streams go to launcher.log; its stdout also carries the ranks' status
         # records (hosts may not share the run directory). Both reach the terminal only when
         # rank 0's own log files cannot be followed here.
-        self.tee = start_pump(self.proc.stderr, launcher_log, getattr(sys.stderr, "buffer", None),
-                              self.launcher_speaks)
-        relay_gate = self.launcher_speaks
-        if self.watchdog.elastic:  # the ranks' stdout and horovodrun's notes; stderr: logs
-            relay_gate = threading.Event()
-            relay_gate.set()
+        stdout, stderr = (getattr(stream, "buffer", None) for stream in (sys.stdout, sys.stderr))
+        if self.watchdog.elastic:
+            # horovodrun tags every rank's line; only the current rank 0's wrapper echoes.
+            # Its lines are shown untagged, horovodrun's own go to launcher.log only.
+            self.tee = threading.Thread(target=relay_status, args=(
+                self.proc.stderr, self.layout, stderr, launcher_log, None, True), daemon=True)
+            self.tee.start()
+        else:
+            self.tee = start_pump(self.proc.stderr, launcher_log, stderr, self.launcher_speaks)
         self.relay = threading.Thread(
-            target=relay_status, args=(self.proc.stdout, self.layout,
-                                       getattr(sys.stdout, "buffer", None), launcher_log,
-                                       relay_gate), daemon=True)
+            target=relay_status, args=(self.proc.stdout, self.layout, stdout, launcher_log,
+                                       None if self.watchdog.elastic else self.launcher_speaks,
+                                       self.watchdog.elastic), daemon=True)
         self.relay.start()
         voice = threading.Thread(target=self._choose_voice, daemon=True)
         voice.start()

@@ -6,11 +6,13 @@ directory), keeps the last K epoch checkpoints plus ``best.ckpt`` and the newest
 step checkpoint, and resolves ``--resume``.
 A crash mid-write leaves only a ``.tmp-*`` file behind; the good checkpoints are never touched
 before the new one is complete, and a checkpoint that fails to load is never overwritten.
+A write that fails (a full disk, above all) leaves no partial file and is one
+``CheckpointError`` (exit 7) that names the file, the space left and the last complete
+checkpoint to ``--resume`` from (``write_failed``); the loop agrees on it across ranks.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import zipfile
 import zlib
@@ -18,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hvdtrain.atomic import atomic_write, human_bytes
 from hvdtrain.catalog import FRAMEWORKS
-from hvdtrain.errors import CheckpointError
+from hvdtrain.errors import CheckpointError, OutputError
 from hvdtrain.types import OfflineFramework
 
 FORMAT = "hvdtrain-checkpoint-1"
@@ -28,30 +31,6 @@ FORMAT = "hvdtrain-checkpoint-1"
 # across a resume at another world size)
 _CHECKPOINT_FILE = re.compile(r"^epoch-(\d+)(?:-sample-(\d+))?\.ckpt$")
 RESUME_AUTO = "auto"  # resume if this run directory holds a checkpoint, else start
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    try:
-        write(tmp)
-        with tmp.open("rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
 
 
 class CheckpointStore:
@@ -81,12 +60,19 @@ class CheckpointStore:
         """Write the checkpoint after ``epoch`` whole epochs (and ``samples`` of the next: a
         step checkpoint). Keeps the last ``keep`` epoch checkpoints and only the newest step
         checkpoint, each removed only after the new file is complete."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epoch:04d}" + (f"-sample-{samples:07d}" if samples else "") + ".ckpt"
         path = self.directory / name
-        atomic_write(path, write)
-        if is_best:
-            atomic_write(self.directory / "best.ckpt", write)
+        try:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"cannot create {self.directory}: "
+                                  f"{exc.strerror or exc}") from exc
+            atomic_write(path, write)
+            if is_best:
+                atomic_write(self.directory / "best.ckpt", write)
+        except OutputError as exc:
+            raise self.write_failed(exc) from None
         for key, old in self.files():
             if key[1] and old != path:
                 old.unlink(missing_ok=True)  # older step checkpoints
@@ -97,6 +83,27 @@ class CheckpointStore:
     def latest(self) -> Path | None:
         files = self.files()
         return files[-1][1] if files else None
+
+    def write_failed(self, exc: OutputError) -> CheckpointError:
+        """A failed write in this run (a checkpoint, or another file of the run directory) as
+        the error every rank raises: what failed, and the newest complete checkpoint."""
+        last = self.latest()
+        run_dir = self.directory.parent
+        if last is None:
+            where = "no complete checkpoint yet"
+            then = f"start again (or choose a --run-dir elsewhere than {run_dir})"
+        else:
+            where = f"last complete checkpoint: {last}"
+            then = f"continue with: hvdtrain train ... --resume {last} --run-dir {run_dir}"
+        if exc.disk_full:
+            kept = sum(p.stat().st_size for _, p in self.files() if p.exists())
+            best = self.directory / "best.ckpt"
+            kept += best.stat().st_size if best.exists() else 0
+            fix = (f"free space there (its checkpoints take {human_bytes(kept)}; "
+                   "--keep-checkpoints keeps fewer)")
+        else:
+            fix = "make the run directory writable"
+        return CheckpointError(f"{exc.message}; {where}", hint=f"{fix}, then {then}")
 
     def resolve(self, resume: str) -> Path | None:
         """``latest`` (the newest checkpoint here), ``auto`` (the same, or None when there is

@@ -3,6 +3,9 @@
 * ``StopRequest`` / ``agree_to_stop``: a signal handler in one rank sets the request; every
   ``STOP_CHECK_STEPS`` steps the ranks agree on it with one tiny allreduce, so all stop after
   the same step (a stop is a collective decision, never a rank's own).
+* ``raise_agreed``: an error every rank agreed on (rank 0's, broadcast, e.g. a full disk)
+  is raised by rank 0 first: mpirun ends the job at the first non-zero exit and the launcher
+  names the first rank that failed, so rank 0's line, already on the terminal, is the one.
 * ``SampleLog``: rank 0's record, for exactly-once checks (``--record-samples``), of which
   training samples each commit point holds.
 """
@@ -10,14 +13,18 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
+from hvdtrain.errors import HvdtrainError
 from hvdtrain.types import Collectives
 
 STOP_CHECK_STEPS = 8  # steps between the ranks' agreement on a stop request (one tiny allreduce)
+AGREED_ERROR_GRACE_S = 1.0  # ranks other than 0 raise an agreed error this much later
 
 
 @dataclass
@@ -39,6 +46,14 @@ def agree_to_stop(comm: Collectives, stop: StopRequest, name: str) -> str | None
     if not anyone:
         return None
     return "SIGUSR1" if usr1 else "SIGTERM" if term else "a stop request"
+
+
+def raise_agreed(comm: Collectives, error: HvdtrainError) -> NoReturn:
+    """Raise ``error``, which every rank holds (rank 0's, broadcast): rank 0 at once, the
+    others a moment later, so that rank 0 leaves first (see the module docstring)."""
+    if comm.rank != 0:
+        time.sleep(AGREED_ERROR_GRACE_S)
+    raise error
 
 
 class SampleLog:

@@ -48,6 +48,7 @@ from horovod.common.exceptions import HorovodInternalError, HostsUpdatedInterrup
 
 from hvdtrain.comm import Comm
 from hvdtrain.errors import ConfigError
+from hvdtrain.launch.protocol import claim_voice
 from hvdtrain.training.checkpoint import CheckpointStore, refuse_to_overwrite
 from hvdtrain.training.loop import LoopOptions, Progress, on_chief, resume_progress, train
 from hvdtrain.types import Dataset, FrameworkAdapter, TrainConfig
@@ -170,6 +171,7 @@ def train_elastic(adapter: FrameworkAdapter, config: TrainConfig, data: Dataset,
             raise
 
     def run_once(state: LoopState) -> dict[str, Any]:
+        claim_voice(comm.rank == 0)  # rank 0 alone is shown, whichever process it is now
         placed = place_ranks()
         if comm.rank == 0:
             _announce(state, len(data.x_train))

@@ -1,4 +1,5 @@
-"""What rank 0 shows and records: progress bar, metrics JSONL, TensorBoard event files.
+"""What rank 0 shows and records: progress (``training.progress``: a bar on a terminal, plain
+lines in a log), metrics JSONL, TensorBoard event files.
 
 TensorBoard events are written with the ``tensorboard`` package's own event writer (no
 framework import), so a TensorFlow rank does not pull in torch and vice versa.
@@ -12,6 +13,8 @@ import time
 import types
 from pathlib import Path
 from typing import Any
+
+from hvdtrain.training.progress import DEFAULT_EVERY_SECONDS, Progress, progress
 
 
 def _keep_tensorflow_out() -> None:
@@ -45,17 +48,17 @@ class TensorBoardWriter:
 class ChiefRecorder:
     """Rank 0's outputs. Other ranks get ``None`` and record nothing."""
 
-    def __init__(self, run_dir: Path, total_epochs: int) -> None:
+    def __init__(self, run_dir: Path, total_epochs: int,
+                 log_every_seconds: float = DEFAULT_EVERY_SECONDS) -> None:
         self.run_dir = run_dir
         self.total_epochs = total_epochs
+        self.log_every_seconds = log_every_seconds
         self.metrics = run_dir / "metrics.jsonl"
         self.tensorboard = TensorBoardWriter(run_dir / "tensorboard")
 
-    def progress(self, epoch: int, steps: int) -> Any:
-        from tqdm import tqdm
-
-        return tqdm(total=steps, desc=f"epoch {epoch}/{self.total_epochs}", unit="step",
-                    file=sys.stderr, mininterval=0.5, leave=False, dynamic_ncols=True)
+    def progress(self, epoch: int, steps: int) -> Progress:
+        return progress(f"epoch {epoch}/{self.total_epochs}", steps, "step",
+                        self.log_every_seconds)
 
     def epoch_done(self, metrics: dict[str, Any]) -> None:
         with self.metrics.open("a") as out:

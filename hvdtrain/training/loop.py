@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -43,12 +44,15 @@ from typing import Any, TypeVar
 import numpy as np
 
 from hvdtrain import __version__
+from hvdtrain.atomic import atomic_write_text, write_failure
 from hvdtrain.errors import (
     CheckpointError,
     HvdtrainError,
+    OutputError,
     TrainingDivergedError,
     TrainingStoppedError,
 )
+from hvdtrain.launch.protocol import JOB_DIR_ENV
 from hvdtrain.training.checkpoint import (
     FORMAT,
     CheckpointStore,
@@ -60,6 +64,7 @@ from hvdtrain.training.commits import (
     SampleLog,
     StopRequest,
     agree_to_stop,
+    raise_agreed,
 )
 from hvdtrain.training.events import ChiefRecorder
 from hvdtrain.training.sharding import (
@@ -166,8 +171,33 @@ def on_chief(comm: Collectives, action: Callable[[], T]) -> T:
             error = (exc.message, exc.hint)
     error, result = comm.broadcast_object((error, result))
     if error is not None:
-        raise CheckpointError(*error)
+        raise_agreed(comm, CheckpointError(*error))
     return result
+
+
+def _write_run_file(run_dir: Path, name: str, text: str) -> None:
+    try:
+        atomic_write_text(run_dir / name, text)
+    except OutputError as exc:
+        raise CheckpointStore(run_dir / "checkpoints").write_failed(exc) from None
+
+
+def _record_epoch(chief: ChiefRecorder | None, store: CheckpointStore,
+                  metrics: dict[str, Any]) -> tuple[str, str | None] | None:
+    """Rank 0 records the epoch (metrics.jsonl, TensorBoard); a write that fails there (a
+    full disk) is returned as (message, hint), for every rank to raise, never a traceback."""
+    if chief is None:
+        return None
+    try:
+        chief.epoch_done(metrics)
+    except OSError as exc:
+        where = Path(exc.filename) if exc.filename else chief.metrics
+        error = write_failure(exc, where)
+        if error is None:
+            raise
+        failed = store.write_failed(error)
+        return failed.message, failed.hint
+    return None
 
 
 def resume_progress(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig,
@@ -279,7 +309,8 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
     store = CheckpointStore(run_dir / "checkpoints", config.keep_checkpoints)
     if options.start is None:
         on_chief(comm, lambda: refuse_to_overwrite(run_dir, config.resume))
-    chief = ChiefRecorder(run_dir, config.epochs) if comm.rank == 0 else None
+    chief = (ChiefRecorder(run_dir, config.epochs, config.log_every_seconds)
+             if comm.rank == 0 else None)
     n = len(data.x_train)
     progress = (options.start if options.start is not None
                 else resume_progress(adapter, comm, config, store, n) if config.resume
@@ -387,10 +418,12 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
         if done_before:
             metrics["resumed_after_samples"] = done_before
         history.append(metrics)
-        if chief:
-            chief.epoch_done(metrics)
+        failed = _record_epoch(chief, store, metrics)  # rank 0's outcome rides on the stop
         patience = config.early_stopping_patience
-        stop = bool(comm.broadcast_object(patience > 0 and progress.epochs_since_best >= patience))
+        stop, failed = comm.broadcast_object(
+            (patience > 0 and progress.epochs_since_best >= patience, failed))
+        if failed is not None:
+            raise_agreed(comm, CheckpointError(*failed))
         signal_name = agree_to_stop(comm, options.stop, f"stop.{epoch}.end")
         if options.on_commit:
             if sample_log is not None:
@@ -450,12 +483,16 @@ def _finish(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, r
     }
     if step_losses is not None:
         summary["step_losses"] = step_losses
+    # like a checkpoint: a full disk is one line on every rank, never half a summary.json
+    on_chief(comm, partial(_write_run_file, run_dir, "summary.json",
+                           json.dumps(summary, indent=2)))
     if chief:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         chief.close()
         val = summary["val_accuracy"]
         print(f"done: {progress.epoch} epochs on {comm.size} ranks in "
               f"{summary['wall_seconds']:.1f} s, val_acc "
               f"{'n/a' if val is None else f'{val:.4f}'}, parameters identical on all ranks: "
-              f"{summary['parameters_identical']}; results in {run_dir}", flush=True)
+              f"{summary['parameters_identical']}"
+              # under hvdtrain's launcher, the launcher says where (host:path, or copied)
+              f"{'' if JOB_DIR_ENV in os.environ else f'; results in {run_dir}'}", flush=True)
     return summary

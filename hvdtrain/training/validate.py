@@ -15,6 +15,8 @@ hint, and an exit code of its own (``errors``), with no rank started and nothing
   imports one. Skipped, with a note, when the framework is not installed on this host.
 * **resume**: ``latest`` or a path resolves to a checkpoint that is complete (zip CRCs) and
   whose format, framework, model and data match, read without a framework.
+* **disk space**: a note when the run directory's filesystem cannot hold the checkpoints the
+  run will keep (``training.diskspace``; a full disk mid-run is exit 7, but after the work).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from hvdtrain.errors import ConfigError
 from hvdtrain.frameworks.models import check_model_kind, check_user_module_exists
 from hvdtrain.training.checkpoint import CheckpointStore, check_compatible, read_checkpoint_meta
 from hvdtrain.training.datasets import Loader, check_data_source
+from hvdtrain.training.diskspace import space_note
 from hvdtrain.training.modelcheck import error_from
 from hvdtrain.types import TrainConfig, is_user_model
 
@@ -55,6 +58,9 @@ def validate_run(config: TrainConfig, run_dir: Path,
     check_model_kind(config.model, kind, data_name)
     checkpoint = check_resume(config, run_dir) if config.resume else None
     notes = []
+    low_space = None if data_may_be_elsewhere else space_note(config, run_dir, checkpoint)
+    if low_space:  # (with no rank here, the run directory is another host's)
+        notes.append(low_space)
     if is_user_model(config.model):
         check_user_module_exists(config.model)  # instant; the subprocess takes seconds
         skipped = check_user_model(config, checkpoint, model_check_timeout)

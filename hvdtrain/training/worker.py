@@ -19,12 +19,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hvdtrain.cluster.pinning import choose_device, decode_plan
-from hvdtrain.cluster.sources import count_local_gpus
 from hvdtrain.frameworks.registry import create_adapter
-from hvdtrain.launch.protocol import PLAN_ENV, RunLayout
+from hvdtrain.launch.protocol import RunLayout
 from hvdtrain.training.commits import StopRequest
 from hvdtrain.training.datasets import load_dataset
+from hvdtrain.training.host_identity import device_choice
 from hvdtrain.training.loop import LoopOptions, train
 from hvdtrain.types import TrainConfig
 
@@ -59,10 +58,7 @@ def run_worker(config: TrainConfig, options: LoopOptions | None = None,
     comm = adapter.comm
     if layout is not None:
         layout.write_ready(comm.rank)
-    names = [n for n in (env.get("HOROVOD_HOSTNAME"), socket.gethostname(), socket.getfqdn())
-             if n]
-    choice = choose_device(comm.rank, comm.local_rank, names, count_local_gpus(),
-                           decode_plan(env.get(PLAN_ENV)))
+    choice = device_choice(comm.rank, comm.local_rank, env)
     if choice.mismatch:
         print(f"hvdtrain: warning: {choice.mismatch}", file=sys.stderr, flush=True)
     adapter.pin(choice)

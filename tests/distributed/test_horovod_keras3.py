@@ -7,9 +7,7 @@ each rank is fed different data (true only if gradients are averaged), accuracy 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -19,9 +17,6 @@ from tests.distributed.conftest import REPO, hvdtrain, run_job
 
 pytest.importorskip("horovod.tensorflow")
 FIXTURES = REPO / "tests" / "fixtures" / "horovod_keras3"
-CACHE = Path(os.environ.get("HVDTRAIN_CACHE_DIR", Path(os.environ.get(
-    "XDG_CACHE_HOME", Path.home() / ".cache")) / "hvdtrain")) / "horovod"
-EXAMPLE_SHA256 = "f59fdc77495f955ed22198a84e7d1127721b85731bb466427974069222aceb95"
 
 
 def _launch(tmp_path: Path, script: str, *args: str, np: int = 2,
@@ -78,28 +73,18 @@ def test_model_fit_with_distributed_optimizer_and_callbacks_on_digits(tmp_path: 
     assert loaded["plain_optimizer"] == "Adam" and loaded["accuracy"] > 0.9
 
 
-def _synthetic_benchmark() -> str:
-    """Horovod's own example, from the cache build_horovod.py fills (the sdist has no
-    examples/); or from HVDTRAIN_HOROVOD_EXAMPLE."""
-    for candidate in (os.environ.get("HVDTRAIN_HOROVOD_EXAMPLE"),
-                      CACHE / "examples" / "tensorflow2_synthetic_benchmark.py"):
-        if candidate and Path(candidate).is_file():
-            data = Path(candidate).read_bytes()
-            if hashlib.sha256(data).hexdigest() == EXAMPLE_SHA256:
-                return data.decode()
-    pytest.skip("Horovod 0.28.1's examples/tensorflow2/tensorflow2_synthetic_benchmark.py is not "
-                f"in {CACHE / 'examples'}: its sdist ships no examples and build_horovod.py "
-                "could not fetch it from GitHub (offline?)")
-
-
-def test_horovods_own_synthetic_benchmark_runs_on_keras3(tmp_path: Path) -> None:
-    source = _synthetic_benchmark()
-    assert source.count("opt.variables()") == 1
-    script = tmp_path / "tensorflow2_synthetic_benchmark.py"
-    script.write_text(source.replace("opt.variables()", "opt.variables"))  # the one Keras 3 change
-    done = run_job(hvdtrain("launch", "-np", "2", "--run-dir", str(tmp_path / "run"), "--",
-                            sys.executable, str(script), "--model", "MobileNet",
-                            "--batch-size", "4", "--num-warmup-batches", "1",
-                            "--num-batches-per-iter", "1", "--num-iters", "2"), timeout=420)
-    assert done.returncode == 0, done.stderr[-4000:]
-    assert "Total img/sec on 2" in done.stdout + done.stderr
+def test_the_classic_synthetic_benchmark_pattern_runs_on_keras3(tmp_path: Path) -> None:
+    """Horovod's TF2 example pattern (a keras.applications model, DistributedGradientTape in a
+    tf.function, broadcast of the model's and optimizer's variables after the first step), as
+    the project's own script: set-up fetches nothing from outside the package registries."""
+    iters, per_iter, warmup = 2, 1, 1
+    ranks = _launch(tmp_path, "synthetic_benchmark.py", "--model", "MobileNet",
+                    "--batch-size", "4", "--image-size", "96",
+                    "--num-warmup-batches", str(warmup), "--num-batches-per-iter",
+                    str(per_iter), "--num-iters", str(iters))
+    first, second = ranks
+    assert first["size"] == second["size"] == 2
+    assert first["steps"] == 1 + warmup + iters * per_iter + 1
+    assert first["img_sec"] > 0 and first["loss"] == first["loss"]  # not NaN
+    # different initial weights and data per rank: equal only by broadcast and averaging
+    assert first["trainable_sums"] == second["trainable_sums"]

@@ -1,8 +1,8 @@
 """What ``plan`` and ``--dry-run`` show is exactly what a launch runs (argv and environment).
 
 The real launch records its command in ``launch.json``; the plan's JSON and the dry run's
-shell line must equal it. Training options travel as ``HVDTRAIN_*`` variables here so the
-three command lines are identical (the ranks re-run the launching command line).
+shell line must equal it. ``plan`` takes no training options, so its command is the same but
+for the rank protocol's resolved options, which only ``train`` has.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from hvdtrain.launch.protocol import RANK_OPTIONS_ENV
 from tests.distributed.conftest import hvdtrain, run_job
 
 ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")
@@ -48,8 +49,16 @@ def test_plan_dry_run_and_launch_agree(tmp_path: Path, launcher: str) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     executed = json.loads((run_dir / "launch.json").read_text())
 
-    assert from_plan == from_dry_run == executed
-    assert executed["argv"][-10:] == [sys.executable, "-m", "hvdtrain", "train", *common]
+    assert from_dry_run == executed
+    resolved = json.loads(executed["env"].pop(RANK_OPTIONS_ENV))
+    argv = executed["argv"]
+    if "-x" in argv:  # mpirun exports variables by name
+        at = argv.index(RANK_OPTIONS_ENV)
+        assert argv.pop(at - 1) == "-x" and argv.pop(at - 1) == RANK_OPTIONS_ENV
+    assert from_plan == executed
+    assert (resolved["epochs"], resolved["data"], resolved["run_dir"]) == (
+        1, "breast-cancer", str(run_dir))
+    assert executed["argv"][-4:] == [sys.executable, "-m", "hvdtrain", "train"]
     assert json.loads((run_dir / "summary.json").read_text())["world_size"] == 2
 
 

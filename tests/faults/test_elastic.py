@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -22,7 +23,7 @@ import pytest
 
 from hvdtrain.errors import EXIT_STOPPED
 from hvdtrain.training.checkpoint import CheckpointStore, read_checkpoint_meta
-from tests.distributed.conftest import finish, hvdtrain, job_env
+from tests.distributed.conftest import finish, hvdtrain, job_env, run_job
 from tests.faults.samples import assert_exactly_once
 
 # 3 epochs of digits at batch 16 with slow steps: about 6 s per epoch at 3 ranks, so hosts
@@ -102,7 +103,9 @@ def test_a_killed_worker_leaves_the_job_on_the_survivors(tmp_path: Path,
     _kill_worker_on(run_dir, "127.0.0.1")
     code, output = _finish(proc)
     assert code == 0, output[-4000:]
+    # said by whichever worker is rank 0 after the reset (often not the one started as 0)
     assert "hosts changed (a rank failed): 3 -> 2 ranks, continuing from epoch 2" in output
+    assert "<stdout>:" not in output and "<stderr>:" not in output  # horovodrun's tags
     _assert_finished_like_an_unbroken_run(run_dir, 2)
     [reset] = _summary(run_dir)["elastic_resets"]
     assert (reset["old_world_size"], reset["new_world_size"], reset["epoch"]) == (3, 2, 1)
@@ -204,3 +207,42 @@ def test_a_stop_request_writes_a_checkpoint_and_exits_75(tmp_path: Path) -> None
     assert "--resume auto" in output
     latest = CheckpointStore(run_dir / "checkpoints").latest()
     assert latest is not None and "-sample-" in latest.name
+
+
+def test_the_terminal_shows_the_same_with_and_without_elastic(tmp_path: Path) -> None:
+    """One voice in both modes: rank 0's own lines, without horovodrun's ``[0]<stdout>:``
+    tags and without its own notes (those are in launcher.log, as mpirun's are)."""
+    shown = {}
+    for mode in ("plain", "elastic"):
+        run_dir = tmp_path / mode
+        done = run_job(hvdtrain("train", "-np", "2", "--data", "breast-cancer", "--epochs", "2",
+                                "--run-dir", str(run_dir),
+                                *(["--elastic"] if mode == "elastic" else [])),
+                       timeout=JOB_TIMEOUT)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "<stdout>:" not in done.stdout + done.stderr, done.stdout
+        assert "<stderr>:" not in done.stdout + done.stderr, done.stderr
+        # what differs from run to run: numbers and the run directory
+        shown[mode] = re.sub(r"\d+(\.\d+)?(e[-+]\d+)?", "N",
+                             done.stdout.replace(str(run_dir), "RUN_DIR"))
+    assert shown["elastic"] == shown["plain"]
+    assert shown["plain"].count("epoch N/N  loss") == 2, shown["plain"]
+
+
+def test_when_rank_0_is_lost_the_new_rank_0_speaks(tmp_path: Path) -> None:
+    """The worker started as rank 1 becomes rank 0 at the reset: from then on its lines are
+    the ones shown (it tells its wrapper), still without tags."""
+    run_dir, hostfile = tmp_path / "run", tmp_path / "hosts"
+    hostfile.write_text("localhost slots=1\n127.0.0.1 slots=1\n")
+    proc = _start(run_dir, hostfile, "torch", "-np", "2", "--min-np", "1")
+    _wait_for_checkpoint(run_dir, proc)
+    first = json.loads((run_dir / "ranks" / "rank-0.start.json").read_text())
+    os.kill(first["child_pid"], signal.SIGKILL)
+    code, output = _finish(proc)
+    assert code == 0, output[-4000:]
+    said = "hosts changed (a rank failed): 2 -> 1 ranks"
+    assert said in output and "epoch 3/3  loss" in output, output[-4000:]
+    assert said in (run_dir / "logs" / "rank-1.out").read_text()  # the new rank 0 said it
+    assert "<stdout>:" not in output and "<stderr>:" not in output
+    summary = _summary(run_dir)
+    assert summary["epochs_run"] == 3 and summary["world_size"] == 1

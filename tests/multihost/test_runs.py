@@ -36,11 +36,13 @@ def _hostfile(tmp_path: Path, lab: NamespaceHosts) -> Path:
     return path
 
 
-def _run(argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], timeout: float = 300, cwd: Path = REPO,
+         **variables: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("HVDTRAIN_", "OMPI_COMM_WORLD", "HOROVOD_"))}
-    env.update(PATH=f"{Path(PYTHON).parent}:{env.get('PATH', '')}", PYTHONFAULTHANDLER="1")
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
+    env.update(PATH=f"{Path(PYTHON).parent}:{env.get('PATH', '')}", PYTHONFAULTHANDLER="1",
+               **variables)
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             stdin=subprocess.DEVNULL)
     try:
@@ -88,9 +90,11 @@ def test_train_across_hosts_without_a_shared_run_directory(
     extra = ["--network-interface", network] if network else []
     done = _run([PYTHON, "-m", "hvdtrain", "train", "--hostfile", str(_hostfile(tmp_path, lab)),
                  "--launcher", launcher, "--controller", controller, "--run-dir", str(run_dir),
-                 "--data", "breast-cancer", "--epochs", "2", "--start-timeout", "90", *extra])
+                 "--data", "breast-cancer", "--epochs", "2", "--start-timeout", "90",
+                 "--no-fetch-results", *extra])
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     first, second = lab.hosts
+    assert f"results in {first}:{run_dir};" in done.stderr  # where they are, not a local path
     # rank 0's outputs are on rank 0's host, not on the launcher's or the other host's
     summary = json.loads(lab.ssh(first, ["cat", str(run_dir / "summary.json")],
                                  check=True).stdout)
@@ -104,6 +108,43 @@ def test_train_across_hosts_without_a_shared_run_directory(
     exits = sorted(json.loads(p.read_text())["host"]
                    for p in (run_dir / "ranks").glob("rank-*.exit.json"))
     assert exits == [first, second]
+    assert _nothing_left(lab) == {h: [] for h in lab.hosts}
+
+
+def test_ranks_elsewhere_use_what_the_launcher_resolved_and_results_come_back(
+        namespace_hosts: NamespaceHosts, tmp_path: Path) -> None:
+    """An ``HVDTRAIN_*`` variable, a ``--config`` file that exists only on the launcher's host
+    and a relative ``--data`` path all reach ranks on other hosts (before, they trained the
+    defaults without a word); then rank 0's results and every rank's logs are copied back."""
+    lab = namespace_hosts
+    work = lab.private_dir / f"work-{tmp_path.name}"  # the launcher's cwd: only on its host
+    work.mkdir()
+    (work / "run.yaml").write_text("batch_size: 16\nlr: 0.002\n")
+    data = tmp_path / "data.csv"  # on every host, but relative to a cwd only the launcher has
+    data.write_text("a,b,label\n" + "".join(f"{i % 17},{(i * 7) % 13},{i % 2}\n"
+                                             for i in range(120)))
+    run_dir = lab.private_dir / f"run-resolved-{tmp_path.name}"
+    done = _run([PYTHON, "-m", "hvdtrain", "train", "--hostfile", str(_hostfile(tmp_path, lab)),
+                 "--config", "run.yaml", "--data", os.path.relpath(data, work),
+                 "--run-dir", str(run_dir), "--start-timeout", "90"],
+                cwd=work, HVDTRAIN_EPOCHS="2")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    launched = json.loads((run_dir / "launch.json").read_text())
+    resolved = json.loads(launched["env"]["HVDTRAIN_RANK_OPTIONS"])
+    assert (resolved["epochs"], resolved["batch_size"], resolved["lr"], resolved["data"]) == (
+        2, 16, 0.002, str(data))
+    # summary.json was written on rank 0's host and copied back: the ranks used exactly that
+    assert (run_dir / "summary.json").exists(), done.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs_run"] == 2
+    assert summary["config"] == {key: resolved[key] for key in summary["config"]}
+    assert [r["host"] for r in summary["ranks"]] == list(lab.hosts)
+    for rank in (0, 1):  # every rank's logs, each from its own host
+        assert (run_dir / "logs" / f"rank-{rank}.out").exists()
+        assert (run_dir / "logs" / f"rank-{rank}.err").exists()
+    assert (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+    assert f"copied into {run_dir} from {lab.hosts[0]}: " in done.stderr
+    assert f"results in {run_dir} (copied)" in done.stderr
     assert _nothing_left(lab) == {h: [] for h in lab.hosts}
 
 

@@ -8,7 +8,7 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from io import StringIO
+from io import BytesIO, StringIO
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,16 @@ from hvdtrain.launch.elastic import (
     write_discovery,
 )
 from hvdtrain.launch.job import LaunchSettings, job_command, manual_commands
-from hvdtrain.launch.protocol import PLAN_ENV, RunLayout
+from hvdtrain.launch.protocol import (
+    JOB_DIR_ENV,
+    PLAN_ENV,
+    RunLayout,
+    relay_status,
+    split_voice,
+    status_line,
+    untag,
+    voice_line,
+)
 from hvdtrain.launch.supervisor import JobResult, Watchdog, run_job
 
 PY = shlex.quote(sys.executable)
@@ -248,9 +257,9 @@ def test_only_tensorflow_errors_about_horovod_are_lost_peers() -> None:
     assert not is_lost_peer(RuntimeError("Horovod is sad"))
 
 
-def test_an_elastic_rank_wrapper_echoes_and_keeps_a_replaced_ranks_log(tmp_path: Path) -> None:
-    """A replacement reuses a lost rank's number: both logs are kept; every rank echoes (the
-    terminal follows horovodrun's stream, whichever rank is rank 0 now); no progress bars."""
+def test_an_elastic_rank_wrapper_keeps_a_replaced_ranks_log(tmp_path: Path) -> None:
+    """A replacement reuses a lost rank's number: both logs are kept; a rank other than 0 is
+    not echoed (until its worker says it is rank 0 now); no progress bars."""
     program = [sys.executable, "-c",
                "import os; print('worker', os.environ.get('TQDM_DISABLE'))"]
     env = {"HOROVOD_RANK": "1", "HOROVOD_ELASTIC": "1", "PATH": "/usr/bin:/bin"}
@@ -258,5 +267,83 @@ def test_an_elastic_rank_wrapper_echoes_and_keeps_a_replaced_ranks_log(tmp_path:
         done = subprocess.run([sys.executable, "-m", "hvdtrain.launch.rank_wrapper",
                                str(tmp_path), "--", *program], env=env, capture_output=True,
                               text=True, timeout=60)
-        assert done.returncode == 0 and "worker 1" in done.stdout
+        assert done.returncode == 0 and "worker" not in done.stdout
     assert RunLayout(tmp_path).stdout_log(1).read_text() == "worker 1\nworker 1\n"
+
+
+# -- one voice: what the terminal shows is what it shows without elastic ----------------------
+def test_horovodruns_tags_and_its_own_lines_are_told_apart(tmp_path: Path) -> None:
+    assert untag(b"[12]<stdout>:epoch 1/3  loss 0.5\n") == b"epoch 1/3  loss 0.5\n"
+    assert untag(b"[0]<stderr>:Traceback\n") == b"Traceback\n"
+    assert untag(b"Process 0 exit with status code 137.\n") is None
+    assert split_voice(b"epoch 1\n") == (b"epoch 1\n", None)
+    assert split_voice(voice_line(True)) == (b"", True)
+    assert split_voice(b"partial" + voice_line(False)) == (b"partial\n", False)
+    stream = BytesIO(b"[1]<stdout>:epoch 2/3\nProcess 0 exit with status code 137.\n"
+                     b"[1]<stdout>:" + status_line("ready", {"rank": 1, "time": 1.0}))
+    shown, log = BytesIO(), BytesIO()
+    relay_status(stream, RunLayout(tmp_path), shown, log, ranks_only=True)
+    assert shown.getvalue() == b"epoch 2/3\n"
+    assert log.getvalue() == b"[1]<stdout>:epoch 2/3\nProcess 0 exit with status code 137.\n"
+    assert RunLayout(tmp_path).ready() == {1}
+
+
+# stands in for horovodrun elastic: starts each program as a rank (HOROVOD_RANK, HOROVOD_ELASTIC)
+# and forwards its lines tagged as horovodrun does, then says something of its own
+_HOROVODRUN = """
+import os, subprocess, sys, threading
+def forward(source, sink, tag):
+    for line in iter(source.readline, b""):
+        sink.write(tag + line)
+        sink.flush()
+procs, threads = [], []
+for rank, program in enumerate(sys.argv[1:]):
+    env = {**os.environ, "HOROVOD_RANK": str(rank), "HOROVOD_ELASTIC": "1"}
+    proc = subprocess.Popen(program, shell=True, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    procs.append(proc)
+    for source, sink, name in ((proc.stdout, sys.stdout.buffer, b"stdout"),
+                               (proc.stderr, sys.stderr.buffer, b"stderr")):
+        threads.append(threading.Thread(target=forward,
+                                        args=(source, sink, b"[%d]<%s>:" % (rank, name))))
+        threads[-1].start()
+print("Process 0 exit with status code 137.", flush=True)
+print("horovodrun: a note of its own", file=sys.stderr, flush=True)
+for proc in procs:
+    proc.wait()
+for thread in threads:
+    thread.join()
+"""
+
+
+def _worker(before: str, rank_0_now: bool, after: str) -> str:
+    """A worker that prints, learns at a reset whether it is rank 0, and prints again."""
+    code = ("import sys; from hvdtrain.launch.protocol import claim_voice; "
+            f"print({before!r}); print({before + ' (stderr)'!r}, file=sys.stderr); "
+            f"claim_voice({rank_0_now}); "
+            f"print({after!r}); print({after + ' (stderr)'!r}, file=sys.stderr)")
+    return f"{PY} -c {shlex.quote(code)}"
+
+
+def test_elastic_shows_only_the_current_rank_0_and_no_tags(
+        tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]) -> None:
+    """Rank numbers change on a reset: the worker started as rank 1 is rank 0 now and speaks,
+    the one started as rank 0 goes quiet; horovodrun's own lines stay in launcher.log."""
+    layout = RunLayout(tmp_path)
+    ranks = [shlex.join(layout.wrap(shlex.split(program))) for program in (
+        _worker("first rank 0 speaks", False, "first rank 0 now quiet"),
+        _worker("first rank 1 quiet", True, "rank 0 now speaks"))]
+    command = LaunchCommand([sys.executable, "-c", _HOROVODRUN, *ranks],
+                            {JOB_DIR_ENV: str(tmp_path)})
+    result = run_job(command, 2, layout, ELASTIC, report=StringIO())
+    assert isinstance(result, JobResult)
+    out, err = (stream.decode() for stream in capfdbinary.readouterr())
+    assert sorted(out.splitlines()) == ["first rank 0 speaks", "rank 0 now speaks"]
+    assert sorted(err.splitlines()) == ["first rank 0 speaks (stderr)",
+                                        "rank 0 now speaks (stderr)"]
+    launcher_log = layout.launcher_log.read_text()
+    assert "Process 0 exit" in launcher_log and "a note of its own" in launcher_log
+    # every line is in the rank's own log, as without elastic; the wrapper's cue is not
+    assert layout.stdout_log(1).read_text() == "first rank 1 quiet\nrank 0 now speaks\n"
+    assert layout.stderr_log(0).read_text() == ("first rank 0 speaks (stderr)\n"
+                                                "first rank 0 now quiet (stderr)\n")

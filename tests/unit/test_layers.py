@@ -6,13 +6,19 @@ up fails the test with file:line. The picture (README "Layout", ``DESIGN.md``)::
 
     commands                         Click: one module per command
     training, benchmarks             loop, worker, data, checkpoints; measuring ranks
-    launch, diagnostics              argv builders, rank protocol, supervisor
+    diagnostics                      ``hvdtrain env``: reports on what launch does
+    launch                           argv builders, rank protocol, supervisor, host probe
     frameworks                       one adapter per framework
     comm                             the Horovod seam
     cluster                          hostfiles, sources, placement, pinning (stdlib only)
     types, catalog, errors           neutral types, the registries of names, the error tree
 
-Within a layer, modules may import each other, but the whole module graph must be acyclic.
+Within a layer, modules may import each other, but the whole module graph must be acyclic,
+and so must the graph of packages: ``launch.probe → diagnostics → launch.allocator`` is no
+module cycle, yet it ties ``launch`` and ``diagnostics`` into one knot (neither can be read,
+moved or tested without the other). So the imports are also folded onto the packages (and the
+top-level modules) beside each other, at every level of nesting, and that graph must be
+acyclic too.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("hvdtrain.commands", "hvdtrain.__main__"),
     # inference: evaluate/predict/export, on the training data and checkpoints
     ("hvdtrain.training", "hvdtrain.benchmarks", "hvdtrain.inference"),
-    ("hvdtrain.launch", "hvdtrain.diagnostics"),
+    ("hvdtrain.diagnostics",),
+    ("hvdtrain.launch",),
     ("hvdtrain.frameworks",),
     ("hvdtrain.comm", "hvdtrain.compression"),
     ("hvdtrain.cluster",),
@@ -124,12 +131,53 @@ def upward_arrows(package: Path) -> list[str]:
 def cycles(package: Path) -> list[list[str]]:
     graph = {m: sorted({t for t, _, _ in edges if not m.startswith(t + ".")})
              for m, edges in import_graph(package).items()}
-    found, state = [], dict.fromkeys(graph, 0)  # 0 new, 1 on the stack, 2 done
+    return cycles_in(graph)
+
+
+def _child_of(parent: str, module: str) -> str | None:
+    """The package or module directly inside ``parent`` that ``module`` lies in (or is)."""
+    if not module.startswith(parent + "."):
+        return None
+    return f"{parent}.{module[len(parent) + 1:].split('.')[0]}"
+
+
+def package_graphs(package: Path) -> dict[str, dict[str, list[str]]]:
+    """Per package P: the import graph between P's direct children (subpackages and modules),
+    each subpackage standing for everything inside it. Imports of P itself (its __init__) and
+    inside one child are not edges of P's graph."""
+    graph = import_graph(package)
+    packages = sorted({module_name(p, package) for p in package.rglob("__init__.py")})
+    folded: dict[str, dict[str, list[str]]] = {}
+    for parent in packages:
+        edges: dict[str, set[str]] = {}
+        for module, targets in graph.items():
+            source = _child_of(parent, module)
+            if source is None:
+                continue
+            edges.setdefault(source, set())
+            for target, _line, _path in targets:
+                child = _child_of(parent, target)
+                if child is not None and child != source:
+                    edges[source].add(child)
+        folded[parent] = {m: sorted(t) for m, t in edges.items()}
+    return folded
+
+
+def package_cycles(package: Path) -> list[list[str]]:
+    """Cycles between packages (or top-level modules) side by side, e.g. a module of
+    ``launch`` importing ``diagnostics`` while ``diagnostics`` imports another of ``launch``."""
+    return [cycle for graph in package_graphs(package).values() for cycle in cycles_in(graph)]
+
+
+def cycles_in(graph: dict[str, list[str]]) -> list[list[str]]:
+    """Every cycle a depth-first walk of ``graph`` closes (each one at least once)."""
+    found: list[list[str]] = []
+    state = dict.fromkeys(graph, 0)  # 0 new, 1 on the stack, 2 done
 
     def visit(node: str, stack: list[str]) -> None:
         state[node] = 1
-        for nxt in graph[node]:
-            if state[nxt] == 1:
+        for nxt in graph.get(node, []):
+            if state.setdefault(nxt, 0) == 1:
                 found.append([*stack[stack.index(nxt):], nxt])
             elif state[nxt] == 0:
                 visit(nxt, [*stack, nxt])
@@ -147,6 +195,10 @@ def test_every_import_points_down() -> None:
 
 def test_the_module_graph_has_no_cycle() -> None:
     assert cycles(PACKAGE) == []
+
+
+def test_the_package_graph_has_no_cycle() -> None:
+    assert package_cycles(PACKAGE) == []
 
 
 def test_click_only_in_commands_and_lower_layers_stdlib_only() -> None:
@@ -200,3 +252,40 @@ def test_a_cycle_is_caught(tmp_path: Path) -> None:
     found = cycles(package)
     assert len(found) == 1
     assert set(found[0]) == {"hvdtrain.training.loop", "hvdtrain.training.worker"}
+
+
+def test_a_package_cycle_without_a_module_cycle_is_caught(tmp_path: Path) -> None:
+    """Issue 22's knot: launch.probe → diagnostics → launch.allocator. No module imports
+    itself back, so only the package check sees it."""
+    package = _package_with(tmp_path, {
+        "__init__.py": "", "launch/__init__.py": "", "launch/allocator.py": "",
+        "launch/probe.py": "from hvdtrain.diagnostics import installed_version\n",
+        "diagnostics.py": "def f():\n    from hvdtrain.launch.allocator import setting\n"})
+    assert cycles(package) == []
+    found = package_cycles(package)
+    assert len(found) == 1
+    assert set(found[0]) == {"hvdtrain.launch", "hvdtrain.diagnostics"}
+
+
+def test_a_package_cycle_deeper_down_is_caught(tmp_path: Path) -> None:
+    """Two subpackages of one package, tied through different modules."""
+    package = _package_with(tmp_path, {
+        "__init__.py": "", "frameworks/__init__.py": "", "frameworks/torch/__init__.py": "",
+        "frameworks/tensorflow/__init__.py": "",
+        "frameworks/torch/adapter.py": "from ..tensorflow import data\n",
+        "frameworks/tensorflow/data.py": "",
+        "frameworks/tensorflow/adapter.py": "import hvdtrain.frameworks.torch.adapter\n"})
+    assert cycles(package) == []
+    found = package_cycles(package)
+    assert [set(c) for c in found] == [{"hvdtrain.frameworks.torch",
+                                        "hvdtrain.frameworks.tensorflow"}]
+
+
+def test_imports_of_a_package_init_and_within_one_package_are_no_package_cycle(
+        tmp_path: Path) -> None:
+    package = _package_with(tmp_path, {
+        "__init__.py": "from hvdtrain import launch\n", "launch/__init__.py": "",
+        "launch/job.py": "import hvdtrain\nfrom hvdtrain.launch import probe\n",
+        "launch/probe.py": "",
+        "diagnostics.py": "from hvdtrain.launch import probe\n"})
+    assert package_cycles(package) == []

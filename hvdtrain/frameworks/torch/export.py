@@ -49,7 +49,11 @@ def export_torchscript(config: TrainConfig, data: Dataset, checkpoint: Path,
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about python values in user models
         traced = torch.jit.trace(head, example)
-    traced.save(str(output))
+    # into memory, then a Python write: torch.jit.save to a path writes the zip's end in a
+    # C++ destructor, where a full disk aborts the process instead of raising
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)
+    output.write_bytes(buffer.getvalue())
     return {"load": "torch.jit.load(PATH)(x)", "input_name": "x",
             "output_name": "probabilities", "check": "traced with torch.jit.trace"}
 
