@@ -173,7 +173,8 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
     # the data, the model and the checkpoint to resume, as far as this host can see them
     elsewhere = not any(is_local(host.name) for host in the_plan.hosts)
     for note in validate_run(config, layout.root, data_may_be_elsewhere=elsewhere):
-        click.echo(f"hvdtrain: note: {note}", err=True)
+        level = "" if note.startswith("warning: ") else "note: "
+        click.echo(f"hvdtrain: {level}{note}", err=True)
     if dry_run:
         show_dry_run(the_plan, job_command(the_plan, program, settings, layout))
         return

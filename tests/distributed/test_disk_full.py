@@ -61,7 +61,7 @@ def test_a_full_disk_at_the_second_checkpoint_stops_every_rank_with_one_line(
     err = done.stderr
     assert done.returncode == CHECKPOINT_EXIT, err[-3000:]
     # before the run: the checkpoints will not fit
-    assert f"hvdtrain: note: low disk space: {run_dir} has " in err, err[-3000:]
+    assert f"hvdtrain: warning: low disk space: {run_dir} has " in err, err[-3000:]
     # one line: the file, the space left, the last complete checkpoint; the hint resumes it
     errors = [line for line in err.splitlines()
               if line.startswith("hvdtrain: error: no space left")]

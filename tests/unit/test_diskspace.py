@@ -92,7 +92,7 @@ def test_the_note_says_what_is_free_and_what_is_needed(tmp_path: Path,
     _free(monkeypatch, 2 * MIB)
     note = space_note(CONFIG, tmp_path / "run")
     assert note is not None
-    assert note.startswith(f"low disk space: {tmp_path / 'run'} has 2.0 MiB free, but its "
+    assert note.startswith(f"warning: low disk space: {tmp_path / 'run'} has 2.0 MiB free, but its "
                            "checkpoints may take about ")
     assert "(6 files of about " in note and "--keep-checkpoints 3" in note
     assert "exit 7" in note
@@ -120,6 +120,6 @@ def test_validate_run_notes_a_small_filesystem(tmp_path: Path) -> None:
     not said when no rank runs on this host (the run directory is then another host's)."""
     with small_filesystem(tmp_path / "fs", MIB) as fs:
         notes = validate_run(CONFIG, fs / "run")
-        assert len(notes) == 1 and notes[0].startswith(f"low disk space: {fs / 'run'} has ")
+        assert len(notes) == 1 and notes[0].startswith(f"warning: low disk space: {fs / 'run'} has ")
         assert validate_run(CONFIG, fs / "run", data_may_be_elsewhere=True) == []
     assert validate_run(CONFIG, tmp_path / "roomy") == []
