@@ -118,8 +118,8 @@ def space_note(config: TrainConfig, run_dir: Path, resume_from: Path | None = No
     need = files * size
     if need <= free + existing:
         return None
-    return (f"warning: low disk space: {run_dir} has {human_bytes(free)} free, but its checkpoints may "
-            f"take about {human_bytes(need)} at once ({files} files of about "
+    return (f"warning: low disk space: {run_dir} has {human_bytes(free)} free, but its "
+            f"checkpoints may take about {human_bytes(need)} at once ({files} files of about "
             f"{human_bytes(size)}: --keep-checkpoints {config.keep_checkpoints}, best.ckpt and "
             "the one being written); training stops with exit 7 when the disk is full: free "
             "space, lower --keep-checkpoints or choose a --run-dir on a larger filesystem")

@@ -13,8 +13,6 @@ and removes exactly that block again, whatever happens.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,11 +26,11 @@ from hvdtrain.cluster.pinning import encode_plan
 from hvdtrain.cluster.placement import plan_placement
 from hvdtrain.launch.protocol import PLAN_ENV
 from tests.multihost.conftest import REPO, NamespaceHosts
+from tests.multihost.launching import PYTHON, run_cli
 
 pytestmark = pytest.mark.multihost
 pytest.importorskip("horovod.torch")
 
-PYTHON = str(REPO / ".venv" / "bin" / "python")
 HOSTS_FILE = Path("/etc/hosts")
 BEGIN, END = "# hvdtrain-test-aliases begin", "# hvdtrain-test-aliases end"
 WARNING = "was planned on"
@@ -77,22 +75,6 @@ def _aliases(lab: NamespaceHosts) -> dict[str, str]:
     return {f"{host}-data": address for host, address in zip(lab.hosts, lab.addresses)}
 
 
-def _run(argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HVDTRAIN_", "OMPI_COMM_WORLD", "HOROVOD_"))}
-    env.update(PATH=f"{Path(PYTHON).parent}:{env.get('PATH', '')}", PYTHONFAULTHANDLER="1")
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            stdin=subprocess.DEVNULL)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{argv} hung\n{out[-3000:]}\n{err[-3000:]}")
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
-
-
 @pytest.fixture
 def run_dir(namespace_hosts: NamespaceHosts, tmp_path: Path) -> Iterator[Path]:
     """A run directory under the private directory, removed on every host afterwards."""
@@ -111,7 +93,7 @@ def test_a_correct_launch_does_not_warn_about_placement(
     hostfile = tmp_path / "hosts.txt"
     hostfile.write_text("".join(f"{name} slots=1\n" for name in names))
     with etc_hosts_aliases(_aliases(lab) if naming == "aliases" else {}):
-        done = _run([PYTHON, "-m", "hvdtrain", "train", "--hostfile", str(hostfile),
+        done = run_cli([PYTHON, "-m", "hvdtrain", "train", "--hostfile", str(hostfile),
                      "--run-dir", str(run_dir), "--data", "breast-cancer", "--epochs", "1",
                      "--start-timeout", "90"])
     output = done.stdout + done.stderr

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -22,36 +20,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.multihost.conftest import REPO, NamespaceHosts
+from tests.multihost.conftest import NamespaceHosts
+from tests.multihost.launching import PYTHON, run_cli
 
 pytestmark = pytest.mark.multihost
 pytest.importorskip("horovod.torch")
 
-PYTHON = str(REPO / ".venv" / "bin" / "python")
 
 
 def _hostfile(tmp_path: Path, lab: NamespaceHosts) -> Path:
     path = tmp_path / "hosts.txt"
     path.write_text("".join(f"{host} slots=1\n" for host in lab.hosts))
     return path
-
-
-def _run(argv: list[str], timeout: float = 300, cwd: Path = REPO,
-         **variables: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HVDTRAIN_", "OMPI_COMM_WORLD", "HOROVOD_"))}
-    env.update(PATH=f"{Path(PYTHON).parent}:{env.get('PATH', '')}", PYTHONFAULTHANDLER="1",
-               **variables)
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            stdin=subprocess.DEVNULL)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{argv} hung\n{out[-3000:]}\n{err[-3000:]}")
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +68,7 @@ def test_train_across_hosts_without_a_shared_run_directory(
     lab = namespace_hosts
     run_dir = lab.private_dir / f"run-{launcher}-{tmp_path.name}"
     extra = ["--network-interface", network] if network else []
-    done = _run([PYTHON, "-m", "hvdtrain", "train", "--hostfile", str(_hostfile(tmp_path, lab)),
+    done = run_cli([PYTHON, "-m", "hvdtrain", "train", "--hostfile", str(_hostfile(tmp_path, lab)),
                  "--launcher", launcher, "--controller", controller, "--run-dir", str(run_dir),
                  "--data", "breast-cancer", "--epochs", "2", "--start-timeout", "90",
                  "--no-fetch-results", *extra])
@@ -124,7 +104,7 @@ def test_ranks_elsewhere_use_what_the_launcher_resolved_and_results_come_back(
     data.write_text("a,b,label\n" + "".join(f"{i % 17},{(i * 7) % 13},{i % 2}\n"
                                              for i in range(120)))
     run_dir = lab.private_dir / f"run-resolved-{tmp_path.name}"
-    done = _run([PYTHON, "-m", "hvdtrain", "train", "--hostfile", str(_hostfile(tmp_path, lab)),
+    done = run_cli([PYTHON, "-m", "hvdtrain", "train", "--hostfile", str(_hostfile(tmp_path, lab)),
                  "--config", "run.yaml", "--data", os.path.relpath(data, work),
                  "--run-dir", str(run_dir), "--start-timeout", "90"],
                 cwd=work, HVDTRAIN_EPOCHS="2")
@@ -160,7 +140,7 @@ def test_first_failure_on_another_host_is_reported(namespace_hosts: NamespaceHos
         time.sleep(60)
     """))
     start = time.monotonic()
-    done = _run([PYTHON, "-m", "hvdtrain", "launch", "--hostfile",
+    done = run_cli([PYTHON, "-m", "hvdtrain", "launch", "--hostfile",
                  str(_hostfile(tmp_path, lab)), "--run-dir", str(lab.private_dir / "fail"),
                  "--", sys.executable, str(script)], timeout=120)
     assert done.returncode == 3, done.stderr[-3000:]
@@ -188,7 +168,7 @@ def test_launch_a_users_horovod_script_across_hosts(namespace_hosts: NamespaceHo
             json.dump({"host": socket.gethostname(), "local_rank": hvd.local_rank(),
                        "size": hvd.size(), "sum": total}, out)
     """))
-    done = _run([PYTHON, "-m", "hvdtrain", "launch", "--hostfile",
+    done = run_cli([PYTHON, "-m", "hvdtrain", "launch", "--hostfile",
                  str(_hostfile(tmp_path, lab)), "--run-dir", str(lab.private_dir / "user"),
                  "--", sys.executable, str(script), str(results)], timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -206,7 +186,7 @@ def test_an_unreachable_host_fails_fast_before_launch(namespace_hosts: Namespace
     lab.stop_sshd(second)
     try:
         start = time.monotonic()
-        done = _run([PYTHON, "-m", "hvdtrain", "train", "--hostfile",
+        done = run_cli([PYTHON, "-m", "hvdtrain", "train", "--hostfile",
                      str(_hostfile(tmp_path, lab)), "--run-dir", str(tmp_path / "run")],
                     timeout=60)
         elapsed = time.monotonic() - start
@@ -226,7 +206,7 @@ def test_a_network_no_host_has_fails_fast_naming_the_host(namespace_hosts: Names
     (TEST-NET-3, 203.0.113.0/24, is on no host and is never contacted)."""
     lab = namespace_hosts
     start = time.monotonic()
-    done = _run([PYTHON, "-m", "hvdtrain", "train", "--hostfile", str(_hostfile(tmp_path, lab)),
+    done = run_cli([PYTHON, "-m", "hvdtrain", "train", "--hostfile", str(_hostfile(tmp_path, lab)),
                  "--network-interface", "203.0.113.0/24", "--run-dir", str(tmp_path / "run")],
                 timeout=60)
     assert done.returncode == 5, done.stderr

@@ -120,6 +120,7 @@ def test_validate_run_notes_a_small_filesystem(tmp_path: Path) -> None:
     not said when no rank runs on this host (the run directory is then another host's)."""
     with small_filesystem(tmp_path / "fs", MIB) as fs:
         notes = validate_run(CONFIG, fs / "run")
-        assert len(notes) == 1 and notes[0].startswith(f"warning: low disk space: {fs / 'run'} has ")
+        assert len(notes) == 1
+        assert notes[0].startswith(f"warning: low disk space: {fs / 'run'} has ")
         assert validate_run(CONFIG, fs / "run", data_may_be_elsewhere=True) == []
     assert validate_run(CONFIG, tmp_path / "roomy") == []
