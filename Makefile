@@ -20,7 +20,7 @@ test: setup
 
 # Fault tolerance (tests/faults: killed ranks, stops, resumes at other world sizes, Horovod
 # elastic) and real hosts in network namespaces (tests/multihost, root: links taken down,
-# elastic across hosts, preflight, shaped links). README "When hosts fail".
+# elastic across hosts, preflight, shaped links). docs/FAULT_TOLERANCE.md.
 .PHONY: cluster-test
 cluster-test: setup
 	$(VENV)/bin/python -m pytest -q -ra tests/faults tests/multihost
@@ -31,14 +31,14 @@ lint: setup
 
 # The container image: build docker/Dockerfile with podman (local debootstrapped base) and
 # check it end to end: default job, volumes, SIGTERM, exit codes, two hosts over ssh, lint,
-# the k8s and Slurm files. Prints image size and cold/warm build times (README "Containers and clusters").
+# the k8s and Slurm files. Prints image size and cold/warm build times (docs/CONTAINERS.md).
 .PHONY: image-test
 image-test:
 	bash docker/test-image.sh
 
 # A real Slurm cluster on this machine (root; apt-gets slurmd, slurmctld, munge if missing):
 # slurmctld here, one slurmd per namespace host; sbatch, salloc, srun and preemption with
-# requeue, end to end (tests/slurm, scripts/slurm_lab.sh; 3-6 min). README "On a Slurm cluster".
+# requeue, end to end (tests/slurm, scripts/slurm_lab.sh; 3-6 min). docs/SLURM.md.
 .PHONY: slurm-test
 slurm-test: setup
 	$(VENV)/bin/python -m pytest -q -ra tests/slurm

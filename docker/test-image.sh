@@ -345,8 +345,8 @@ check_stop() {  # podman stop (SIGTERM to PID 1) during training
     local took=$((SECONDS - t0))
     code="$(podman inspect -f '{{.State.ExitCode}}' "$name")"
     exits="$(find "$dir/run/ranks" -name 'rank-*.exit.json' 2>/dev/null | wc -l)"
-    # `train` stops at the ranks' next step with a checkpoint and exits 75 (README "When
-    # hosts fail"); the checkpoint is there for `--resume auto`
+    # `train` stops at the ranks' next step with a checkpoint and exits 75
+    # (docs/FAULT_TOLERANCE.md); the checkpoint is there for `--resume auto`
     local saved
     saved="$(find "$dir/run/checkpoints" -name 'epoch-*.ckpt' 2>/dev/null | wc -l)"
     if [ "$code" = 75 ] && [ "$took" -lt "$STOP_GRACE" ] && [ "$exits" = 2 ] \

@@ -1,10 +1,15 @@
 """One way to write a file that appears complete or not at all, and to say why it could not.
 
 Files a reader must never see half written (checkpoints, predictions, exported models and their
-sidecars, ``summary.json``) go through ``atomic_output``: the content goes to a temporary name
-in the *same directory* (a rename across filesystems is not atomic), is fsynced, then
-``os.replace``d over the target, and the directory is fsynced so that the rename survives a
-crash. On any failure the temporary file is removed: the old file stays, nothing else does.
+sidecars, ``summary.json`` and the restart and elastic records, the rank protocol's records,
+preflight's good hostfile, benchmark results) go through ``atomic_output``. It is the only
+writer that renames over a file (a unit test fails on an ``os.replace`` anywhere else), so a
+fixed temporary name, a missing fsync or an in-place rewrite cannot come back one module at a
+time. The content goes to a temporary name in the *same directory* (a rename across
+filesystems is not atomic), is fsynced, then ``os.replace``d over the target, and the directory
+is fsynced so that the rename survives a crash. On any failure the temporary file is removed:
+the old file stays, nothing else does. Two fsyncs cost a few milliseconds a file: nothing for
+the few records a rank writes per job, and a crash-safe ``summary.json`` is worth it.
 
 A full disk is the usual failure, and the libraries that write for us word it badly (torch:
 ``basic_ios::clear: iostream error``, with no errno at all). So a failure is judged by the
@@ -16,8 +21,10 @@ how far it got and the space left once the partial file is gone; another ``OSErr
 unchanged. Callers add what they know (``CheckpointStore``: the last
 complete checkpoint to resume from).
 
-The temporary name is hidden (``.tmp-``) and by default does not end in the target's suffix,
-so neither a checkpoint scan nor a ``*.ckpt`` glob finds one that a killed process left;
+The temporary name is unique to the process and the call (ranks of one host, or the rank
+wrapper and the supervisor's relay, may write the same target at once) and hidden (``.tmp-``),
+and by default does not end in the target's suffix, so neither a checkpoint scan nor a
+``*.ckpt`` glob nor the protocol's ``rank-*.json`` finds one that a killed process left;
 ``keep_suffix`` is for writers that insist on the suffix (Keras' ``.keras``). Standard library
 only, in the bottom layer: the launcher, the ranks and the commands all use it.
 """
@@ -25,6 +32,7 @@ only, in the bottom layer: the launcher, the ranks and the commands all use it.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -38,10 +46,12 @@ from hvdtrain.errors import HvdtrainError, OutputError
 FULL_BELOW = 1 << 20
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 DISK_FULL_HINT = "free space on that filesystem, or write to another one"
+_CALLS = itertools.count()  # next() on it is atomic under the GIL
 
 
 def temporary_path(path: Path, keep_suffix: bool = False) -> Path:
-    name = f".tmp-{os.getpid()}-{path.name}" if keep_suffix else f".tmp-{path.name}-{os.getpid()}"
+    unique = f"{os.getpid()}-{next(_CALLS)}"  # two threads of one process never share one
+    name = f".tmp-{unique}-{path.name}" if keep_suffix else f".tmp-{path.name}-{unique}"
     return path.with_name(name)
 
 

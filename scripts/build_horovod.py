@@ -2,7 +2,7 @@
 
 Why this exists: Horovod's last release (0.28.1) does not build as published against
 PyTorch >= 2.1 or TensorFlow >= 2.16. Three small edits to its sdist fix that (see
-``shared/HOROVOD_BUILD.md``). We apply them here, from our own code, to the pristine sdist
+``docs/HOROVOD_BUILD.md``). We apply them here, from our own code, to the pristine sdist
 downloaded from PyPI; nothing of Horovod is vendored in this repository.
 
 The build takes minutes, so the wheel is cached, keyed by everything that changes its ABI:

@@ -2,7 +2,7 @@
 # `A && B || C` is used only where running C after a failed B is harmless (a message, `true`).
 # shellcheck disable=SC2015
 # slurm_lab.sh: a real Slurm cluster on this one machine, on the namespace hosts of
-# scripts/netns_hosts.sh (the tests bring those up first: tests/namespace_lab.py).
+# scripts/netns_hosts.sh (the tests bring those up first: tests/helpers/namespace_lab.py).
 #
 # munged and slurmctld run in the root namespace (the "login node": sbatch/salloc/srun run
 # there too); one slurmd per namespace host runs inside it, so a 2-node allocation is really

@@ -6,7 +6,10 @@ resumes and resizes them (restarts, Horovod elastic; slow, so ``make cluster-tes
 ``multihost`` runs them
 across network-namespace hosts with their own sshd (root only; ``scripts/netns_hosts.sh``);
 ``slurm`` runs them through a real Slurm cluster on those hosts (root only;
-``scripts/slurm_lab.sh``).
+``scripts/slurm_lab.sh``). The markers are registered in pyproject.toml (``--strict-markers``).
+
+Helpers shared by the tiers are plain modules in ``tests/helpers/``, imported from there, never
+from a ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import pytest
 
 # The namespace-host lab, registered here once for every directory that uses it (multihost,
 # slurm): one session fixture, one lab, one lock.
-from tests.namespace_lab import namespace_hosts  # noqa: F401
+from tests.helpers.namespace_lab import namespace_hosts  # noqa: F401
 
 TIERS = ("distributed", "faults", "frameworks", "multihost", "slurm")
 

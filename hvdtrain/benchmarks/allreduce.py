@@ -28,6 +28,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from hvdtrain.atomic import atomic_write_text
+
 DTYPES = ("float32", "float16")
 COMPRESSIONS = ("none", "fp16")
 
@@ -156,7 +158,7 @@ def main(argv: list[str]) -> None:
     import horovod.torch as hvd
 
     if hvd.rank() == 0:
-        out.write_text(json.dumps(result, indent=2))
+        atomic_write_text(out, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

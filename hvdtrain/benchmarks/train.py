@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from hvdtrain import comm
+from hvdtrain.atomic import atomic_write_text
 from hvdtrain.benchmarks.stats import rotated
 
 # per framework, in the order they run in the first round (later rounds rotate it)
@@ -276,7 +277,7 @@ def main(argv: list[str]) -> None:
         import horovod.torch as hvd
 
     if hvd.rank() == 0:
-        out.write_text(json.dumps(result, indent=2))
+        atomic_write_text(out, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

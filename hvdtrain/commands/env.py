@@ -8,6 +8,7 @@ import sys
 import click
 
 from hvdtrain.diagnostics import collect_report, render_report
+from hvdtrain.errors import ExitCode
 
 
 @click.command("env")
@@ -17,4 +18,4 @@ def env_command(json_output: bool) -> None:
     report = collect_report()
     click.echo(json.dumps(report, indent=2) if json_output else render_report(report))
     if report["problems"]:
-        sys.exit(1)
+        sys.exit(ExitCode.ENV_PROBLEMS)

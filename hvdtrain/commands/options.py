@@ -106,7 +106,7 @@ elastic_options = stacked([
     click.option("--elastic", is_flag=True,
                  help="Horovod elastic (horovodrun --gloo): ranks may fail or join while the "
                  "job runs; hosts are re-read from the hostfile (edit it to add or remove "
-                 "hosts). See README 'When hosts fail'."),
+                 "hosts). See docs/FAULT_TOLERANCE.md."),
     click.option("--min-np", type=int, default=None,
                  help="--elastic: fewest ranks to go on with (default: -np); below it the "
                  "job waits up to --elastic-timeout for hosts, then stops."),

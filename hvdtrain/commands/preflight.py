@@ -17,16 +17,16 @@ from typing import Any
 
 import click
 
+from hvdtrain.atomic import atomic_write_text
 from hvdtrain.cluster.planning import make_plan
 from hvdtrain.commands.options import placement_options, placement_request
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import table
+from hvdtrain.errors import ExitCode
 from hvdtrain.launch.preflight import (
-    EXIT_FAILED,
     PreflightReport,
     good_hostfile_text,
     run_preflight,
-    write_atomically,
 )
 
 
@@ -73,8 +73,8 @@ def preflight(run_dir: str | None, host_timeout: float, mpi_smoke: bool,
     the_plan = make_plan(placement_request(kw))
     report = run_preflight(the_plan, Path(run_dir or "runs"), host_timeout, mpi_smoke=mpi_smoke)
     if write_good_hostfile:
-        write_atomically(write_good_hostfile,
-                         good_hostfile_text(the_plan.hosts, report.passed_hosts()))
+        atomic_write_text(Path(write_good_hostfile),
+                          good_hostfile_text(the_plan.hosts, report.passed_hosts()))
     if json_output:
         click.echo(json.dumps(report.as_json(), indent=2))
     else:
@@ -82,7 +82,7 @@ def preflight(run_dir: str | None, host_timeout: float, mpi_smoke: bool,
         if write_good_hostfile:
             click.echo(f"wrote {len(report.passed_hosts())} host(s) to {write_good_hostfile}")
     if not report.ok:
-        sys.exit(EXIT_FAILED)
+        sys.exit(ExitCode.PREFLIGHT)
 
 
 mirror_env(preflight)

@@ -145,7 +145,7 @@ def _check_elastic(kw: dict[str, Any], policy: Any) -> None:
 
     if policy.max_restarts:
         raise ConfigError("--elastic and --max-restarts are two ways to survive a failed "
-                          "host; choose one", hint="README 'When hosts fail' compares them")
+                          "host; choose one", hint="docs/FAULT_TOLERANCE.md compares them")
     if kw["commit_every_steps"] < 1:
         raise ConfigError(f"--commit-every-steps must be >= 1, got {kw['commit_every_steps']}")
 

@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvdtrain.atomic import atomic_write, atomic_write_text
 from hvdtrain.cluster.discover import discovery_lines
 from hvdtrain.cluster.hosts import Host
 from hvdtrain.cluster.planning import Plan
@@ -99,11 +100,15 @@ def write_discovery(root: Path, plan: Plan, settings: ElasticSettings) -> Path:
         lines, problems = discovery_lines(plan.hosts)
         if problems:
             raise ConfigError(f"--elastic: {problems[0]}")
-        hostfile.write_text("# hosts of this elastic job: edit to add or remove hosts\n"
-                            + "\n".join(lines) + "\n")
+        atomic_write_text(hostfile, "# hosts of this elastic job: edit to add or remove hosts\n"
+                          + "\n".join(lines) + "\n")
     script = script_path(root)
-    script.write_text(script_text(hostfile))
-    os.chmod(script, 0o755)
+
+    def executable(tmp: Path) -> None:
+        tmp.write_text(script_text(hostfile))
+        os.chmod(tmp, 0o755)
+
+    atomic_write(script, executable)  # a relaunch replaces the last one whole, mode and all
     return script
 
 

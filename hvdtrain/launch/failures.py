@@ -13,20 +13,23 @@ from __future__ import annotations
 import re
 import signal
 from dataclasses import dataclass, replace
+from typing import Literal
 
-from hvdtrain.errors import EXIT_STOPPED, RankFailedError
+from hvdtrain.errors import ExitCode, RankFailedError
 from hvdtrain.launch.protocol import RunLayout, tail
 
-EXIT_TIMEOUT = 124  # like coreutils' timeout(1)
-EXIT_NOT_STARTED = 125
 TAIL_LINES = 15
 SHORT_TAIL_LINES = 8
 MAX_RANKS_SHOWN = 4
 
+# What ended the job. A Literal, not a free string: a policy that compares kinds (the
+# restart policy's final ones) is type-checked against this list.
+FailureKind = Literal["rank", "launcher", "not-started", "timeout", "interrupted", "stopped"]
+
 
 @dataclass(frozen=True)
 class JobFailure:
-    kind: str  # rank | launcher | not-started | timeout | interrupted | stopped
+    kind: FailureKind
     headline: str  # the report's first line
     message: str  # the one-line error
     exit_code: int
@@ -94,7 +97,7 @@ def launcher_failed(layout: RunLayout, launcher: str, code: int, finished: int,
     return JobFailure(
         "launcher", f"the launcher ({launcher}) exited with code {code} before every rank "
         "finished", f"launcher exited with code {code}; {finished} of {size} ranks finished",
-        code or EXIT_NOT_STARTED, hint=f"see {layout.launcher_log}", show_launcher=True)
+        code or ExitCode.NOT_STARTED, hint=f"see {layout.launcher_log}", show_launcher=True)
 
 
 # horovodrun 0.28's words when slots stay below --min-np ("Timed out waiting for {activity}.
@@ -119,7 +122,7 @@ def elastic_failed(layout: RunLayout, code: int) -> JobFailure:
     else:
         message = f"elastic: horovodrun ended the job with exit code {code}"
     return JobFailure(
-        "launcher", message, message, code or EXIT_NOT_STARTED,
+        "launcher", message, message, code or ExitCode.NOT_STARTED,
         hint=f"the last checkpoint is intact: resume with {resume} (see {layout.launcher_log})",
         show_launcher=True, tail_lines=SHORT_TAIL_LINES)
 
@@ -127,7 +130,7 @@ def elastic_failed(layout: RunLayout, code: int) -> JobFailure:
 def not_started(missing: list[int], what: str, start_timeout: float) -> JobFailure:
     message = f"ranks {missing} did not {what} within {start_timeout:g} s"
     return JobFailure(
-        "not-started", f"{message}; stopped the job", message, EXIT_NOT_STARTED,
+        "not-started", f"{message}; stopped the job", message, ExitCode.NOT_STARTED,
         hint="check that every host is reachable, has hvdtrain installed, and that "
         "--network-interface names a working interface; raise --start-timeout if slow",
         ranks=tuple(missing), show_ranks=tuple(missing), show_launcher=True,
@@ -137,7 +140,7 @@ def not_started(missing: list[int], what: str, start_timeout: float) -> JobFailu
 def timed_out(layout: RunLayout, why: str, running: list[int]) -> JobFailure:
     return JobFailure(
         "timeout", f"{why}; ranks still running: {running}; stopped them",
-        f"{why} (ranks still running: {running})", EXIT_TIMEOUT,
+        f"{why} (ranks still running: {running})", ExitCode.TIMEOUT,
         hint=f"rank logs are in {layout.logs_dir}", show_ranks=tuple(running),
         tail_lines=SHORT_TAIL_LINES)
 
@@ -153,4 +156,5 @@ def stopped(layout: RunLayout, signum: int | None) -> JobFailure:
     why = f"on {signal.Signals(signum).name} " if signum else "on request "
     return JobFailure(
         "stopped", "", f"every rank stopped {why}at the same step, after rank 0 wrote a "
-        "checkpoint", EXIT_STOPPED, hint=f"continue with --resume auto --run-dir {layout.root}")
+        "checkpoint", ExitCode.STOPPED,
+        hint=f"continue with --resume auto --run-dir {layout.root}")

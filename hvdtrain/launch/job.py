@@ -11,7 +11,7 @@ what runs; a test compares the three.
 (``launch.elastic``: Gloo, a generated host-discovery script), and ``launch`` writes that
 script into the run directory before starting it.
 
-Defaults, measured on this project's 2-core machine (see README "Choosing a launcher"):
+Defaults, measured on this project's 2-core machine (see docs/LAUNCHING.md, "Choosing a launcher"):
 Horovod's MPI controller moves allreduce data several times faster than its Gloo one, and
 plain ``mpirun`` starts ranks without horovodrun's extra Python hop, so ``auto`` means
 ``mpirun`` + MPI when an MPI is installed, else ``horovodrun --gloo`` (Gloo needs no MPI).

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from hvdtrain.atomic import atomic_write_text
+
 # Open MPI (coll/tuned) dynamic rules: number of collectives; collective id (ALLREDUCE = 2);
 # number of communicator sizes; the smallest size the rules apply to; number of message
 # sizes; then per message size "bytes algorithm fan-in/out segment-size" (algorithm 0:
@@ -51,9 +53,7 @@ def with_ring_allreduce(env: Mapping[str, str], run_dir: Path,
     rules = run_dir / RULES_FILE
     if not rules.is_file() or rules.read_text() != RULES:
         # ranks of one host start together: each writes its own file, then renames it over
-        partial = run_dir / f".{RULES_FILE}.{env.get('OMPI_COMM_WORLD_RANK', '0')}"
-        partial.write_text(RULES)
-        partial.replace(rules)
+        atomic_write_text(rules, RULES)
     child[USE_RULES] = "1"
     child[RULES_PATH] = str(rules)
     return child

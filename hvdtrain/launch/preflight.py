@@ -29,7 +29,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -46,7 +45,6 @@ from hvdtrain.launch.commands import ALWAYS_EXPORT, detect_mpi_flavour, mpirun_c
 from hvdtrain.launch.network import is_local
 
 ALL_HOSTS = "all"  # the host column of checks about the job as a whole
-EXIT_FAILED = 5
 COMPARED_PACKAGES = ("horovod", "torch", "tensorflow", "mpi4py")
 SMOKE_MARK = "HVDTRAIN_PREFLIGHT_ALLREDUCE"
 SMOKE_PROGRAM = f"""
@@ -393,21 +391,6 @@ def good_hostfile_text(hosts: Sequence[Host], passed: Sequence[str]) -> str:
     if len(lines) == 1:
         lines.append("# (no host passed)")
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path: str | Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # ---------------------------------------------------------------------------------------- I/O

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
+from hvdtrain.atomic import atomic_write_text
 from hvdtrain.errors import ConfigError
 
 JOB_DIR_ENV = "HVDTRAIN_JOB_DIR"  # the run directory the launcher chose (absolute)
@@ -178,9 +179,7 @@ def untag(line: bytes) -> bytes | None:
 
 
 def _write_json(path: Path, payload: Mapping[str, object]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)  # readers never see half a file
+    atomic_write_text(path, json.dumps(payload))  # readers never see half a file
 
 
 def _read_json(path: Path) -> dict[str, object] | None:

@@ -35,6 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from hvdtrain.cluster.pinning import decode_plan
+from hvdtrain.errors import ExitCode
 from hvdtrain.launch.allocator import ALLOCATOR_ENV, chosen_library, setting, with_allocator
 from hvdtrain.launch.lifeline import die_with_parent, watch_launcher
 from hvdtrain.launch.mpi_tuning import (
@@ -58,7 +59,6 @@ from hvdtrain.launch.protocol import (
 from hvdtrain.launch.rank_env import detect_rank
 from hvdtrain.launch.streams import start_pump, start_pump_lines
 
-EXIT_CANNOT_START = 127  # like a shell's "command not found"
 TAIL_LINES = 15
 _stdout_lock = threading.Lock()
 
@@ -158,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             message = f"cannot start {program[0]!r}: {exc}"
             err.write(f"{message}\n".encode())
-            _finish(layout, RankExit(rank, host, EXIT_CANNOT_START, None, time.time(), message,
+            _finish(layout, RankExit(rank, host, ExitCode.CANNOT_START, None, time.time(), message,
                                      f"{host}:{layout.logs_dir}"))
-            return EXIT_CANNOT_START
+            return ExitCode.CANNOT_START
         start = RankStart(rank, host, os.getpid(), child.pid, started)
         layout.write_start(start)
         _announce("start", asdict(start))

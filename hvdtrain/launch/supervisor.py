@@ -36,7 +36,7 @@ rank, then escalated to SIGKILL after a grace period: no orphans. hvdtrain kille
 **Stopping with a checkpoint** (``Watchdog.graceful_stop``, hvdtrain's own workers): the first
 SIGTERM or SIGUSR1 is passed on as SIGUSR1 (to the ranks here, and through mpirun, which
 forwards it, to the others); the ranks agree to stop at their next step, rank 0 writes a step
-checkpoint and every rank exits 75 (``errors.EXIT_STOPPED``), which the job then exits with. A
+checkpoint and every rank exits 75 (``ExitCode.STOPPED``), which the job then exits with. A
 second signal, Ctrl-C, or ``stop_timeout`` without the ranks done stops them at once.
 """
 
@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from hvdtrain.errors import EXIT_STOPPED, ConfigError, LaunchError
+from hvdtrain.errors import ConfigError, ExitCode, LaunchError
 from hvdtrain.launch import failures
 from hvdtrain.launch.commands import LaunchCommand
 from hvdtrain.launch.failures import JobFailure
@@ -221,9 +221,9 @@ class _Supervisor:
         it in a collective): the job stopped as asked, whatever the other ranks' last moments
         (mpirun may end rank 0 before its own exit record when another rank leaves first)."""
         rank_zero = next((e for e in exits if e.rank == 0), None)
-        if rank_zero and not self.watchdog.elastic and rank_zero.exit_code != EXIT_STOPPED:
+        if rank_zero and not self.watchdog.elastic and rank_zero.exit_code != ExitCode.STOPPED:
             return None  # rank 0 ended otherwise (elastic renumbers ranks): not a stop
-        if not any(e.exit_code == EXIT_STOPPED for e in exits):
+        if not any(e.exit_code == ExitCode.STOPPED for e in exits):
             return None
         return failures.stopped(self.layout, self.stop_signal)
 
@@ -233,7 +233,7 @@ class _Supervisor:
         failed = next((e for e in exits if e.exit_code != 0), None)
         if failed is None:
             return None
-        if any(e.exit_code == EXIT_STOPPED for e in exits) and all(e.rank != 0 for e in exits):
+        if any(e.exit_code == ExitCode.STOPPED for e in exits) and all(e.rank != 0 for e in exits):
             # stopping on request: rank 0 is finishing the checkpoint; mpirun may meanwhile
             # end the others by a signal. Give rank 0 its time before calling this a failure.
             self.stop_deadline = self.stop_deadline or (

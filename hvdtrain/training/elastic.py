@@ -46,6 +46,7 @@ from typing import Any
 from horovod.common.elastic import State, run_fn
 from horovod.common.exceptions import HorovodInternalError, HostsUpdatedInterrupt
 
+from hvdtrain.atomic import atomic_write_text
 from hvdtrain.comm import Comm
 from hvdtrain.errors import ConfigError
 from hvdtrain.launch.protocol import claim_voice
@@ -121,13 +122,13 @@ def _record(run_dir: Path, resets: list[dict[str, Any]], wall_seconds: float | N
             ) -> None:
     """Rank 0: the resets so far in ``elastic.json`` and, at the end, in ``summary.json``
     with the wall time of the whole job (the loop counts from its last re-entry)."""
-    (run_dir / RESETS_FILE).write_text(json.dumps(resets, indent=2))
+    atomic_write_text(run_dir / RESETS_FILE, json.dumps(resets, indent=2))
     summary = run_dir / "summary.json"
     if wall_seconds is not None and summary.is_file():
         data = json.loads(summary.read_text())
         data["elastic_resets"] = resets
         data["wall_seconds"] = wall_seconds
-        summary.write_text(json.dumps(data, indent=2))
+        atomic_write_text(summary, json.dumps(data, indent=2))
 
 
 def _announce(state: LoopState, n_train: int) -> None:

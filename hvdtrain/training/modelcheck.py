@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hvdtrain import errors
+from hvdtrain.atomic import atomic_write_text
 from hvdtrain.catalog import FRAMEWORKS
 from hvdtrain.errors import CheckpointError, ConfigError, HvdtrainError
 from hvdtrain.frameworks.models import describe_exception
@@ -90,4 +91,4 @@ def error_from(result: dict[str, Any]) -> HvdtrainError:
 
 if __name__ == "__main__":
     outcome = run(json.loads(Path(sys.argv[1]).read_text()))
-    Path(sys.argv[2]).write_text(json.dumps(outcome))
+    atomic_write_text(Path(sys.argv[2]), json.dumps(outcome))  # killed at the deadline: none

@@ -5,7 +5,7 @@ deadlock (horovod#3494): when a rank or a host fails, the supervisor has already
 whole job; this module decides whether to start it again and where.
 
 1. **Is it worth it?** Failures that would repeat (a bad option, bad data, a checkpoint that
-   does not fit, a diverged loss: exit codes 2-8), a stop on request (75) and Ctrl-C are
+   does not fit, a diverged loss: exit codes 2, 3, 5-8), a stop on request (75) and Ctrl-C are
    final. A crash, a rank killed by a signal, a launcher or ssh failure, ranks that never
    started and a hang (``--idle-timeout``) are restarted.
 2. **Which host failed?** The failure names it (the first failing rank's host, the hosts of
@@ -32,11 +32,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from hvdtrain.atomic import atomic_write_text
 from hvdtrain.cluster.hosts import Host
 from hvdtrain.cluster.placement import plan_placement
 from hvdtrain.cluster.planning import Plan
-from hvdtrain.errors import EXIT_STOPPED, ConfigError
-from hvdtrain.launch.failures import JobFailedError, JobFailure
+from hvdtrain.errors import ConfigError, ExitCode
+from hvdtrain.launch.failures import FailureKind, JobFailedError, JobFailure
 from hvdtrain.launch.job import LaunchSettings, launch
 from hvdtrain.launch.network import is_local
 from hvdtrain.launch.preflight import run_preflight
@@ -44,8 +45,10 @@ from hvdtrain.launch.protocol import RunLayout
 from hvdtrain.launch.supervisor import JobResult
 from hvdtrain.training.checkpoint import CheckpointStore
 
-FINAL_EXIT_CODES = frozenset({2, 3, 5, 6, 7, 8, EXIT_STOPPED})  # a restart would fail the same
-FINAL_KINDS = frozenset({"interrupted", "stopped"})
+# a restart would fail the same way (a launcher that could not start, 4, may not)
+FINAL_EXIT_CODES = frozenset({ExitCode.CONFIG, ExitCode.HOSTS, ExitCode.PREFLIGHT, ExitCode.DATA,
+                              ExitCode.CHECKPOINT, ExitCode.DIVERGED, ExitCode.STOPPED})
+FINAL_KINDS: frozenset[FailureKind] = frozenset({"interrupted", "stopped"})
 
 
 @dataclass(frozen=True)
@@ -120,12 +123,12 @@ def _archive_attempt(layout: RunLayout, attempt: int) -> Path:
 
 def _write_records(layout: RunLayout, records: list[RestartRecord]) -> None:
     payload = [asdict(r) for r in records]
-    (layout.root / "restarts.json").write_text(json.dumps(payload, indent=2))
+    atomic_write_text(layout.root / "restarts.json", json.dumps(payload, indent=2))
     summary = layout.root / "summary.json"
     if summary.is_file():  # rank 0 shares this directory: one summary says it all
         data = json.loads(summary.read_text())
         data["restarts"] = payload
-        summary.write_text(json.dumps(data, indent=2))
+        atomic_write_text(summary, json.dumps(data, indent=2))
 
 
 def resume_argument(layout: RunLayout, original: str | None) -> str | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.distributed.conftest import REPO, hvdtrain, run_job
+from tests.helpers.jobs import REPO, hvdtrain, read_summary, run_job
 
 pytestmark = pytest.mark.distributed
 
@@ -36,7 +36,7 @@ def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     done = run_job(hvdtrain("train", "-np", "2", "--framework", framework, "--data", data,
                             "--epochs", "2", "--run-dir", str(run_dir)), cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = read_summary(run_dir)
     return {"framework": framework, "data": data, "run_dir": run_dir, "summary": summary,
             "work": run_dir.parent}
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.distributed.conftest import hvdtrain, run_job
+from tests.helpers.jobs import hvdtrain, run_job
 
 
 @pytest.mark.parametrize(("launch_args", "controller"), [

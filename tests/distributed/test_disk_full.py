@@ -1,7 +1,7 @@
 """A full disk, through the real launcher, both frameworks: one line, a clean stop, nothing half
 written.
 
-The run directory is a small tmpfs (``tests.small_fs``, root only) that holds the first
+The run directory is a small tmpfs (``tests.helpers.small_fs``, root only) that holds the first
 checkpoint and ``best.ckpt`` but not the second epoch's checkpoint. Before this was handled,
 rank 0 died there with torch's raw ``basic_ios::clear: iostream error`` traceback, rank 1 with a
 ``HorovodInternalError`` stack, and the job exited 1. Now: a note before the run that the
@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 
+from hvdtrain.catalog import FRAMEWORKS
 from hvdtrain.launch.protocol import RunLayout
 from hvdtrain.training.checkpoint import read_checkpoint_meta
-from tests.distributed.conftest import REPO, hvdtrain, run_job
-from tests.small_fs import small_filesystem
+from tests.helpers.jobs import REPO, hvdtrain, run_job
+from tests.helpers.small_fs import small_filesystem
 
 pytestmark = pytest.mark.distributed
 
@@ -36,7 +37,7 @@ EXPORTS = {"torch": ("torchscript", "model.pt"), "tensorflow": ("keras", "model.
 CHECKPOINT_EXIT, OUTPUT_EXIT = 7, 9
 
 
-@pytest.fixture(scope="module", params=["torch", "tensorflow"])
+@pytest.fixture(scope="module", params=FRAMEWORKS.names())
 def full_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[dict[str, Any]]:
     framework = request.param

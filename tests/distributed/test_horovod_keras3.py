@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed.conftest import REPO, hvdtrain, run_job
+from tests.helpers.jobs import REPO, hvdtrain, run_job
 
 pytest.importorskip("horovod.tensorflow")
 FIXTURES = REPO / "tests" / "fixtures" / "horovod_keras3"

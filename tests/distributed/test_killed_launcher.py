@@ -12,8 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.distributed.conftest import REPO, hvdtrain, job_env
-from tests.job_processes import (
+from tests.helpers.job_processes import (
     kill_launcher,
     leftovers_after,
     output,
@@ -21,6 +20,7 @@ from tests.job_processes import (
     start_job,
     wait_for_ranks,
 )
+from tests.helpers.jobs import REPO, hvdtrain, job_env
 
 SCRIPT = REPO / "tests" / "fixtures" / "allreduce_loop.py"
 

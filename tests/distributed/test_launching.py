@@ -11,7 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from tests.distributed.conftest import hvdtrain, job_env, run_job
+from tests.helpers.jobs import hvdtrain, job_env, read_summary, run_job
 
 ALLREDUCE_SCRIPT = textwrap.dedent("""
     import json, os, sys
@@ -24,15 +24,11 @@ ALLREDUCE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _summary(run_dir: Path) -> dict[str, object]:
-    return json.loads((run_dir / "summary.json").read_text())
-
-
 def test_train_launches_its_own_ranks(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     done = run_job(hvdtrain("train", "-np", "2", "--epochs", "1", "--run-dir", str(run_dir)))
     assert done.returncode == 0, done.stderr
-    summary = _summary(run_dir)
+    summary = read_summary(run_dir)
     assert summary["world_size"] == 2 and summary["parameters_identical"] is True
     assert sorted(p.name for p in (run_dir / "logs").iterdir()) == [
         "rank-0.err", "rank-0.out", "rank-1.err", "rank-1.out"]
@@ -45,7 +41,7 @@ def test_train_across_hostfile_hosts(tmp_path: Path) -> None:
     done = run_job(hvdtrain("train", "--hostfile", str(hostfile), "--epochs", "1",
                             "--run-dir", str(run_dir)))
     assert done.returncode == 0, done.stderr
-    assert _summary(run_dir)["world_size"] == 2
+    assert read_summary(run_dir)["world_size"] == 2
 
 
 def test_under_horovodrun_gloo_runs_as_worker(tmp_path: Path) -> None:
@@ -53,7 +49,7 @@ def test_under_horovodrun_gloo_runs_as_worker(tmp_path: Path) -> None:
     done = run_job(["horovodrun", "-np", "2", "-H", "localhost:2", "--gloo",
                     *hvdtrain("train", "--epochs", "1", "--run-dir", str(run_dir))])
     assert done.returncode == 0, done.stderr
-    summary = _summary(run_dir)
+    summary = read_summary(run_dir)
     assert summary["world_size"] == 2 and summary["parameters_identical"] is True
     assert not (run_dir / "ranks").exists()  # no second launch happened inside the ranks
 
@@ -64,7 +60,7 @@ def test_under_mpirun_runs_as_worker(tmp_path: Path) -> None:
                     "-bind-to", "none",
                     *hvdtrain("train", "--epochs", "1", "--run-dir", str(run_dir))])
     assert done.returncode == 0, done.stderr
-    assert _summary(run_dir)["world_size"] == 2
+    assert read_summary(run_dir)["world_size"] == 2
 
 
 def test_launch_a_users_own_horovod_script(tmp_path: Path) -> None:

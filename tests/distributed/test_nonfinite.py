@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed.conftest import REPO, hvdtrain, run_job
+from hvdtrain.catalog import FRAMEWORKS
+from tests.helpers.jobs import REPO, hvdtrain, read_summary, run_job
 
-FRAMEWORKS = ["torch", "tensorflow"]
 FIXTURES = "tests.fixtures.nonfinite_models"
 NAN_AT_STEP_6 = {"torch": f"{FIXTURES}:torch_nan_at_step_6_rank1",
                  "tensorflow": f"{FIXTURES}:keras_nan_at_step_6_rank1"}
@@ -35,7 +35,7 @@ def _train(run_dir: Path, framework: str, *args: str) -> tuple[int, str]:
     return done.returncode, done.stderr
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_diverging_lr_stops_every_rank_with_exit_8(tmp_path: Path, framework: str) -> None:
     code, err = _train(tmp_path / "run", framework, "--epochs", "3", "--optimizer", "sgd",
                        "--lr", "1e6")
@@ -47,7 +47,7 @@ def test_diverging_lr_stops_every_rank_with_exit_8(tmp_path: Path, framework: st
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing good to keep yet
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_nan_in_epoch_2_keeps_epoch_1_as_the_newest_checkpoint(tmp_path: Path,
                                                                framework: str) -> None:
     # breast-cancer on 2 ranks: 4 steps an epoch; step 6 (epoch 2 step 2) is NaN on rank 1
@@ -66,7 +66,7 @@ def test_nan_in_epoch_2_keeps_epoch_1_as_the_newest_checkpoint(tmp_path: Path,
     assert [json.loads(line)["epoch"] for line in metrics] == [1]
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_skip_finishes_with_identical_weights_and_counts_the_skips(tmp_path: Path,
                                                                    framework: str) -> None:
     # every 3rd of 12 steps is NaN on rank 0 only: 4 steps skipped on both ranks
@@ -74,7 +74,7 @@ def test_skip_finishes_with_identical_weights_and_counts_the_skips(tmp_path: Pat
     code, err = _train(run_dir, framework, "--epochs", "3", "--on-nonfinite", "skip",
                        "--model", NAN_EVERY_3RD[framework])
     assert code == 0, err[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = read_summary(run_dir)
     assert summary["nonfinite_skips"] == 4
     assert summary["on_nonfinite"] == "skip"
     assert summary["parameters_identical"] is True
@@ -84,7 +84,7 @@ def test_skip_finishes_with_identical_weights_and_counts_the_skips(tmp_path: Pat
     assert all(math.isfinite(r["train_loss"]) for r in rows)  # skipped NaNs stay out
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_nan_in_the_data_is_an_error_before_launch(tmp_path: Path, framework: str) -> None:
     data = tmp_path / "d.csv"
     data.write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(20))

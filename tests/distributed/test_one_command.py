@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from hvdtrain.launch.protocol import RANK_OPTIONS_ENV
-from tests.distributed.conftest import hvdtrain, run_job
+from tests.helpers.jobs import hvdtrain, read_summary, run_job
 
 ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")
 
@@ -59,7 +59,7 @@ def test_plan_dry_run_and_launch_agree(tmp_path: Path, launcher: str) -> None:
     assert (resolved["epochs"], resolved["data"], resolved["run_dir"]) == (
         1, "breast-cancer", str(run_dir))
     assert executed["argv"][-4:] == [sys.executable, "-m", "hvdtrain", "train"]
-    assert json.loads((run_dir / "summary.json").read_text())["world_size"] == 2
+    assert read_summary(run_dir)["world_size"] == 2
 
 
 def test_launch_dry_run_is_what_launch_runs(tmp_path: Path) -> None:

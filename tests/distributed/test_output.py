@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed.conftest import hvdtrain, job_env
+from tests.helpers.jobs import hvdtrain, job_env
 
 # about 15 steps of 0.1 s per epoch: a progress line every 0.5 s shows up in each epoch
 QUICK = ("-np", "2", "--data", "breast-cancer", "--epochs", "2", "--batch-size", "16",

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed.conftest import REPO, hvdtrain, job_env, run_job
+from hvdtrain.catalog import FRAMEWORKS
+from tests.helpers.jobs import REPO, hvdtrain, job_env, read_summary, run_job
 
-FRAMEWORKS = ["torch", "tensorflow"]
 USER_MODELS = {"torch": "tests.fixtures.user_models:make_torch",
                "tensorflow": "tests.fixtures.user_models:make_keras"}
 
@@ -68,10 +68,10 @@ def _train(tmp_path: Path, name: str, framework: str, *args: str,
     done = run_job(hvdtrain("train", "-np", np_, "--framework", framework, "--run-dir",
                             str(run_dir), *args), cwd=REPO, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((run_dir / "summary.json").read_text())
+    return read_summary(run_dir)
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_default_run_reaches_95_percent_with_identical_weights(tmp_path: Path,
                                                                framework: str) -> None:
     summary = _train(tmp_path, "default", framework)
@@ -82,7 +82,7 @@ def test_default_run_reaches_95_percent_with_identical_weights(tmp_path: Path,
     assert isinstance(hashes, list) and len(hashes) == 2
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_cnn_on_digits(tmp_path: Path, framework: str) -> None:
     summary = _train(tmp_path, "digits", framework, "--model", "cnn", "--data", "digits",
                      "--epochs", "15")
@@ -90,7 +90,7 @@ def test_cnn_on_digits(tmp_path: Path, framework: str) -> None:
     assert summary["parameters_identical"] is True
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_fp16_within_one_point_of_fp32(tmp_path: Path, framework: str) -> None:
     fp32 = _train(tmp_path, "fp32", framework, "--epochs", "4")
     fp16 = _train(tmp_path, "fp16", framework, "--epochs", "4", "--compression", "fp16")
@@ -98,7 +98,7 @@ def test_fp16_within_one_point_of_fp32(tmp_path: Path, framework: str) -> None:
     assert fp16["parameters_identical"] is True
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_horovod_fp16_overflows_and_ours_recovers(tmp_path: Path, framework: str) -> None:
     script = tmp_path / "fp16.py"
     script.write_text(FP16_SCRIPTS[framework])
@@ -112,7 +112,7 @@ def test_horovod_fp16_overflows_and_ours_recovers(tmp_path: Path, framework: str
         assert result["recovered"] == 1  # and counted
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_two_ranks_equal_one_rank_with_double_batch(tmp_path: Path, framework: str) -> None:
     common = ("--epochs", "1", "--lr-scaling", "none", "--val-fraction", "0.25",
               "--record-step-losses", "--checkpoint-every", "0")
@@ -125,7 +125,7 @@ def test_two_ranks_equal_one_rank_with_double_batch(tmp_path: Path, framework: s
     assert worst <= 1e-5, worst
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_resume_after_kill_equals_uninterrupted(tmp_path: Path, framework: str) -> None:
     # small batches: epochs long enough (hundreds of steps) that the kill lands inside epoch 3
     args = ("--epochs", "4", "--batch-size", "8")
@@ -152,7 +152,7 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path: Path, framework: str) 
     assert (run_dir / "checkpoints" / "best.ckpt").exists()
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_corrupt_checkpoint_is_a_clear_error_and_keeps_the_good_ones(
         tmp_path: Path, framework: str) -> None:
     args = ("--epochs", "2", "--data", "breast-cancer")
@@ -169,7 +169,7 @@ def test_corrupt_checkpoint_is_a_clear_error_and_keeps_the_good_ones(
         assert (checkpoints / name).read_bytes() == content
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_early_stopping_is_decided_on_every_rank(tmp_path: Path, framework: str) -> None:
     # Adam at 0.01 overfits breast-cancer within a few epochs: val_loss turns up, finitely
     summary = _train(tmp_path, "early", framework, "--data", "breast-cancer", "--epochs", "60",
@@ -179,7 +179,7 @@ def test_early_stopping_is_decided_on_every_rank(tmp_path: Path, framework: str)
     assert summary["parameters_identical"] is True
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_transformer_on_text_and_a_users_own_model(tmp_path: Path, framework: str) -> None:
     text = _train(tmp_path, "text", framework, "--model", "transformer", "--data",
                   "synthetic-text", "--epochs", "3")
@@ -194,12 +194,12 @@ def test_transformer_on_text_and_a_users_own_model(tmp_path: Path, framework: st
 def test_same_command_in_both_frameworks_lands_within_two_points(tmp_path: Path) -> None:
     args = ("--data", "breast-cancer", "--epochs", "8", "--seed", "7")
     accuracy = {fw: float(str(_train(tmp_path, fw, fw, *args)["val_accuracy"]))
-                for fw in FRAMEWORKS}
+                for fw in FRAMEWORKS.names()}
     assert abs(accuracy["torch"] - accuracy["tensorflow"]) <= 0.02, accuracy
 
 
 def test_grad_accumulation_and_warmup_run_in_both(tmp_path: Path) -> None:
-    for framework in FRAMEWORKS:
+    for framework in FRAMEWORKS.names():
         summary = _train(tmp_path, framework, framework, "--data", "breast-cancer",
                          "--epochs", "3", "--grad-accumulation", "2", "--warmup-epochs", "1",
                          "--optimizer", "adamw", "--weight-decay", "0.01")
@@ -207,7 +207,7 @@ def test_grad_accumulation_and_warmup_run_in_both(tmp_path: Path) -> None:
         assert float(str(summary["val_accuracy"])) >= 0.85
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_sharded_validation_equals_single_process_evaluation(tmp_path: Path,
                                                              framework: str) -> None:
     trained = _train(tmp_path, "run", framework, "--data", "breast-cancer", "--epochs", "3")

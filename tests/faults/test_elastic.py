@@ -21,10 +21,21 @@ from typing import Any
 
 import pytest
 
-from hvdtrain.errors import EXIT_STOPPED
+from hvdtrain.catalog import FRAMEWORKS
+from hvdtrain.errors import ExitCode
 from hvdtrain.training.checkpoint import CheckpointStore, read_checkpoint_meta
-from tests.distributed.conftest import finish, hvdtrain, job_env, run_job
-from tests.faults.samples import assert_exactly_once
+from tests.helpers.jobs import (
+    finish_output,
+    hvdtrain,
+    job_env,
+    read_summary,
+    run_job,
+    spawn,
+    wait_until,
+)
+from tests.helpers.samples import assert_exactly_once
+
+pytest.importorskip("horovod.torch")
 
 # 3 epochs of digits at batch 16 with slow steps: about 6 s per epoch at 3 ranks, so hosts
 # change mid-epoch on a busy machine; commits every 5 steps
@@ -36,39 +47,23 @@ JOB_TIMEOUT = 420.0
 
 def _start(run_dir: Path, hostfile: Path, framework: str, *args: str
            ) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        hvdtrain("train", "--framework", framework, "--run-dir", str(run_dir), "--hostfile",
-                 str(hostfile), *COMMON, *args),
-        env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
-
-
-def _finish(proc: subprocess.Popen[str], timeout: float = JOB_TIMEOUT) -> tuple[int, str]:
-    done = finish(proc, timeout)
-    return done.returncode, done.stdout + done.stderr
+    return spawn(hvdtrain("train", "--framework", framework, "--run-dir", str(run_dir),
+                          "--hostfile", str(hostfile), *COMMON, *args), job_env())
 
 
 def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen[str]) -> None:
     """Until epoch 1's checkpoint: the job is well into epoch 2 soon after."""
-    deadline = time.monotonic() + 240
-    while not list((run_dir / "checkpoints").glob("epoch-*.ckpt")):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            code, output = _finish(proc, 10)
-            pytest.fail(f"no checkpoint (exit {code})\n{output[-3000:]}")
-        time.sleep(0.2)
+    wait_until(lambda: bool(list((run_dir / "checkpoints").glob("epoch-*.ckpt"))), proc, 240,
+               "no checkpoint")
     time.sleep(2.0)  # some steps into epoch 2
 
 
 def _wait_for_commit_in_epoch_2(run_dir: Path, proc: subprocess.Popen[str]) -> None:
     """Until a mid-epoch commit of epoch 2 is recorded (rank 0 records each commit point)."""
-    deadline = time.monotonic() + 240
     record = run_dir / "samples" / "committed.jsonl"
-    while not (record.is_file() and any(json.loads(line)["epoch"] == 1
-                                        for line in record.read_text().splitlines())):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            code, output = _finish(proc, 10)
-            pytest.fail(f"no commit in epoch 2 (exit {code})\n{output[-3000:]}")
-        time.sleep(0.2)
+    wait_until(lambda: record.is_file() and any(json.loads(line)["epoch"] == 1
+                                                for line in record.read_text().splitlines()),
+               proc, 240, "no commit in epoch 2")
 
 
 def _kill_worker_on(run_dir: Path, host: str) -> dict[str, Any]:
@@ -80,19 +75,15 @@ def _kill_worker_on(run_dir: Path, host: str) -> dict[str, Any]:
     pytest.fail(f"no worker on {host}: {sorted(p.name for p in (run_dir / 'ranks').iterdir())}")
 
 
-def _summary(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "summary.json").read_text())
-
-
 def _assert_finished_like_an_unbroken_run(run_dir: Path, world_size: int) -> None:
-    summary = _summary(run_dir)
+    summary = read_summary(run_dir)
     assert summary["epochs_run"] == 3 and summary["world_size"] == world_size
     assert summary["parameters_identical"], summary["parameter_hashes"]
     assert summary["val_accuracy"] >= 0.9
     assert_exactly_once(run_dir, 3)
 
 
-@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_a_killed_worker_leaves_the_job_on_the_survivors(tmp_path: Path,
                                                          framework: str) -> None:
     run_dir, hostfile = tmp_path / "run", tmp_path / "hosts"
@@ -101,19 +92,19 @@ def test_a_killed_worker_leaves_the_job_on_the_survivors(tmp_path: Path,
     _wait_for_checkpoint(run_dir, proc)
     _wait_for_commit_in_epoch_2(run_dir, proc)
     _kill_worker_on(run_dir, "127.0.0.1")
-    code, output = _finish(proc)
+    code, output = finish_output(proc, JOB_TIMEOUT)
     assert code == 0, output[-4000:]
     # said by whichever worker is rank 0 after the reset (often not the one started as 0)
     assert "hosts changed (a rank failed): 3 -> 2 ranks, continuing from epoch 2" in output
     assert "<stdout>:" not in output and "<stderr>:" not in output  # horovodrun's tags
     _assert_finished_like_an_unbroken_run(run_dir, 2)
-    [reset] = _summary(run_dir)["elastic_resets"]
+    [reset] = read_summary(run_dir)["elastic_resets"]
     assert (reset["old_world_size"], reset["new_world_size"], reset["epoch"]) == (3, 2, 1)
     assert reset["samples_into_epoch"] > 0  # mid-epoch: the rest was re-sharded over 2
     assert json.loads((run_dir / "elastic.json").read_text())[0]["new_world_size"] == 2
 
 
-@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+@pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_a_host_added_to_the_hostfile_joins_the_job(tmp_path: Path, framework: str) -> None:
     run_dir, hostfile = tmp_path / "run", tmp_path / "hosts"
     hostfile.write_text("localhost slots=2\n")
@@ -121,11 +112,11 @@ def test_a_host_added_to_the_hostfile_joins_the_job(tmp_path: Path, framework: s
     _wait_for_checkpoint(run_dir, proc)
     with hostfile.open("a") as out:
         out.write("127.0.0.1 slots=1  # joins while the job runs\n")
-    code, output = _finish(proc)
+    code, output = finish_output(proc, JOB_TIMEOUT)
     assert code == 0, output[-4000:]
     assert "hosts changed (hosts added or changed): 2 -> 3 ranks" in output
     _assert_finished_like_an_unbroken_run(run_dir, 3)
-    summary = _summary(run_dir)
+    summary = read_summary(run_dir)
     [reset] = summary["elastic_resets"]
     assert (reset["old_world_size"], reset["new_world_size"]) == (2, 3)
     # the newcomer started on the added host and ended with the same parameters
@@ -141,7 +132,7 @@ def test_below_min_np_the_job_stops_after_the_elastic_timeout(tmp_path: Path) ->
                   "--elastic-timeout", "10")
     _wait_for_checkpoint(run_dir, proc)
     _kill_worker_on(run_dir, "127.0.0.1")
-    code, output = _finish(proc, 240)
+    code, output = finish_output(proc, 240)
     assert code != 0, output[-3000:]
     assert ("hvdtrain: error: elastic: fewer than --min-np 2 slots left, and none came back "
             "within --elastic-timeout; the job stopped") in output, output[-3000:]
@@ -151,10 +142,10 @@ def test_below_min_np_the_job_stops_after_the_elastic_timeout(tmp_path: Path) ->
     # as the hint says: resume (here, elastic again on both hosts) and finish exactly once
     again = _start(run_dir, hostfile, "torch", "-np", "2", "--min-np", "2",
                    "--resume", "latest")
-    code, output = _finish(again)
+    code, output = finish_output(again, JOB_TIMEOUT)
     assert code == 0, output[-4000:]
     assert f"resuming from {latest}" in output
-    summary = _summary(run_dir)
+    summary = read_summary(run_dir)
     assert summary["epochs_run"] == 3 and summary["parameters_identical"]
     assert summary["val_accuracy"] >= 0.9
     # (no exactly-once check here: the sample record holds the in-memory commits after the
@@ -162,13 +153,9 @@ def test_below_min_np_the_job_stops_after_the_elastic_timeout(tmp_path: Path) ->
 
 
 def _wait_for_resets(run_dir: Path, proc: subprocess.Popen[str], count: int) -> None:
-    deadline = time.monotonic() + 240
     path = run_dir / "elastic.json"
-    while not (path.is_file() and len(json.loads(path.read_text() or "[]")) >= count):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            code, output = _finish(proc, 10)
-            pytest.fail(f"no reset {count} (exit {code})\n{output[-3000:]}")
-        time.sleep(0.2)
+    wait_until(lambda: path.is_file() and len(json.loads(path.read_text() or "[]")) >= count,
+               proc, 240, f"no reset {count}")
 
 
 def test_a_host_removed_then_added_back_neither_deadlocks_nor_loses_samples(
@@ -184,10 +171,10 @@ def test_a_host_removed_then_added_back_neither_deadlocks_nor_loses_samples(
     _wait_for_resets(run_dir, proc, 1)
     time.sleep(2.0)  # some steps on 2 ranks
     hostfile.write_text(both)
-    code, output = _finish(proc)
+    code, output = finish_output(proc, JOB_TIMEOUT)
     assert code == 0, output[-4000:]
     _assert_finished_like_an_unbroken_run(run_dir, 3)
-    resets = _summary(run_dir)["elastic_resets"]
+    resets = read_summary(run_dir)["elastic_resets"]
     assert [(r["reason"], r["old_world_size"], r["new_world_size"]) for r in resets] == [
         ("hosts removed", 3, 2), ("hosts added or changed", 2, 3)]
 
@@ -201,8 +188,8 @@ def test_a_stop_request_writes_a_checkpoint_and_exits_75(tmp_path: Path) -> None
     proc = _start(run_dir, hostfile, "torch", "-np", "2")
     _wait_for_checkpoint(run_dir, proc)
     proc.send_signal(signal.SIGUSR1)
-    code, output = _finish(proc, 120)
-    assert code == EXIT_STOPPED, output[-3000:]
+    code, output = finish_output(proc, 120)
+    assert code == ExitCode.STOPPED, output[-3000:]
     assert "stopped on SIGUSR1" in output, output[-3000:]
     assert "--resume auto" in output
     latest = CheckpointStore(run_dir / "checkpoints").latest()
@@ -238,11 +225,11 @@ def test_when_rank_0_is_lost_the_new_rank_0_speaks(tmp_path: Path) -> None:
     _wait_for_checkpoint(run_dir, proc)
     first = json.loads((run_dir / "ranks" / "rank-0.start.json").read_text())
     os.kill(first["child_pid"], signal.SIGKILL)
-    code, output = _finish(proc)
+    code, output = finish_output(proc, JOB_TIMEOUT)
     assert code == 0, output[-4000:]
     said = "hosts changed (a rank failed): 2 -> 1 ranks"
     assert said in output and "epoch 3/3  loss" in output, output[-4000:]
     assert said in (run_dir / "logs" / "rank-1.out").read_text()  # the new rank 0 said it
     assert "<stdout>:" not in output and "<stderr>:" not in output
-    summary = _summary(run_dir)
+    summary = read_summary(run_dir)
     assert summary["epochs_run"] == 3 and summary["world_size"] == 1

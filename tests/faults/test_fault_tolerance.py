@@ -10,50 +10,43 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from hvdtrain.errors import EXIT_STOPPED
+from hvdtrain.errors import ExitCode
 from hvdtrain.training.checkpoint import CheckpointStore, read_checkpoint_meta
-from tests.distributed.conftest import finish, hvdtrain, job_env, run_job
-from tests.faults.samples import assert_exactly_once
+from tests.helpers.jobs import (
+    finish_output,
+    hvdtrain,
+    job_env,
+    read_summary,
+    run_job,
+    spawn,
+    wait_until,
+)
+from tests.helpers.samples import assert_exactly_once
+
+pytest.importorskip("horovod.torch")
 
 # slow steps (seconds each) so a signal lands mid-epoch on a busy machine
 COMMON = ("--data", "digits", "--batch-size", "32", "--record-samples", "--step-delay", "0.15",
           "--checkpoint-every-steps", "3", "--lr", "0.003",
           "--stop-timeout", "120")  # 4 ranks on a busy 2-core machine stop slowly
+JOB_TIMEOUT = 300.0
 
 
 def _start(run_dir: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(hvdtrain("train", "--run-dir", str(run_dir), *COMMON, *args),
-                            env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-
-
-def _finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str]:
-    done = finish(proc, timeout)
-    return done.returncode, done.stdout + done.stderr
+    return spawn(hvdtrain("train", "--run-dir", str(run_dir), *COMMON, *args), job_env())
 
 
 def _wait_for_step_checkpoint(run_dir: Path, proc: subprocess.Popen[str], epoch: int) -> None:
     """Until a step checkpoint inside epoch ``epoch + 1`` (``epoch`` whole epochs done)."""
-    deadline = time.monotonic() + 240
-    while True:
+    def ready() -> bool:
         names = [p.name for p in (run_dir / "checkpoints").glob("epoch-*-sample-*.ckpt")]
-        if any(int(n.split("-")[1]) >= epoch for n in names):
-            return
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out, err = proc.communicate()
-            pytest.fail(f"no step checkpoint in epoch {epoch + 1} (exit {proc.returncode})\n"
-                        f"{out[-2000:]}\n{err[-3000:]}")
-        time.sleep(0.1)
+        return any(int(n.split("-")[1]) >= epoch for n in names)
 
-
-def _summary(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "summary.json").read_text())  # type: ignore[no-any-return]
+    wait_until(ready, proc, 240, f"no step checkpoint in epoch {epoch + 1}", interval=0.1)
 
 
 def test_a_killed_rank_is_restarted_from_the_step_checkpoint(tmp_path: Path) -> None:
@@ -62,10 +55,10 @@ def test_a_killed_rank_is_restarted_from_the_step_checkpoint(tmp_path: Path) -> 
     _wait_for_step_checkpoint(run_dir, proc, epoch=1)
     victim = json.loads((run_dir / "ranks" / "rank-1.start.json").read_text())
     os.kill(victim["child_pid"], signal.SIGKILL)  # rank 1 dies mid-epoch 2
-    code, output = _finish(proc)
+    code, output = finish_output(proc, JOB_TIMEOUT)
     assert code == 0, output[-3000:]
     assert "restart 1 of 2: rank 1 on" in output and "killed by signal 9" in output
-    summary = _summary(run_dir)
+    summary = read_summary(run_dir)
     assert summary["epochs_run"] == 3 and summary["parameters_identical"]
     assert summary["val_accuracy"] >= 0.9
     [restart] = summary["restarts"]
@@ -86,8 +79,8 @@ def test_stopped_on_sigusr1_then_resumed_at_another_world_size(
     proc = _start(run_dir, "-np", str(before), *args)
     _wait_for_step_checkpoint(run_dir, proc, epoch=0)
     proc.send_signal(signal.SIGUSR1)  # what Slurm's --signal=USR1@T sends
-    code, output = _finish(proc)
-    assert code == EXIT_STOPPED, output[-3000:]
+    code, output = finish_output(proc, JOB_TIMEOUT)
+    assert code == ExitCode.STOPPED, output[-3000:]
     assert "stopped on SIGUSR1" in output and "--resume auto" in output
     assert not (run_dir / "summary.json").exists()
     latest = CheckpointStore(run_dir / "checkpoints").latest()
@@ -97,7 +90,7 @@ def test_stopped_on_sigusr1_then_resumed_at_another_world_size(
     done = run_job(hvdtrain("train", "--run-dir", str(run_dir), *COMMON, *args,
                             "-np", str(after), "--resume", "auto"), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = _summary(run_dir)
+    summary = read_summary(run_dir)
     [resume] = summary["resumes"]
     assert (resume["from_world_size"], resume["to_world_size"]) == (before, after)
     assert summary["world_size"] == after and summary["parameters_identical"]
@@ -127,7 +120,7 @@ def test_sigkill_of_the_whole_job_loses_no_checkpoint(tmp_path: Path) -> None:
     done = run_job(hvdtrain("train", "--run-dir", str(run_dir), *COMMON, "-np", "2",
                             "--epochs", "2", "--resume", "latest"), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert _summary(run_dir)["epochs_run"] == 2
+    assert read_summary(run_dir)["epochs_run"] == 2
     assert_exactly_once(run_dir, 2)
 
 

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from tests.multihost.conftest import REPO, NamespaceHosts
+from tests.helpers.jobs import REPO
+from tests.helpers.namespace_lab import NamespaceHosts
 
 pytestmark = pytest.mark.multihost
 pytest.importorskip("horovod.torch")

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.samples import assert_exactly_once
-from tests.multihost.conftest import REPO, NamespaceHosts
+from tests.helpers.jobs import PYTHON, REPO, finish, lab_env, read_summary, spawn, wait_until
+from tests.helpers.namespace_lab import NamespaceHosts
+from tests.helpers.samples import assert_exactly_once
 
 pytestmark = pytest.mark.multihost
 pytest.importorskip("horovod.torch")
-
-PYTHON = str(REPO / ".venv" / "bin" / "python")
 
 
 def test_an_elastic_job_survives_a_killed_worker_on_another_host(
@@ -32,34 +31,23 @@ def test_an_elastic_job_survives_a_killed_worker_on_another_host(
     hostfile = tmp_path / "hosts.txt"
     hostfile.write_text(f"{first} slots=1\n{second} slots=1\n")
     run_dir = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HVDTRAIN_", "OMPI_COMM_WORLD", "HOROVOD_"))}
-    env.update(PATH=f"{Path(PYTHON).parent}:{env.get('PATH', '')}", PYTHONFAULTHANDLER="1")
-    proc = subprocess.Popen(
+    proc = spawn(
         [PYTHON, "-m", "hvdtrain", "train", "--elastic", "-np", "2", "--min-np", "1",
          "--max-np", "2", "--hostfile", str(hostfile), "--run-dir", str(run_dir),
          "--data", "digits", "--batch-size", "16", "--epochs", "3", "--step-delay", "0.2",
          "--commit-every-steps", "5", "--record-samples", "--elastic-timeout", "60",
          "--start-timeout", "120"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True, stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while not list((run_dir / "checkpoints").glob("epoch-*.ckpt")):
-            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint"
-            time.sleep(0.5)
-        time.sleep(2.0)
-        starts = [json.loads(p.read_text()) for p in (run_dir / "ranks").glob("*.start.json")]
-        [victim] = [s for s in starts if s["host"] == second]
-        os.kill(victim["child_pid"], signal.SIGKILL)  # pids are global: only the net differs
-        out, err = proc.communicate(timeout=420)
-    except (subprocess.TimeoutExpired, AssertionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"elastic job across hosts failed or hung\n{out[-3000:]}\n{err[-3000:]}")
-    assert proc.returncode == 0, out[-3000:] + err[-3000:]
-    assert "hosts changed (a rank failed): 2 -> 1 ranks" in out + err
-    summary = json.loads((run_dir / "summary.json").read_text())
+        lab_env(), REPO, stdin=subprocess.DEVNULL)
+    wait_until(lambda: bool(list((run_dir / "checkpoints").glob("epoch-*.ckpt"))), proc, 300,
+               "no checkpoint", interval=0.5)
+    time.sleep(2.0)
+    starts = [json.loads(p.read_text()) for p in (run_dir / "ranks").glob("*.start.json")]
+    [victim] = [s for s in starts if s["host"] == second]
+    os.kill(victim["child_pid"], signal.SIGKILL)  # pids are global: only the net differs
+    done = finish(proc, 420)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "hosts changed (a rank failed): 2 -> 1 ranks" in done.stdout + done.stderr
+    summary = read_summary(run_dir)
     assert summary["world_size"] == 1 and summary["epochs_run"] == 3
     assert [r["host"] for r in summary["ranks"]] == [first]
     assert summary["val_accuracy"] >= 0.9

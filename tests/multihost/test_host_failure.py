@@ -9,26 +9,32 @@ surviving host finds the checkpoint. The link is the root side of the host's vet
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.distributed.conftest import finish
-from tests.faults.samples import assert_exactly_once
-from tests.multihost.conftest import REPO, NamespaceHosts
+from tests.helpers.jobs import (
+    PYTHON,
+    REPO,
+    finish_output,
+    lab_env,
+    read_summary,
+    spawn,
+    wait_until,
+)
+from tests.helpers.namespace_lab import NamespaceHosts
+from tests.helpers.samples import assert_exactly_once
 
 pytestmark = pytest.mark.multihost
 pytest.importorskip("horovod.torch")
 
-PYTHON = str(REPO / ".venv" / "bin" / "python")
+JOB_TIMEOUT = 400.0
 
 
 def _link(host: str, state: str) -> None:
@@ -57,35 +63,21 @@ def link_restored(namespace_hosts: NamespaceHosts) -> Iterator[None]:
 def _start(lab: NamespaceHosts, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
     hostfile = tmp_path / "hosts.txt"
     hostfile.write_text("".join(f"{host} slots=1\n" for host in lab.hosts))
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HVDTRAIN_", "OMPI_COMM_WORLD", "HOROVOD_"))}
-    env.update(PATH=f"{Path(PYTHON).parent}:{env.get('PATH', '')}", PYTHONFAULTHANDLER="1")
     argv = [PYTHON, "-m", "hvdtrain", "train", "--hostfile", str(hostfile),
             "--run-dir", str(tmp_path / "run"), "--data", "digits", "--epochs", "2",
             "--batch-size", "32", "--step-delay", "0.15", "--checkpoint-every-steps", "3",
             "--record-samples", "--max-restarts", "1", "--idle-timeout", "20",
             "--start-timeout", "90", *extra]
-    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            stdin=subprocess.DEVNULL)
+    return spawn(argv, lab_env(), REPO, stdin=subprocess.DEVNULL)
 
 
 def _when_training_epoch_2(run_dir: Path, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 300
-    while not list((run_dir / "checkpoints").glob("epoch-0001-sample-*.ckpt")):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            _, err = proc.communicate()
-            pytest.fail(f"never reached epoch 2 (exit {proc.returncode})\n{err[-3000:]}")
-        time.sleep(0.1)
-
-
-def _finish(proc: subprocess.Popen[str], timeout: float = 400) -> tuple[int, str]:
-    done = finish(proc, timeout)
-    return done.returncode, done.stdout + done.stderr
+    wait_until(lambda: bool(list((run_dir / "checkpoints").glob("epoch-0001-sample-*.ckpt"))),
+               proc, 300, "never reached epoch 2", interval=0.1)
 
 
 def _check_run(run_dir: Path) -> dict[str, Any]:
-    summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
+    summary = read_summary(run_dir)
     assert summary["epochs_run"] == 2 and summary["parameters_identical"]
     assert summary["val_accuracy"] >= 0.85
     assert_exactly_once(run_dir, 2)  # the interrupted epoch too
@@ -98,7 +90,7 @@ def test_link_down_then_fewer_hosts(namespace_hosts: NamespaceHosts, tmp_path: P
     proc = _start(lab, tmp_path, "--restart-on-fewer-hosts", "--restart-wait", "5")
     _when_training_epoch_2(tmp_path / "run", proc)
     _link(lab.hosts[1], "down")  # and it stays down
-    code, output = _finish(proc)
+    code, output = finish_output(proc, JOB_TIMEOUT)
     assert code == 0, output[-4000:]
     summary = _check_run(tmp_path / "run")
     [restart] = summary["restarts"]
@@ -122,7 +114,7 @@ def test_link_down_and_back_restarts_on_the_same_hosts(namespace_hosts: Namespac
     timer = threading.Timer(35, _link, args=(lab.hosts[1], "up"))
     timer.start()
     try:
-        code, output = _finish(proc)
+        code, output = finish_output(proc, JOB_TIMEOUT)
     finally:
         timer.cancel()
     assert code == 0, output[-4000:]

@@ -4,19 +4,18 @@ The OOM killer is the usual cause on clusters: ``hvdtrain train`` (or ``launch``
 and stops nothing. The launcher runs in the root namespace like a login node, the ranks on
 hvdh1 and hvdh2 over ssh; once every rank runs, the launcher alone gets SIGKILL, and within
 10 s nothing may be left: no mpirun or horovodrun here, no orted, sshd session, rank wrapper
-or rank on either host (``tests/job_processes.py`` says how they are found).
+or rank on either host (``tests/helpers/job_processes.py`` says how they are found).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.job_processes import (
+from tests.helpers.job_processes import (
     kill_launcher,
     leftovers_after,
     output,
@@ -24,23 +23,16 @@ from tests.job_processes import (
     start_job,
     wait_for_ranks,
 )
-from tests.multihost.conftest import REPO, NamespaceHosts
+from tests.helpers.jobs import PYTHON, REPO, lab_env
+from tests.helpers.namespace_lab import NamespaceHosts
 
 pytestmark = pytest.mark.multihost
 pytest.importorskip("horovod.torch")
 
-PYTHON = str(REPO / ".venv" / "bin" / "python")
 SCRIPT = REPO / "tests" / "fixtures" / "allreduce_loop.py"
 # long enough to be mid-training when the launcher is killed, tiny per step
 TRAIN = ("--data", "digits", "--batch-size", "16", "--epochs", "20", "--step-delay", "0.2",
          "--start-timeout", "120")
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HVDTRAIN_", "OMPI_COMM_WORLD", "HOROVOD_"))}
-    env.update(PATH=f"{Path(PYTHON).parent}:{env.get('PATH', '')}", PYTHONFAULTHANDLER="1")
-    return env
 
 
 @pytest.fixture
@@ -55,7 +47,7 @@ def _kill_and_check(lab: NamespaceHosts, argv: list[str], tmp_path: Path, ready:
     """Start ``argv``, wait until both ranks wrote ``ready/rank-N.<suffix>``, SIGKILL the
     launcher and assert that nothing of the job is left 10 s later."""
     run_dir, out_dir = tmp_path / "run", tmp_path / "out"
-    proc = start_job(argv, _env(), out_dir, cwd=REPO)
+    proc = start_job(argv, lab_env(), out_dir, cwd=REPO)
     try:
         wait_for_ranks(ready, 2, suffix, proc, 240, out_dir)
         kill_launcher(proc)

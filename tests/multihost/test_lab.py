@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.multihost.conftest import REPO, NamespaceHosts, lab_leftovers
+from tests.helpers.jobs import PYTHON
+from tests.helpers.namespace_lab import NamespaceHosts, lab_leftovers
 
 pytestmark = pytest.mark.multihost
 
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+VENV_PYTHON = Path(PYTHON)
 # Keep OpenMPI's out-of-band and TCP transports on the lab's subnet. An interface *name*
 # (hvdbr0) does not work: mpirun forwards it to the hosts, whose interface is eth0.
 MPI_NET = ["-mca", "oob_tcp_if_include", "10.231.0.0/24", "-mca", "btl_tcp_if_include",

@@ -25,8 +25,8 @@ from hvdtrain.cluster.hosts import Host
 from hvdtrain.cluster.pinning import encode_plan
 from hvdtrain.cluster.placement import plan_placement
 from hvdtrain.launch.protocol import PLAN_ENV
-from tests.multihost.conftest import REPO, NamespaceHosts
-from tests.multihost.launching import PYTHON, run_cli
+from tests.helpers.jobs import PYTHON, REPO, run_cli
+from tests.helpers.namespace_lab import NamespaceHosts
 
 pytestmark = pytest.mark.multihost
 pytest.importorskip("horovod.torch")

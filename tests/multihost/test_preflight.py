@@ -1,4 +1,4 @@
-"""``hvdtrain preflight`` against real ssh hosts (network namespaces, tests/multihost/conftest.py).
+"""``hvdtrain preflight`` against real ssh hosts (network namespaces, tests/helpers/).
 
 Two good hosts pass, MPI allreduce included, and their run directory under the private tmpfs is
 reported as not shared. Each bad input (a host whose sshd is stopped, a name that does not
@@ -20,22 +20,19 @@ import pytest
 from hvdtrain.cluster.hosts import parse_hostfile_text
 from hvdtrain.cluster.planning import PlacementRequest, make_plan
 from hvdtrain.launch.preflight import run_preflight
-from tests.multihost.conftest import REPO, NamespaceHosts
+from tests.helpers.jobs import PYTHON, REPO, clean_env
+from tests.helpers.namespace_lab import NamespaceHosts
 
 pytestmark = pytest.mark.multihost
 
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+VENV_PYTHON = Path(PYTHON)
 FAST_S = 30.0  # the issue's limit for every bad-input case
 
 
 def preflight(
     *args: str, python: Path = VENV_PYTHON, timeout: float = 240, cwd: Path | None = None
 ) -> tuple[subprocess.CompletedProcess[str], float]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k != "PYTHONPATH" and not k.startswith(("HVDTRAIN_", "SLURM_"))
-    }
+    env = clean_env(("HVDTRAIN_", "SLURM_"), drop=["PYTHONPATH"])
     start = time.monotonic()
     out = subprocess.run(
         [str(python), "-m", "hvdtrain", "preflight", *args],

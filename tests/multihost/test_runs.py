@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.multihost.conftest import NamespaceHosts
-from tests.multihost.launching import PYTHON, run_cli
+from tests.helpers.jobs import PYTHON, read_summary, run_cli
+from tests.helpers.namespace_lab import NamespaceHosts
 
 pytestmark = pytest.mark.multihost
 pytest.importorskip("horovod.torch")
@@ -115,7 +115,7 @@ def test_ranks_elsewhere_use_what_the_launcher_resolved_and_results_come_back(
         2, 16, 0.002, str(data))
     # summary.json was written on rank 0's host and copied back: the ranks used exactly that
     assert (run_dir / "summary.json").exists(), done.stderr[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = read_summary(run_dir)
     assert summary["epochs_run"] == 2
     assert summary["config"] == {key: resolved[key] for key in summary["config"]}
     assert [r["host"] for r in summary["ranks"]] == list(lab.hosts)

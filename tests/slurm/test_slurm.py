@@ -1,6 +1,6 @@
 """hvdtrain under a real Slurm cluster: sbatch, salloc, srun (pmix, pmi2, bare), preemption.
 
-The cluster (tests/slurm/conftest.py) has two nodes, hvdh1 and hvdh2, each a network-namespace
+The cluster (tests/helpers/slurm_lab.py) has two nodes, hvdh1 and hvdh2, each a network-namespace
 host with its own slurmd; sbatch/salloc/srun run in the root namespace like on a login node.
 Run directories live under tmp_path on the filesystem every node shares (like /home or
 /scratch on a real cluster). Every client command has a timeout.
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.namespace_lab import REPO
-from tests.slurm.conftest import SlurmCluster
+from tests.helpers.jobs import REPO, read_summary
+from tests.helpers.slurm_lab import SlurmCluster
 
 pytestmark = pytest.mark.slurm
 pytest.importorskip("horovod.torch")
@@ -27,10 +27,6 @@ SMALL_NODES = ["--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1", "--gpus-
 # A small job that still reaches the accuracy target (val_accuracy >= 0.95).
 TRAIN_ARGS = ["--data", "breast-cancer", "--epochs", "3", "--start-timeout", "120"]
 TRAIN_TIMEOUT_S = 400
-
-
-def _summary(run_dir: Path) -> dict[str, object]:
-    return dict(json.loads((run_dir / "summary.json").read_text()))
 
 
 def _hosts_of_ranks(summary: dict[str, object]) -> list[tuple[int, str]]:
@@ -72,7 +68,7 @@ def test_srun_pmix_tasks_are_the_ranks(slurm_cluster: SlurmCluster, tmp_path: Pa
                               "hvdtrain", "train", "--run-dir", str(run_dir), *TRAIN_ARGS],
                              timeout=TRAIN_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    summary = _summary(run_dir)
+    summary = read_summary(run_dir)
     assert summary["world_size"] == 2 and summary["parameters_identical"] is True
     assert float(str(summary["val_accuracy"])) >= 0.95, summary
     assert _hosts_of_ranks(summary) == [(0, "hvdh1"), (1, "hvdh2")]
@@ -139,7 +135,7 @@ def test_sbatch_script_trains_on_two_hosts(slurm_cluster: SlurmCluster, tmp_path
                                           "NODE_FAIL", "OUT_OF_MEMORY"], timeout=TRAIN_TIMEOUT_S)
     text = output.read_text() if output.exists() else "(no job output)"
     assert (job.state, job.exit_code) == ("COMPLETED", 0), text[-4000:]
-    summary = _summary(run_dir)
+    summary = read_summary(run_dir)
     assert float(str(summary["val_accuracy"])) >= 0.95, summary
     assert summary["parameters_identical"] is True
     assert _hosts_of_ranks(summary) == [(0, "hvdh1"), (1, "hvdh2")]
@@ -195,7 +191,7 @@ def test_preempted_job_requeues_and_loses_no_step(slurm_cluster: SlurmCluster,
     assert f"requeueing job {job_id}" in text
     assert "(restart 1)" in text and "resuming from" in text
 
-    summary = _summary(run_dir)
+    summary = read_summary(run_dir)
     assert summary["epochs_run"] == 2 and summary["parameters_identical"] is True
     resumes = summary["resumes"]
     assert isinstance(resumes, list) and len(resumes) == 1, resumes
@@ -259,7 +255,7 @@ def test_sigterm_to_the_whole_job_stops_with_a_checkpoint(slurm_cluster: SlurmCl
     job = slurm_cluster.wait_for(second, ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"],
                                  timeout=TRAIN_TIMEOUT_S)
     assert (job.state, job.exit_code) == ("COMPLETED", 0), _said(_read(again))
-    resumes = _summary(run_dir)["resumes"]
+    resumes = read_summary(run_dir)["resumes"]
     assert isinstance(resumes, list) and len(resumes) == 1
     assert (resumes[0]["epoch"], resumes[0]["samples_into_epoch"]) == (0, step * 32 * 2)
     print(f"SIGTERM to job {job_id}: {_said(text)}\nsecond sbatch {second}: "

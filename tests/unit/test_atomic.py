@@ -1,13 +1,19 @@
 """The one atomic-write helper: complete or absent, and a full disk as one clear error.
 
-The full-disk cases fill a real small tmpfs (``tests.small_fs``, root only), with the failure
-modes of the libraries hvdtrain writes through: an ``OSError`` with ENOSPC (Python, NumPy) and
-an error with no errno at all (torch's ``basic_ios::clear: iostream error``).
+The full-disk cases fill a real small tmpfs (``tests.helpers.small_fs``, root only), with
+the failure modes of the libraries hvdtrain writes through: an ``OSError`` with ENOSPC
+(Python, NumPy) and an error with no errno at all (torch's ``basic_ios::clear: iostream
+error``).
 """
 
 from __future__ import annotations
 
+import ast
 import errno
+import json
+import os
+import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,10 +21,13 @@ import pytest
 from hvdtrain import atomic
 from hvdtrain.atomic import atomic_output, atomic_write, atomic_write_text, human_bytes
 from hvdtrain.errors import CheckpointError, HvdtrainError, OutputError
+from hvdtrain.launch.protocol import RankStart, RunLayout
 from hvdtrain.training.checkpoint import CheckpointStore
-from tests.small_fs import small_filesystem
+from hvdtrain.training.restarts import RestartRecord, _write_records
+from tests.helpers.small_fs import small_filesystem
 
 KIB = 1024
+PACKAGE = Path(atomic.__file__).parent
 
 
 def _names(directory: Path) -> list[str]:
@@ -174,3 +183,110 @@ def test_text_and_errors_are_hvdtrain_errors(tmp_path: Path) -> None:
     assert (tmp_path / "s.json").read_text() == "{}"
     assert issubclass(OutputError, HvdtrainError)
     assert atomic.FULL_BELOW >= 64 * KIB  # a buffer's worth at least
+
+
+def test_the_file_then_its_directory_is_fsynced_around_the_rename(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The content is on disk before the rename, and the rename before the call returns."""
+    steps: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        steps.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        steps.append("replace")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    atomic_write_text(tmp_path / "summary.json", "{}")
+    assert steps == ["fsync file", "replace", "fsync dir"]
+
+
+def test_writers_of_one_target_at_once_never_share_a_temporary(tmp_path: Path) -> None:
+    """Ranks of one host write the same rules file, the rank wrapper and the supervisor's
+    relay the same record: every write completes, the file is one of them whole."""
+    target, failures = tmp_path / "rank-0.start.json", []
+    texts = [json.dumps({"writer": n, "pad": "x" * 4000}) for n in range(8)]
+
+    def write(text: str) -> None:
+        try:
+            for _ in range(20):
+                atomic_write_text(target, text)
+        except Exception as exc:  # reported below, from the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(text,)) for text in texts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [] and target.read_text() in texts
+    assert _names(tmp_path) == ["rank-0.start.json"]
+
+
+def test_protocol_records_are_written_whole_with_no_leftover(tmp_path: Path) -> None:
+    layout = RunLayout(tmp_path / "run")
+    layout.prepare()
+    layout.write_start(RankStart(0, "node-1", 10, 11, 1.5))
+    layout.write_record("start", {"event": "start", "rank": 1, "host": "node-2", "pid": 20,
+                                  "child_pid": 21, "time": 2.5})
+    assert sorted(layout.starts()) == [0, 1]
+    assert _names(layout.ranks_dir) == ["rank-0.start.json", "rank-1.start.json"]
+
+
+def test_the_restart_path_replaces_summary_json_instead_of_rewriting_it(
+        tmp_path: Path) -> None:
+    """A reader (or a crash) mid-way sees the old summary or the new one, never half: the
+    file is a new one (a new inode), not the old one truncated and written again."""
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"val_accuracy": 0.9}))
+    before = summary.stat().st_ino
+    record = RestartRecord(0, "now", "rank 1 died", "b", (), 2, 2, "epoch-0001.ckpt")
+    _write_records(RunLayout(tmp_path), [record])
+    assert summary.stat().st_ino != before
+    data = json.loads(summary.read_text())
+    assert data["val_accuracy"] == 0.9 and data["restarts"][0]["reason"] == "rank 1 died"
+    assert json.loads((tmp_path / "restarts.json").read_text()) == data["restarts"]
+    assert _names(tmp_path) == ["restarts.json", "summary.json"]
+
+
+def _renames(tree: ast.Module) -> list[tuple[int, str]]:
+    """Calls that rename over a file: ``os.replace``/``os.rename`` (also imported bare) and
+    ``Path.replace``/``Path.rename`` (one argument; ``str.replace`` takes two)."""
+    from_os = {alias.asname or alias.name for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) and node.module == "os"
+               for alias in node.names if alias.name in ("replace", "rename")}
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in from_os:
+            found.append((node.lineno, func.id))
+        elif isinstance(func, ast.Attribute) and func.attr in ("replace", "rename"):
+            on_os = isinstance(func.value, ast.Name) and func.value.id == "os"
+            if on_os or (len(node.args) == 1 and not node.keywords):
+                found.append((node.lineno, ast.unparse(func)))
+    return found
+
+
+def test_the_scan_finds_every_way_to_rename_over_a_file() -> None:
+    source = ("import os\nfrom os import replace as swap\nos.replace(a, b)\nos.rename(a, b)\n"
+              "tmp.replace(target)\nPath(x).rename(y)\nswap(a, b)\n"
+              "name.replace('_', '-')\ndataclasses.replace(obj, a=1)\n")
+    assert [line for line, _ in _renames(ast.parse(source))] == [3, 4, 5, 6, 7]
+
+
+def test_atomic_is_the_only_module_that_renames_over_a_file() -> None:
+    """One writer: a second one (a fixed ``.tmp`` name, no fsync) cannot drift back in.
+    Write through ``hvdtrain.atomic`` instead."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        renames = _renames(ast.parse(path.read_text(), str(path)))
+        if renames and path != PACKAGE / "atomic.py":
+            found[str(path.relative_to(PACKAGE.parent))] = renames
+    assert found == {}
+    assert _renames(ast.parse((PACKAGE / "atomic.py").read_text()))  # the scan still sees it

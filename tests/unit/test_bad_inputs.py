@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.helpers.jobs import clean_env
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTFILES = REPO / "hostfiles"
@@ -246,10 +247,8 @@ class Outcome:
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HVDTRAIN_", "HOROVOD_", "OMPI_COMM_WORLD", "PMI_", "PMIX_"))}
-    env["PYTHONPATH"] = str(REPO)
-    return env
+    return clean_env(("HVDTRAIN_", "HOROVOD_", "OMPI_COMM_WORLD", "PMI_", "PMIX_"),
+                     PYTHONPATH=str(REPO))
 
 
 def _snapshot(directory: Path) -> dict[str, bytes]:

@@ -21,7 +21,7 @@ from hvdtrain.training.diskspace import (
 )
 from hvdtrain.training.validate import validate_run
 from hvdtrain.types import TrainConfig
-from tests.small_fs import small_filesystem
+from tests.helpers.small_fs import small_filesystem
 
 MIB = 1 << 20
 CONFIG = TrainConfig(data="breast-cancer", epochs=10)  # mlp, adam, keep 3, every epoch

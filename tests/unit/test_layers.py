@@ -2,7 +2,7 @@
 
 The imports of every module under ``hvdtrain/`` are read with ``ast`` (also those inside
 functions: a lazy import is still a dependency), mapped to layers, and any arrow that points
-up fails the test with file:line. The picture (README "Layout", ``DESIGN.md``)::
+up fails the test with file:line. The picture (``docs/ARCHITECTURE.md``)::
 
     commands                         Click: one module per command
     training, benchmarks             loop, worker, data, checkpoints; measuring ranks

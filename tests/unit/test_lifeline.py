@@ -24,7 +24,7 @@ from hvdtrain.launch.lifeline import (
     output_closed,
     watch_launcher,
 )
-from tests.job_processes import (
+from tests.helpers.job_processes import (
     kill_launcher,
     leftovers_after,
     output,

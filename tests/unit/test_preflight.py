@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import importlib
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -22,9 +21,11 @@ from click.testing import CliRunner
 from hvdtrain.cluster.hosts import Host, parse_hostfile_text
 from hvdtrain.cluster.planning import PlacementRequest, make_plan
 from hvdtrain.commands import main
+from hvdtrain.errors import OutputError
 from hvdtrain.launch import preflight as pf
 from hvdtrain.launch import probe
 from hvdtrain.launch.preflight import HostCheck, PreflightReport
+from tests.helpers.jobs import clean_env
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "tensorflow", "horovod", "keras", "numpy")
@@ -284,16 +285,12 @@ def test_probe_prints_one_json_line(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------- the good hostfile
 
-def test_good_hostfile_keeps_only_passed_hosts_as_planned(tmp_path: Path) -> None:
+def test_good_hostfile_keeps_only_passed_hosts_as_planned() -> None:
     hosts = [Host("a", 2, (0, 1)), Host("b", 2, (0, 3), max_slots=4), Host("c", 1, (0,))]
     text = pf.good_hostfile_text(hosts, ["b", "c"])
     parsed = parse_hostfile_text(text)
     assert parsed.problems == []
     assert parsed.hosts == [Host("b", 2, (0, 3), 4), Host("c", 1, (0,))]
-    target = tmp_path / "good.txt"
-    pf.write_atomically(target, text)
-    assert target.read_text() == text
-    assert [p.name for p in tmp_path.iterdir()] == ["good.txt"]  # no temporary left
     assert parse_hostfile_text(pf.good_hostfile_text(hosts, [])).hosts == []
 
 
@@ -344,6 +341,13 @@ def test_cli_failure_exits_5_and_writes_the_good_hostfile(monkeypatch: pytest.Mo
     assert "FAIL b: ssh: sshd not reachable: connection refused; fix: start sshd on b" \
         in result.output
     assert parse_hostfile_text(good.read_text()).hosts == [Host("a", 2, (0, 1))]
+    assert [p.name for p in tmp_path.iterdir()] == ["good"]  # written atomically: no temporary
+    nowhere = CliRunner().invoke(main, ["preflight", "-H", "a:2,b:1", "--timeout", "7",
+                                        "--no-mpi", "--write-good-hostfile",
+                                        str(tmp_path / "no-such-dir" / "good")])
+    assert nowhere.exit_code == OutputError.exit_code, nowhere.output  # one line, no traceback
+    assert f"cannot write {tmp_path}/no-such-dir/good: No such file or directory" \
+        in nowhere.output and "Traceback" not in nowhere.output
     as_json = CliRunner().invoke(main, ["preflight", "-H", "a:2,b:1", "--timeout", "7",
                                         "--no-mpi", "--json"])
     assert as_json.exit_code == 5
@@ -364,8 +368,7 @@ def test_preflight_help_loads_no_ml_framework() -> None:
 
 
 def test_localhost_plan_passes_end_to_end(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if k != "HVDTRAIN_HOSTFILE" and not k.startswith(("SLURM_", "HVDTRAIN_"))}
+    env = clean_env(("SLURM_", "HVDTRAIN_"))
     mpi = [] if shutil.which("mpirun") else ["--no-mpi"]
     start = time.monotonic()
     out = subprocess.run([sys.executable, "-m", "hvdtrain", "preflight", "-np", "2", "--json",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hvdtrain.errors import RankFailedError
+from hvdtrain.errors import ExitCode, RankFailedError
 from hvdtrain.launch import failures
 from hvdtrain.launch.commands import LaunchCommand
 from hvdtrain.launch.protocol import (
@@ -144,7 +144,7 @@ def test_ranks_that_never_start_are_reported(tmp_path: Path) -> None:
     result, report = _supervise(tmp_path, ["x", "y"], watchdog,
                                 LaunchCommand(["sh", "-c", "echo stuck on ssh >&2; sleep 30"]))
     assert isinstance(result, RankFailedError)
-    assert result.exit_code == failures.EXIT_NOT_STARTED
+    assert result.exit_code == ExitCode.NOT_STARTED
     assert "ranks [0, 1] did not start within 0.5 s" in report
     assert "stuck on ssh" in report  # the launcher's own words
 
@@ -162,7 +162,7 @@ def test_a_hung_job_is_stopped_by_its_timeout(tmp_path: Path) -> None:
     sleeper = f"{PY} -c 'import time; time.sleep(60)'"
     result, report = _supervise(tmp_path, [sleeper, sleeper], watchdog)
     assert isinstance(result, RankFailedError)
-    assert result.exit_code == failures.EXIT_TIMEOUT
+    assert result.exit_code == ExitCode.TIMEOUT
     assert "ran past its 1.5 s timeout; ranks still running: [0, 1]" in report
 
 

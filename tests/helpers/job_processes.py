@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from tests.helpers.jobs import poll_until
+
 GONE_WITHIN_S = 10.0  # the guarantee: nothing of the job after this long
 SweepHosts = Callable[[], dict[str, list[str]]]  # host -> "PID COMMAND" of what runs there
 
@@ -80,16 +82,10 @@ def wait_for_ranks(directory: Path, size: int, suffix: str, proc: subprocess.Pop
     """Until every rank N has written ``directory/rank-N.<suffix>`` (``ranks/``,
     ``ready.json``: Horovod is initialised in hvdtrain's worker). The launcher ending first
     fails the test."""
-    deadline = time.monotonic() + timeout
     wanted = [directory / f"rank-{rank}.{suffix}" for rank in range(size)]
-    while not all(path.exists() for path in wanted):
-        if proc.poll() is not None:
-            raise AssertionError(f"the launcher ended (exit {proc.returncode}) before every "
-                                 f"rank wrote rank-N.{suffix}\n{output(out_dir)}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not every rank wrote rank-N.{suffix} within {timeout:g} s"
-                                 f"\n{output(out_dir)}")
-        time.sleep(0.2)
+    why = poll_until(lambda: all(path.exists() for path in wanted), proc, timeout)
+    if why is not None:
+        raise AssertionError(f"not every rank wrote rank-N.{suffix}: {why}\n{output(out_dir)}")
 
 
 def kill_launcher(proc: subprocess.Popen[bytes]) -> None:

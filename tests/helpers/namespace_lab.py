@@ -1,8 +1,9 @@
 """Real hosts on one machine: network namespaces with their own sshd (scripts/netns_hosts.sh).
 
-Shared by tests/multihost and tests/slurm: the fixture is registered once, from tests/conftest.py,
-so both directories in one pytest session share one lab (two definitions would be two session
-fixtures, and the second would wait forever for the lock the first one holds).
+Shared by tests/multihost and tests/slurm (tests/helpers/slurm_lab.py): the fixture is registered
+once, from tests/conftest.py, so both directories in one pytest session share one lab (two
+definitions would be two session fixtures, and the second would wait forever for the lock the
+first one holds).
 
 The session fixture ``namespace_hosts`` brings up two hosts, hvdh1 and hvdh2 (10.231.0.11 and
 .12 on the bridge hvdbr0 = 10.231.0.1/24), each with its own hostname and its own empty tmpfs
@@ -34,7 +35,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.jobs import REPO
+
 SCRIPT = REPO / "scripts" / "netns_hosts.sh"
 STATE_DIR = Path("/tmp/hvdtrain-netns")
 PRIVATE_DIR = Path("/tmp/hvdtrain-private")
