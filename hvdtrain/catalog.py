@@ -30,7 +30,8 @@ class Choice:
 @dataclass(frozen=True)
 class FrameworkChoice(Choice):
     # "module:attr" of what needs the framework but not Horovod (build a model, read a
-    # checkpoint): the launcher's model check runs it in a subprocess (``training.modelcheck``)
+    # checkpoint): the launcher's model check runs it in a subprocess
+    # (``train_launcher.modelcheck``)
     offline: str = ""
     # the zip member (suffix) that marks this framework's checkpoint files, so a checkpoint
     # can be told apart without importing its framework

@@ -163,7 +163,7 @@ class OfflineFramework(Protocol):
     """What the launcher's checks need of a framework without Horovod: build the model for the
     data and run it once, read a checkpoint and check it fits the model.
 
-    The launching host runs these in a subprocess (``training.modelcheck``), so the CLI never
+    The launching host runs these in a subprocess (``train_launcher.modelcheck``), so the CLI never
     imports a framework; ``read_meta`` runs in the CLI itself and must not import one (the
     module defining an ``OfflineFramework`` imports its framework only inside methods). The
     adapters use the same functions, so the launcher's check and the ranks cannot disagree.

@@ -11,12 +11,16 @@ Accepted per line (hostfile) or per comma-separated item (``--hosts``):
 Full-line and inline ``#`` comments, blank lines and tabs are fine. The parser collects
 *every* problem with its file, line and text (``hosts check`` shows them all); loading
 raises ``HostfileError`` with the list. Horovod's own parser crashes on comments and blank
-lines; this one is the single place host text becomes ``Host`` objects.
+lines; this one is the single place host text becomes ``Host`` objects, and, the other way
+round (``hostfile_line``, ``good_hostfile_text``: the hosts that passed ``hvdtrain
+preflight``), ``Host`` objects become hostfile text this parser reads back as the same hosts.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,3 +217,25 @@ def require(result: ParseResult) -> list[Host]:
     if result.problems:
         raise HostfileError(result.problems, hint="run 'hvdtrain hosts check FILE' to see them all")
     return result.hosts
+
+
+def hostfile_line(host: Host) -> str:
+    """``host`` as one OpenMPI-style hostfile line, only what differs from the defaults."""
+    line = f"{host.name} slots={host.slots}"
+    if host.max_slots is not None:
+        line += f" max_slots={host.max_slots}"
+    if host.gpus != tuple(range(host.slots)):
+        line += f" gpus={','.join(map(str, host.gpus))}"
+    return line
+
+
+def good_hostfile_text(hosts: Sequence[Host], passed: Sequence[str]) -> str:
+    """An OpenMPI-style hostfile of the hosts in ``passed``, as the plan had them (what
+    ``hvdtrain preflight --write-good-hostfile`` writes)."""
+    lines = ["# hosts that passed 'hvdtrain preflight' "
+             f"({time.strftime('%Y-%m-%d %H:%M:%S')})"]
+    keep = set(passed)
+    lines += [hostfile_line(host) for host in hosts if host.name in keep]
+    if len(lines) == 1:
+        lines.append("# (no host passed)")
+    return "\n".join(lines) + "\n"

@@ -1,6 +1,6 @@
 """``hvdtrain preflight``: check every host of the plan before a launch, in parallel.
 
-Thin: the plan comes from the shared placement options, ``launch.preflight.run_preflight``
+Thin: the plan comes from the shared placement options, ``launch.preflight.run.run_preflight``
 does the work, this renders its records (a table, one line per failure with its fix, or
 ``--json``) and turns a failure into exit status 5.
 
@@ -18,16 +18,14 @@ from typing import Any
 import click
 
 from hvdtrain.atomic import atomic_write_text
+from hvdtrain.cluster.hosts import good_hostfile_text
 from hvdtrain.cluster.planning import make_plan
 from hvdtrain.commands.options import placement_options, placement_request
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import table
 from hvdtrain.errors import ExitCode
-from hvdtrain.launch.preflight import (
-    PreflightReport,
-    good_hostfile_text,
-    run_preflight,
-)
+from hvdtrain.launch.preflight.report import PreflightReport
+from hvdtrain.launch.preflight.run import run_preflight
 
 
 def _render(report: PreflightReport) -> str:

@@ -152,9 +152,9 @@ def _check_elastic(kw: dict[str, Any], policy: Any) -> None:
 
 def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
     # NumPy (and, in a subprocess, the framework for a user's model): not for --help
+    from hvdtrain.train_launcher.restarts import RestartPolicy, train_with_restarts
+    from hvdtrain.train_launcher.validate import validate_run
     from hvdtrain.training.checkpoint import refuse_to_overwrite
-    from hvdtrain.training.restarts import RestartPolicy, train_with_restarts
-    from hvdtrain.training.validate import validate_run
 
     kw = with_absolute_paths(kw)
     config = train_config(kw)  # every option error before any rank starts

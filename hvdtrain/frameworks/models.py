@@ -10,7 +10,7 @@ A user's factory is called with the keyword arguments it accepts among ``num_fea
 loss comes from the data's task: one output → binary cross-entropy, k → cross-entropy. Its
 failures (the module does not import, the factory raises or returns something else) are one
 ``ConfigError`` naming the user's file and line, never a traceback; the launcher meets them
-first, building the model in a subprocess (``training.modelcheck``) before any rank starts.
+first, building the model in a subprocess (``train_launcher.modelcheck``) before any rank starts.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def cannot_import(spec: str, module_name: str, why: str) -> ConfigError:
 def check_user_module_exists(spec: str) -> None:
     """Without importing anything: the factory's top-level package can be found (here or in
     the current directory, as ``build_user_model`` looks). A quick first check on the
-    launching host; the full one imports and builds the model (``training.modelcheck``)."""
+    launching host; the full one imports and builds the model (``train_launcher.modelcheck``)."""
     module_name, _ = split_user_model(spec)
     top = module_name.split(".")[0]
     try:

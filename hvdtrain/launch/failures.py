@@ -34,7 +34,7 @@ class JobFailure:
     message: str  # the one-line error
     exit_code: int
     hint: str | None = None
-    # where it failed, when known: what a restart (``training.restarts``) needs to decide
+    # where it failed, when known: what a restart (``train_launcher.restarts``) needs to decide
     rank: int | None = None
     host: str | None = None
     killed_by: int | None = None

@@ -40,7 +40,7 @@ from hvdtrain.launch.commands import (
 )
 from hvdtrain.launch.elastic import ElasticSettings, elastic_command, write_discovery
 from hvdtrain.launch.network import interface_in, is_local, rendezvous_address
-from hvdtrain.launch.preflight import run_preflight
+from hvdtrain.launch.preflight.run import run_preflight
 from hvdtrain.launch.protocol import (
     PLAN_ENV,
     RANK_OPTIONS_ENV,

@@ -1,7 +1,8 @@
 """What one host offers a launch, as one JSON line: ``python -m hvdtrain.launch.probe``.
 
 ``hvdtrain preflight`` runs this on every host with the launcher's own interpreter path (over
-``ssh``), and once in process on the launcher for comparison (``launch.preflight`` compares).
+``ssh``), and once in process on the launcher for comparison (``launch.preflight.checks``
+compares).
 
 Why it looks the way it does:
 

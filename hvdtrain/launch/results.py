@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from hvdtrain.launch.preflight import Ran, run_bounded
+from hvdtrain.launch.processes import Ran, run_bounded
 from hvdtrain.launch.protocol import RankExit, RunLayout
 
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=10")

@@ -60,6 +60,7 @@ from hvdtrain.launch.commands import LaunchCommand
 from hvdtrain.launch.failures import JobFailure
 from hvdtrain.launch.lifeline import die_with_parent, launcher_death_signal
 from hvdtrain.launch.network import is_local
+from hvdtrain.launch.processes import alive, signal_group, signal_process
 from hvdtrain.launch.protocol import RankExit, RunLayout, relay_status
 from hvdtrain.launch.streams import start_follow, start_pump
 
@@ -97,21 +98,6 @@ class JobResult:
     wall_seconds: float
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
-
-
 class _Supervisor:
     def __init__(self, command: LaunchCommand, size: int, layout: RunLayout, watchdog: Watchdog,
                  env: Mapping[str, str], report: TextIO) -> None:
@@ -142,10 +128,7 @@ class _Supervisor:
 
     def _signal_all(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
+            signal_group(self.proc.pid, sig)
         for start in self.layout.starts().values():
             if not is_local(start.host):
                 continue
@@ -153,10 +136,7 @@ class _Supervisor:
             # them (their wrappers still record how they ended)
             worker_sig = signal.SIGKILL if self.watchdog.graceful_stop else sig
             for pid, how in ((start.child_pid, worker_sig), (start.pid, sig)):
-                try:
-                    os.kill(pid, how)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                signal_process(pid, how)
 
     def _ask_to_stop(self) -> None:
         """Pass a graceful stop on as SIGUSR1: to the workers here, and to mpirun, which
@@ -164,17 +144,14 @@ class _Supervisor:
         the stop from the others, whose agreement is a collective)."""
         for start in self.layout.starts().values():
             if is_local(start.host):
-                try:
-                    os.kill(start.child_pid, signal.SIGUSR1)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                signal_process(start.child_pid, signal.SIGUSR1)
         launcher = Path(self.command.argv[0]).name
         if launcher.startswith("mpirun") and self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGUSR1)
 
     def _anything_alive(self) -> bool:
         launcher_alive = self.proc is not None and self.proc.poll() is None
-        return launcher_alive or any(_alive(pid) for pid in self._pids())
+        return launcher_alive or any(alive(pid) for pid in self._pids())
 
     def stop_all(self) -> None:
         self._signal_all(signal.SIGTERM)

@@ -15,7 +15,7 @@ numeric), ``.npz`` (arrays ``x`` and ``y``), ``.jsonl`` (objects with ``text`` a
 Every problem is a one-line ``DataError`` naming the file and the place (``file:line`` and the
 column, or ``x[i, j]``) and what is wrong: a value that is not a number, NaN or infinite (or
 beyond float32), ragged rows, missing keys, labels that are neither class ids ``0..k-1`` nor
-names. The ranks' readers and the launcher's check (``training.validate``) are the same code;
+names. The ranks' readers and the launcher's check (``train_launcher.validate``) are the same code;
 for ``.npz`` the launcher streams ``x`` from the archive in chunks (``inspect_npz``) instead of
 loading it.
 

@@ -1,5 +1,5 @@
 """The launcher's checkpoint-size estimate counts the built-in models' parameters without a
-framework (``training.diskspace``); each framework's own count must agree (one framework per
+framework (``train_launcher.diskspace``); each framework's own count must agree (one framework per
 process: each runs in a subprocess)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from hvdtrain.catalog import FRAMEWORKS
+from hvdtrain.train_launcher.diskspace import parameter_count
 from hvdtrain.training.datasets import load_dataset
-from hvdtrain.training.diskspace import parameter_count
 
 REPO = Path(__file__).resolve().parents[2]
 # a built-in model on a data set it reads

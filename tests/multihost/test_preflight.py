@@ -19,7 +19,7 @@ import pytest
 
 from hvdtrain.cluster.hosts import parse_hostfile_text
 from hvdtrain.cluster.planning import PlacementRequest, make_plan
-from hvdtrain.launch.preflight import run_preflight
+from hvdtrain.launch.preflight.run import run_preflight
 from tests.helpers.jobs import PYTHON, REPO, clean_env
 from tests.helpers.namespace_lab import NamespaceHosts
 

@@ -428,7 +428,7 @@ def test_no_checkpoint_is_written_with_non_finite_parameters(tmp_path: Path) -> 
 
 def test_a_model_check_that_takes_too_long_is_stopped() -> None:
     from hvdtrain.errors import ConfigError
-    from hvdtrain.training.validate import check_user_model
+    from hvdtrain.train_launcher.validate import check_user_model
     from hvdtrain.types import TrainConfig
 
     config = TrainConfig(model=f"{USER}:make_torch", data="breast-cancer")

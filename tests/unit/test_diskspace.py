@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hvdtrain.training import diskspace
-from hvdtrain.training.datasets import load_dataset
-from hvdtrain.training.diskspace import (
+from hvdtrain.train_launcher import diskspace
+from hvdtrain.train_launcher.diskspace import (
     BUILTIN_INPUTS,
     checkpoint_bytes,
     input_shape,
@@ -19,7 +18,8 @@ from hvdtrain.training.diskspace import (
     peak_checkpoints,
     space_note,
 )
-from hvdtrain.training.validate import validate_run
+from hvdtrain.train_launcher.validate import validate_run
+from hvdtrain.training.datasets import load_dataset
 from hvdtrain.types import TrainConfig
 from tests.helpers.small_fs import small_filesystem
 

@@ -2,16 +2,24 @@
 
 The imports of every module under ``hvdtrain/`` are read with ``ast`` (also those inside
 functions: a lazy import is still a dependency), mapped to layers, and any arrow that points
-up fails the test with file:line. The picture (``docs/ARCHITECTURE.md``)::
+up fails the test with file:line. The picture (``docs/ARCHITECTURE.md``), with the process
+that runs each package (L: the launcher, the ``hvdtrain`` command a user types; W: the rank
+wrapper around each rank; R: a rank; H: a host probed over ssh)::
 
-    commands                         Click: one module per command
-    training, benchmarks             loop, worker, data, checkpoints; measuring ranks
-    diagnostics                      ``hvdtrain env``: reports on what launch does
-    launch                           argv builders, rank protocol, supervisor, host probe
-    frameworks                       one adapter per framework
-    comm                             the Horovod seam
-    cluster                          hostfiles, sources, placement, pinning (stdlib only)
-    types, catalog, errors           neutral types, the registries of names, the error tree
+    commands                  L R   Click: one module per command (a rank is started as one)
+    train_launcher            L     train's launcher side: checks before any rank, restarts
+    training,                 R     loop, worker, data, checkpoints;
+      benchmarks, inference   L R   measuring ranks; evaluate/predict/export
+    diagnostics               L     ``hvdtrain env``: reports on what launch does
+    launch                    L     argv builders, supervisor, preflight, processes; the rank
+                              W R H protocol, wrapper and host probe are shared (``PROCESSES``)
+    frameworks                L R   one adapter per framework (the launcher's model check too)
+    comm, compression         R     the Horovod seam
+    cluster                   L W R hostfiles, sources, placement, pinning (stdlib only)
+    types, catalog, errors    all   neutral types, the registries of names, the error tree
+
+Code that runs in a rank reaches only code declared for ranks (``PROCESSES``): ``training``
+cannot import the supervisor, the preflight or the launcher's checks, whatever their layer.
 
 Within a layer, modules may import each other, but the whole module graph must be acyclic,
 and so must the graph of packages: ``launch.probe → diagnostics → launch.allocator`` is no
@@ -33,6 +41,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "hvdtrain"
 # Highest first. A module belongs to the first layer with a prefix matching its name.
 LAYERS: list[tuple[str, ...]] = [
     ("hvdtrain.commands", "hvdtrain.__main__"),
+    # the launcher's side of train: reads data and checkpoints with training's own code
+    ("hvdtrain.train_launcher",),
     # inference: evaluate/predict/export, on the training data and checkpoints
     ("hvdtrain.training", "hvdtrain.benchmarks", "hvdtrain.inference"),
     ("hvdtrain.diagnostics",),
@@ -45,6 +55,47 @@ LAYERS: list[tuple[str, ...]] = [
     ("hvdtrain.errors", "hvdtrain"),
 ]
 STDLIB_ONLY = ("hvdtrain.cluster", "hvdtrain.types", "hvdtrain.catalog", "hvdtrain.errors")
+
+# Which processes run a module: its own entry, else its nearest package's. LAUNCHER is the
+# ``hvdtrain`` command a user types (with the helper processes it starts for its checks, such
+# as the model check), WRAPPER the thin process around each rank, RANK a process that trains,
+# evaluates, predicts or measures, HOST ``launch.probe`` run on a host over ssh. (An inference
+# server will be a process of its own.) Every module must be in here: a new package says where
+# it runs, and a module a rank runs may import only modules declared for ranks.
+LAUNCHER, WRAPPER, RANK, HOST = "launcher", "wrapper", "rank", "host"
+EVERY = frozenset({LAUNCHER, WRAPPER, RANK, HOST})
+PROCESSES: dict[str, frozenset[str]] = {
+    "hvdtrain": EVERY, "hvdtrain.types": EVERY, "hvdtrain.catalog": EVERY,
+    "hvdtrain.errors": EVERY, "hvdtrain.atomic": EVERY,
+    # a rank is started as ``python -m hvdtrain train ...``: the same command, inside a rank
+    "hvdtrain.__main__": frozenset({LAUNCHER, RANK}),
+    "hvdtrain.commands": frozenset({LAUNCHER, RANK}),
+    "hvdtrain.train_launcher": frozenset({LAUNCHER}),
+    "hvdtrain.training": frozenset({RANK}),
+    "hvdtrain.benchmarks": frozenset({LAUNCHER, RANK}),
+    "hvdtrain.inference": frozenset({LAUNCHER, RANK}),  # the checks before the ranks, the ranks
+    "hvdtrain.diagnostics": frozenset({LAUNCHER}),
+    "hvdtrain.launch": frozenset({LAUNCHER}),
+    "hvdtrain.launch.protocol": frozenset({LAUNCHER, WRAPPER, RANK}),
+    "hvdtrain.launch.rank_env": frozenset({LAUNCHER, WRAPPER, RANK}),
+    "hvdtrain.launch.network": frozenset({LAUNCHER, WRAPPER, RANK}),
+    "hvdtrain.launch.rank_wrapper": frozenset({WRAPPER}),
+    "hvdtrain.launch.lifeline": frozenset({LAUNCHER, WRAPPER}),
+    "hvdtrain.launch.streams": frozenset({LAUNCHER, WRAPPER}),
+    "hvdtrain.launch.allocator": frozenset({LAUNCHER, WRAPPER}),
+    "hvdtrain.launch.mpi_tuning": frozenset({LAUNCHER, WRAPPER}),
+    # the argv builders, and ``detect_mpi_flavour``, which rank_env asks in a rank
+    "hvdtrain.launch.commands": frozenset({LAUNCHER, WRAPPER, RANK}),
+    "hvdtrain.launch.probe": frozenset({LAUNCHER, HOST}),
+    "hvdtrain.frameworks": frozenset({LAUNCHER, RANK}),
+    "hvdtrain.comm": frozenset({RANK}),
+    "hvdtrain.compression": frozenset({RANK}),
+    "hvdtrain.cluster": frozenset({LAUNCHER, WRAPPER, RANK}),  # a rank checks its pinning
+    "hvdtrain.cluster.planning": frozenset({LAUNCHER}),
+    "hvdtrain.cluster.selection": frozenset({LAUNCHER}),
+    "hvdtrain.cluster.estimate": frozenset({LAUNCHER}),
+    "hvdtrain.cluster.discover": frozenset({LAUNCHER}),  # horovodrun runs it where it runs
+}
 
 
 def module_name(path: Path, package: Path) -> str:
@@ -59,6 +110,17 @@ def layer_of(module: str) -> int:
         if any(module == p or module.startswith(p + ".") for p in prefixes):
             return index
     raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+
+
+def processes_of(module: str) -> frozenset[str]:
+    """The processes that run ``module``: its own entry in ``PROCESSES``, else its nearest
+    package's (the bare ``hvdtrain`` entry is the package's ``__init__`` only)."""
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        found = PROCESSES.get(".".join(parts[:end]))
+        if found is not None and (end == len(parts) or end > 1):
+            return found
+    raise AssertionError(f"{module} runs in no declared process: add it to PROCESSES")
 
 
 def imports_of(path: Path, module: str) -> list[tuple[str, int]]:
@@ -125,6 +187,27 @@ def upward_arrows(package: Path) -> list[str]:
             if layer_of(target) < layer_of(module):
                 problems.append(f"{path.relative_to(package.parent)}:{line}: {module} imports "
                                 f"{target}, which is a higher layer")
+    return sorted(set(problems))
+
+
+def rank_imports_of_launcher_code(package: Path) -> list[str]:
+    """Imports, by a module that runs in a rank, of a module that does not (annotations
+    aside). The commands are the entry of every process and are not held to it: the rank
+    side of ``hvdtrain train`` is ``training``'s, its launching side ``train_launcher``'s.
+    A package's ``__init__`` is loaded with any module of it; the modules are what count."""
+    packages = {module_name(p, package) for p in package.rglob("__init__.py")}
+    problems = []
+    for module, edges in import_graph(package).items():
+        if RANK not in processes_of(module) or module.startswith("hvdtrain.commands") \
+                or module == "hvdtrain.__main__":
+            continue
+        for target, line, path in edges:
+            if (target in packages or RANK in processes_of(target)
+                    or line in type_checking_lines(path)):
+                continue
+            problems.append(f"{path.relative_to(package.parent)}:{line}: {module} (runs in a "
+                            f"rank) imports {target}, which runs only in "
+                            f"{', '.join(sorted(processes_of(target)))}")
     return sorted(set(problems))
 
 
@@ -199,6 +282,31 @@ def test_the_module_graph_has_no_cycle() -> None:
 
 def test_the_package_graph_has_no_cycle() -> None:
     assert package_cycles(PACKAGE) == []
+
+
+def test_every_module_runs_in_a_declared_process() -> None:
+    for module in import_graph(PACKAGE):
+        assert processes_of(module), module
+
+
+def test_rank_side_code_imports_no_launcher_only_module() -> None:
+    assert rank_imports_of_launcher_code(PACKAGE) == []
+
+
+def test_a_rank_importing_launcher_code_is_caught(tmp_path: Path) -> None:
+    """The checker itself: the loop importing the restart policy (same direction as the
+    layers allow between packages of one layer) or the supervisor (a lower layer)."""
+    package = _package_with(tmp_path, {
+        "__init__.py": "", "training/__init__.py": "", "launch/__init__.py": "",
+        "train_launcher/__init__.py": "", "launch/supervisor.py": "",
+        "launch/protocol.py": "", "train_launcher/restarts.py": "",
+        "training/loop.py": ("from hvdtrain.launch import protocol\n"
+                             "from hvdtrain.launch.supervisor import run_job\n"),
+        "training/worker.py": "def f():\n    from hvdtrain.train_launcher import restarts\n"})
+    problems = rank_imports_of_launcher_code(package)
+    assert [p.split(": ", 1)[0] for p in problems] == ["hvdtrain/training/loop.py:2",
+                                                      "hvdtrain/training/worker.py:2"]
+    assert "hvdtrain.launch.supervisor, which runs only in launcher" in problems[0]
 
 
 def test_click_only_in_commands_and_lower_layers_stdlib_only() -> None:

@@ -18,13 +18,24 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from hvdtrain.cluster.hosts import Host, parse_hostfile_text
+from hvdtrain.cluster.hosts import Host, good_hostfile_text, parse_hostfile_text
 from hvdtrain.cluster.planning import PlacementRequest, make_plan
 from hvdtrain.commands import main
 from hvdtrain.errors import OutputError
-from hvdtrain.launch import preflight as pf
 from hvdtrain.launch import probe
-from hvdtrain.launch.preflight import HostCheck, PreflightReport
+from hvdtrain.launch.network import is_local
+from hvdtrain.launch.preflight import run as pf_run
+from hvdtrain.launch.preflight.checks import (
+    SMOKE_MARK,
+    classify_probe_failure,
+    classify_ssh_failure,
+    compare,
+    network_checks,
+    parse_probe_output,
+    smoke_result,
+)
+from hvdtrain.launch.preflight.remote import resolve
+from hvdtrain.launch.preflight.report import ALL_HOSTS, HostCheck, PreflightReport
 from tests.helpers.jobs import clean_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +82,7 @@ def failures(checks: list[HostCheck]) -> list[HostCheck]:
 # ---------------------------------------------------------------------------- comparison
 
 def test_identical_host_passes_every_check() -> None:
-    checks = pf.compare("node1", REFERENCE, host_probe())
+    checks = compare("node1", REFERENCE, host_probe())
     assert failures(checks) == []
     assert [c.check for c in checks] == ["python", "hvdtrain", "horovod", "torch", "tensorflow",
                                          "mpi4py", "horovod-build", "run-dir", "shared"]
@@ -79,14 +90,14 @@ def test_identical_host_passes_every_check() -> None:
 
 
 def test_version_mismatch_names_both_versions_and_the_fix() -> None:
-    [bad] = failures(pf.compare("node1", REFERENCE, host_probe(**{"packages.torch": "2.12.0"})))
+    [bad] = failures(compare("node1", REFERENCE, host_probe(**{"packages.torch": "2.12.0"})))
     assert (bad.host, bad.check) == ("node1", "torch")
     assert "2.12.0" in bad.detail and "2.13.0+cpu" in bad.detail
     assert "torch==2.13.0+cpu" in bad.fix
 
 
 def test_missing_package_on_host() -> None:
-    [bad] = failures(pf.compare("node1", REFERENCE, host_probe(**{"packages.horovod": None})))
+    [bad] = failures(compare("node1", REFERENCE, host_probe(**{"packages.horovod": None})))
     assert bad.check == "horovod"
     assert "not installed on node1" in bad.detail and "0.28.1" in bad.detail
 
@@ -94,14 +105,14 @@ def test_missing_package_on_host() -> None:
 def test_package_missing_on_the_launcher_too_is_not_compared() -> None:
     reference = copy.deepcopy(REFERENCE)
     reference["packages"]["tensorflow"] = None
-    checks = pf.compare("node1", reference, host_probe(**{"packages.tensorflow": None}))
+    checks = compare("node1", reference, host_probe(**{"packages.tensorflow": None}))
     assert failures(checks) == []
     assert "tensorflow" not in [c.check for c in checks]
 
 
 def test_python_and_hvdtrain_must_be_the_same_at_the_same_path() -> None:
     found = host_probe(python="3.10.12", hvdtrain_path="/home/me/hvdtrain/hvdtrain")
-    bad = {c.check: c for c in failures(pf.compare("node1", REFERENCE, found))}
+    bad = {c.check: c for c in failures(compare("node1", REFERENCE, found))}
     assert set(bad) == {"python", "hvdtrain"}
     assert "3.10.12" in bad["python"].detail and "3.11.7" in bad["python"].detail
     assert "/home/me/hvdtrain/hvdtrain" in bad["hvdtrain"].detail
@@ -111,7 +122,7 @@ def test_python_and_hvdtrain_must_be_the_same_at_the_same_path() -> None:
 def test_horovod_build_flags_must_match() -> None:
     found = host_probe(**{"horovod_build.flags": {"mpi": False, "gloo": True, "nccl": False},
                           "horovod_build.frameworks": ["torch"]})
-    [bad] = failures(pf.compare("node1", REFERENCE, found))
+    [bad] = failures(compare("node1", REFERENCE, found))
     assert bad.check == "horovod-build"
     assert "mpi=False (here True)" in bad.detail
     assert "frameworks torch (here tensorflow,torch)" in bad.detail
@@ -121,11 +132,11 @@ def test_horovod_build_flags_must_match() -> None:
 def test_run_dir_not_writable_and_not_shared() -> None:
     unwritable = host_probe(run_dir={"path": "/data/runs", "writable": False,
                                      "error": "Read-only file system: /data", "shared": False})
-    [bad] = failures(pf.compare("node1", REFERENCE, unwritable))
+    [bad] = failures(compare("node1", REFERENCE, unwritable))
     assert bad.check == "run-dir" and "Read-only file system" in bad.detail
     assert "--run-dir" in bad.fix
     private = host_probe(**{"run_dir.shared": False})
-    shared = {c.check: c for c in pf.compare("node1", REFERENCE, private)}["shared"]
+    shared = {c.check: c for c in compare("node1", REFERENCE, private)}["shared"]
     assert shared.ok and shared.detail.startswith("NOT shared")
 
 
@@ -135,9 +146,9 @@ def test_common_subnet_with_the_launcher_and_across_hosts() -> None:
     probes = {"node1": host_probe(),
               "node2": host_probe(addresses=[{"interface": "ens5", "address": "10.1.0.12",
                                               "prefixlen": 24}])}
-    checks = pf.network_checks(REFERENCE, probes)
+    checks = network_checks(REFERENCE, probes)
     assert failures(checks) == []
-    assert [c.host for c in checks] == ["node1", "node2", pf.ALL_HOSTS]
+    assert [c.host for c in checks] == ["node1", "node2", ALL_HOSTS]
     assert "10.1.0.0/24 (ens5; here br0)" in checks[1].detail
     assert "btl_tcp_if_include 10.1.0.0/24" in checks[2].detail
 
@@ -145,13 +156,13 @@ def test_common_subnet_with_the_launcher_and_across_hosts() -> None:
 def test_host_without_a_subnet_in_common_fails() -> None:
     probes = {"node1": host_probe(addresses=[{"interface": "eth0", "address": "172.16.5.5",
                                               "prefixlen": 16}])}
-    [bad] = failures(pf.network_checks(REFERENCE, probes))
+    [bad] = failures(network_checks(REFERENCE, probes))
     assert (bad.host, bad.check) == ("node1", "network")
     assert "172.16.0.0/16" in bad.detail and "10.1.0.0/24" in bad.detail
 
 
 def test_network_not_checked_without_ip_command() -> None:
-    [check] = pf.network_checks(REFERENCE, {"node1": host_probe(addresses=None)})
+    [check] = network_checks(REFERENCE, {"node1": host_probe(addresses=None)})
     assert check.ok and "not checked" in check.detail
 
 
@@ -175,7 +186,7 @@ def test_network_not_checked_without_ip_command() -> None:
 ])
 def test_ssh_failures_become_one_line_with_a_fix(rc: int | None, stderr: str, check: str,
                                                  detail: str, fix: str) -> None:
-    found = pf.classify_ssh_failure("n1", rc, stderr, 20)
+    found = classify_ssh_failure("n1", rc, stderr, 20)
     assert (found.host, found.check, found.ok) == ("n1", check, False)
     assert detail in found.detail and fix in found.fix
     assert "\n" not in found.failure_line()
@@ -191,30 +202,30 @@ def test_ssh_failures_become_one_line_with_a_fix(rc: int | None, stderr: str, ch
      "No space left"),
 ])
 def test_probe_failures(rc: int, stdout: str, stderr: str, check: str, detail: str) -> None:
-    found = pf.classify_probe_failure("n1", rc, stdout, stderr, PY)
+    found = classify_probe_failure("n1", rc, stdout, stderr, PY)
     assert (found.check, found.ok) == (check, False)
     assert detail in found.detail and found.fix
 
 
 def test_probe_output_is_found_behind_banners() -> None:
     line = json.dumps(host_probe())
-    assert pf.parse_probe_output(f"motd\n{{not json\n{line}\n") == host_probe()
-    assert pf.parse_probe_output("nothing here\n") is None
+    assert parse_probe_output(f"motd\n{{not json\n{line}\n") == host_probe()
+    assert parse_probe_output("nothing here\n") is None
 
 
 def test_smoke_result() -> None:
-    good = f'{pf.SMOKE_MARK} {{"sum": 10, "size": 4, "hosts": ["a", "a", "b", "b"]}}'
-    assert pf.smoke_result(f"noise\n{good}\n", 4) == (
+    good = f'{SMOKE_MARK} {{"sum": 10, "size": 4, "hosts": ["a", "a", "b", "b"]}}'
+    assert smoke_result(f"noise\n{good}\n", 4) == (
         True, "allreduce of rank+1 over 4 ranks on a,b = 10 (expected 10)")
-    wrong = f'{pf.SMOKE_MARK} {{"sum": 6, "size": 3, "hosts": ["a"]}}'
-    assert pf.smoke_result(wrong, 4)[0] is False
-    assert pf.smoke_result("", 2) == (False, "rank 0 printed no result")
+    wrong = f'{SMOKE_MARK} {{"sum": 6, "size": 3, "hosts": ["a"]}}'
+    assert smoke_result(wrong, 4)[0] is False
+    assert smoke_result("", 2) == (False, "rank 0 printed no result")
 
 
 def test_mpi_smoke_test_without_mpirun_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pf, "detect_mpi_flavour", lambda: None)
+    monkeypatch.setattr(pf_run, "detect_mpi_flavour", lambda: None)
     plan = make_plan(PlacementRequest(hosts="localhost:2"))
-    found = pf.mpi_smoke_test(plan, 10)
+    found = pf_run.mpi_smoke_test(plan, 10)
     assert (found.check, found.ok) == ("mpi-allreduce", False)
     assert "--no-mpi" in found.fix
 
@@ -222,17 +233,9 @@ def test_mpi_smoke_test_without_mpirun_says_how_to_fix(monkeypatch: pytest.Monke
 # ----------------------------------------------------------------------------- local I/O
 
 def test_is_local() -> None:
-    assert pf.is_local("localhost") and pf.is_local("127.0.0.1")
-    assert pf.is_local("node7", hostname="node7.cluster") and pf.is_local(socket.gethostname())
-    assert not pf.is_local("node8", hostname="node7")
-
-
-def test_run_bounded_kills_the_whole_process_group() -> None:
-    start = time.monotonic()
-    # The grandchild holds the pipes: communicate() would wait for it unless it is killed too.
-    ran = pf.run_bounded(["sh", "-c", "sleep 60 & sleep 60"], timeout=0.5)
-    assert ran.returncode is None
-    assert time.monotonic() - start < 10
+    assert is_local("localhost") and is_local("127.0.0.1")
+    assert is_local("node7", hostname="node7.cluster") and is_local(socket.gethostname())
+    assert not is_local("node8", hostname="node7")
 
 
 def test_resolution_gives_up_at_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -242,10 +245,10 @@ def test_resolution_gives_up_at_its_timeout(monkeypatch: pytest.MonkeyPatch) -> 
         release.wait(30)
         raise socket.gaierror("released")
 
-    monkeypatch.setattr(pf.socket, "getaddrinfo", stuck)
+    monkeypatch.setattr(socket, "getaddrinfo", stuck)
     start = time.monotonic()
     try:
-        addresses, error = pf.resolve("slow.example", 0.3)
+        addresses, error = resolve("slow.example", 0.3)
     finally:
         release.set()
     assert addresses == [] and error is not None and "no answer" in error
@@ -253,7 +256,7 @@ def test_resolution_gives_up_at_its_timeout(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_name_under_invalid_does_not_resolve() -> None:
-    addresses, error = pf.resolve("nohost.invalid", 20)
+    addresses, error = resolve("nohost.invalid", 20)
     assert addresses == [] and error
 
 
@@ -287,11 +290,11 @@ def test_probe_prints_one_json_line(tmp_path: Path) -> None:
 
 def test_good_hostfile_keeps_only_passed_hosts_as_planned() -> None:
     hosts = [Host("a", 2, (0, 1)), Host("b", 2, (0, 3), max_slots=4), Host("c", 1, (0,))]
-    text = pf.good_hostfile_text(hosts, ["b", "c"])
+    text = good_hostfile_text(hosts, ["b", "c"])
     parsed = parse_hostfile_text(text)
     assert parsed.problems == []
     assert parsed.hosts == [Host("b", 2, (0, 3), 4), Host("c", 1, (0,))]
-    assert parse_hostfile_text(pf.good_hostfile_text(hosts, [])).hosts == []
+    assert parse_hostfile_text(good_hostfile_text(hosts, [])).hosts == []
 
 
 # ------------------------------------------------------------------ orchestration and CLI
@@ -302,16 +305,16 @@ def test_run_preflight_skips_mpi_when_a_host_fails(monkeypatch: pytest.MonkeyPat
                     ssh: Any = None) -> tuple[list[HostCheck], dict[str, Any] | None]:
         assert marker and (Path(run_dir) / marker).exists()  # the launcher's marker is there
         if host == "down":
-            return [pf.classify_ssh_failure(host, 255, "Connection refused", timeout)], None
+            return [classify_ssh_failure(host, 255, "Connection refused", timeout)], None
         local = probe.collect(run_dir, None)  # this machine, but the run dir "not shared"
         local["run_dir"]["shared"] = False
         return [HostCheck(host, "resolve", True, "10.0.0.1")], local
 
-    monkeypatch.setattr(pf, "probe_remote", fake_remote)
-    monkeypatch.setattr(pf, "mpi_smoke_test", lambda *a, **k: pytest.fail("must not run"))
+    monkeypatch.setattr(pf_run, "probe_remote", fake_remote)
+    monkeypatch.setattr(pf_run, "mpi_smoke_test", lambda *a, **k: pytest.fail("must not run"))
     plan = make_plan(PlacementRequest(hosts="up:1,down:1"))
     run_dir = tmp_path / "new" / "runs"
-    report = pf.run_preflight(plan, run_dir, timeout=30)
+    report = pf_run.run_preflight(plan, run_dir, timeout=30)
     assert not report.ok
     assert [c.failure_line() for c in report.failures] == [
         "down: ssh: sshd not reachable: connection refused; fix: start sshd on down (or set "

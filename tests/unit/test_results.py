@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hvdtrain.launch import results
-from hvdtrain.launch.preflight import Ran
+from hvdtrain.launch.processes import Ran
 from hvdtrain.launch.protocol import RankExit, RunLayout
 
 

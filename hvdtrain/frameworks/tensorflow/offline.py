@@ -1,7 +1,7 @@
 """TensorFlow / Keras 3 without Horovod: what the launcher's checks and the adapter share.
 
-``hvdtrain.training.modelcheck`` runs ``build``/``output_shape``/``check_checkpoint_fits`` in a
-subprocess on the launching host; the adapter calls the same ``build`` and ``read_checkpoint``
+``hvdtrain.train_launcher.modelcheck`` runs ``build``/``output_shape``/``check_checkpoint_fits``
+in a subprocess on the launching host; the adapter calls the same ``build`` and ``read_checkpoint``
 in each rank. Checkpoints are ``.npz`` files (a JSON ``meta`` entry and one array per
 variable), read with ``allow_pickle=False``: reading one needs NumPy only, so ``read_meta`` and
 ``read_checkpoint`` run without TensorFlow. Importing this module does not import TensorFlow.

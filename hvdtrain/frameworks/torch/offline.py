@@ -1,6 +1,6 @@
 """PyTorch without Horovod: what the launcher's checks and the adapter share.
 
-``hvdtrain.training.modelcheck`` runs ``build``/``output_shape``/``read_checkpoint`` in a
+``hvdtrain.train_launcher.modelcheck`` runs ``build``/``output_shape``/``read_checkpoint`` in a
 subprocess on the launching host; the adapter calls the same ``build`` and ``read_checkpoint``
 in each rank, so both see the same model and the same errors. Importing this module does not
 import torch: ``read_meta`` runs in the CLI process itself.

@@ -11,12 +11,12 @@ hint, and an exit code of its own (``errors``), with no rank started and nothing
   and the data are expected on a shared filesystem).
 * **model**: a built-in model must read the data's kind (``catalog.MODELS``), no framework
   needed; a user's ``module:factory`` is imported, built and run once on the data in a
-  subprocess with the rank's framework (``training.modelcheck``), so this process never
+  subprocess with the rank's framework (``train_launcher.modelcheck``), so this process never
   imports one. Skipped, with a note, when the framework is not installed on this host.
 * **resume**: ``latest`` or a path resolves to a checkpoint that is complete (zip CRCs) and
   whose format, framework, model and data match, read without a framework.
 * **disk space**: a note when the run directory's filesystem cannot hold the checkpoints the
-  run will keep (``training.diskspace``; a full disk mid-run is exit 7, but after the work).
+  run will keep (``train_launcher.diskspace``; a full disk mid-run is exit 7, but after the work).
 """
 
 from __future__ import annotations
@@ -32,14 +32,15 @@ from pathlib import Path
 from hvdtrain.catalog import DATA_FILES, DATASETS
 from hvdtrain.errors import ConfigError
 from hvdtrain.frameworks.models import check_model_kind, check_user_module_exists
+from hvdtrain.launch.processes import signal_group
+from hvdtrain.train_launcher.diskspace import space_note
+from hvdtrain.train_launcher.modelcheck import error_from
 from hvdtrain.training.checkpoint import CheckpointStore, check_compatible, read_checkpoint_meta
 from hvdtrain.training.datasets import Loader, check_data_source
-from hvdtrain.training.diskspace import space_note
-from hvdtrain.training.modelcheck import error_from
 from hvdtrain.types import TrainConfig, is_user_model
 
 MODEL_CHECK_TIMEOUT = 300.0  # seconds; a factory may download weights
-CHECK_MODULE = "hvdtrain.training.modelcheck"
+CHECK_MODULE = "hvdtrain.train_launcher.modelcheck"
 
 
 def validate_run(config: TrainConfig, run_dir: Path,
@@ -93,7 +94,7 @@ def check_resume(config: TrainConfig, run_dir: Path) -> Path | None:
 
 def check_user_model(config: TrainConfig, checkpoint: Path | None,
                      timeout: float) -> str | None:
-    """Run ``training.modelcheck`` in a subprocess; raise its error, or return why it was
+    """Run ``train_launcher.modelcheck`` in a subprocess; raise its error, or return why it was
     skipped (``None`` when the model is fine)."""
     with tempfile.TemporaryDirectory(prefix="hvdtrain-modelcheck-") as tmp:
         request, result, output = (Path(tmp) / n for n in ("request.json", "result.json",
@@ -115,7 +116,7 @@ def check_user_model(config: TrainConfig, checkpoint: Path | None,
                                   "this host and in every rank") from None
             finally:
                 if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
+                    signal_group(proc.pid, signal.SIGKILL)
                     proc.wait()
         if not result.is_file():
             lines = [ln for ln in output.read_text(errors="replace").splitlines() if ln.strip()]

@@ -40,7 +40,7 @@ from hvdtrain.errors import ConfigError, ExitCode
 from hvdtrain.launch.failures import FailureKind, JobFailedError, JobFailure
 from hvdtrain.launch.job import LaunchSettings, launch
 from hvdtrain.launch.network import is_local
-from hvdtrain.launch.preflight import run_preflight
+from hvdtrain.launch.preflight.run import run_preflight
 from hvdtrain.launch.protocol import RunLayout
 from hvdtrain.launch.supervisor import JobResult
 from hvdtrain.training.checkpoint import CheckpointStore

@@ -1,4 +1,4 @@
-"""``python -m hvdtrain.training.modelcheck REQUEST RESULT``: the launcher's model check.
+"""``python -m hvdtrain.train_launcher.modelcheck REQUEST RESULT``: the launcher's model check.
 
 Building a user's model needs its framework, and the CLI never imports one (``hvdtrain --help``
 stays fast, and one process never holds two frameworks). So the launching host runs this
