@@ -146,7 +146,10 @@ def test_sbatch_script_trains_on_two_hosts(slurm_cluster: SlurmCluster, tmp_path
 
 # Long epochs (13107 samples / 2 ranks / 32 = 205 steps), so the signal lands mid-epoch.
 PREEMPT_ARGS = ["--data", "synthetic", "--epochs", "2", "--batch-size", "32",
-                "--start-timeout", "120"]
+                "--start-timeout", "120", "--log-every-seconds", "0.5"]
+# a job's output is a file, not a terminal: plain progress lines (training.progress); this
+# one says that epoch 1 has taken steps
+FIRST_STEPS = r"epoch 1/2: ([1-9]\d*)/\d+ steps"
 STOPPED = re.compile(r"stopped on SIGUSR1 at epoch (\d+) step (\d+) \(of (\d+)\)")
 
 
@@ -163,7 +166,7 @@ def test_preempted_job_requeues_and_loses_no_step(slurm_cluster: SlurmCluster,
                                   *PREEMPT_ARGS, cwd=tmp_path, HVDTRAIN_RUN_DIR=str(run_dir))
     # Training has begun when rank 0's first epoch bar shows progress.
     deadline = time.monotonic() + TRAIN_TIMEOUT_S
-    while not re.search(r"epoch 1/2: +\d+%\|[^|]*\| *([1-9]\d*)/", _read(output)):
+    while not re.search(FIRST_STEPS, _read(output)):
         assert time.monotonic() < deadline, _read(output)[-3000:]
         assert slurm_cluster.job(job_id).state in ("PENDING", "RUNNING"), _read(output)[-3000:]
         time.sleep(0.5)
@@ -233,7 +236,7 @@ def test_sigterm_to_the_whole_job_stops_with_a_checkpoint(slurm_cluster: SlurmCl
                                   *PREEMPT_ARGS, cwd=tmp_path, HVDTRAIN_RUN_DIR=str(run_dir),
                                   HVDTRAIN_REQUEUE="0")
     deadline = time.monotonic() + TRAIN_TIMEOUT_S
-    while not re.search(r"epoch 1/2: +\d+%\|[^|]*\| *([1-9]\d*)/", _read(output)):
+    while not re.search(FIRST_STEPS, _read(output)):
         assert time.monotonic() < deadline, _read(output)[-3000:]
         assert slurm_cluster.job(job_id).state in ("PENDING", "RUNNING"), _read(output)[-3000:]
         time.sleep(0.5)
@@ -272,7 +275,7 @@ def test_scancel_cancels_and_does_not_requeue(slurm_cluster: SlurmCluster,
                                   *PREEMPT_ARGS, cwd=tmp_path,
                                   HVDTRAIN_RUN_DIR=str(tmp_path / "cancel"))
     deadline = time.monotonic() + TRAIN_TIMEOUT_S
-    while not re.search(r"epoch 1/2: +\d+%\|[^|]*\| *([1-9]\d*)/", _read(output)):
+    while not re.search(FIRST_STEPS, _read(output)):
         assert time.monotonic() < deadline, _read(output)[-3000:]
         assert slurm_cluster.job(job_id).state in ("PENDING", "RUNNING"), _read(output)[-3000:]
         time.sleep(0.5)
