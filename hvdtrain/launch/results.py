@@ -63,10 +63,6 @@ def where_results_are(layout: RunLayout, rank_hosts: Mapping[int, str]) -> str:
 Runner = Callable[[Sequence[str], float], Ran]
 
 
-def _run(argv: Sequence[str], timeout: float) -> Ran:
-    return run_bounded(argv, timeout)
-
-
 def _failure(ran: Ran) -> str:
     if ran.returncode is None:
         return "timed out"
@@ -103,7 +99,7 @@ def _entries(host: str, directory: str, run: Runner) -> tuple[list[str], str | N
 
 
 def fetch_results(layout: RunLayout, rank_hosts: Mapping[int, str],
-                  run: Runner = _run) -> Fetched:
+                  run: Runner = run_bounded) -> Fetched:
     """Copy rank 0's outputs (everything of its run directory but the launcher's records)
     and every other remote rank's logs into ``layout`` here."""
     copied: list[str] = []
