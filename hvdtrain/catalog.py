@@ -153,6 +153,16 @@ ON_NONFINITE: Registry[Choice] = Registry("--on-nonfinite", [
     Choice("skip", "skip that optimizer step on every rank and go on (counted as "
            "nonfinite_skips)"),
 ])
+LR_SCHEDULES: Registry[Choice] = Registry("--lr-schedule", [
+    Choice("constant", "the lr after warm-up throughout"),
+    Choice("linear", "linear decay to 0 at the last step, after warm-up"),
+    Choice("cosine", "cosine decay to 0 at the last step, after warm-up"),
+])
+PRECISIONS: Registry[Choice] = Registry("--precision", [
+    Choice("fp32", "float32 throughout"),
+    Choice("bf16", "bfloat16 autocast for the forward pass (CPU and recent GPUs); fp32 weights"),
+    Choice("fp16", "float16 autocast with a loss scaler (GPU only); fp32 master weights"),
+])
 LR_SCALINGS: Registry[Choice] = Registry("--lr-scaling", [
     Choice("linear", "lr × ranks (Horovod recipe)"),
     Choice("none", "the lr as given"),

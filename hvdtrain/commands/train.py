@@ -37,6 +37,7 @@ from hvdtrain.commands.options import (
     placement_request,
     stacked,
     train_program,
+    verbosity_options,
     with_absolute_paths,
 )
 from hvdtrain.commands.precedence import config_option, mirror_env
@@ -47,6 +48,8 @@ from hvdtrain.launch.network import is_local
 from hvdtrain.launch.protocol import RunLayout
 from hvdtrain.launch.rank_env import detect_rank, refuse_bare_srun_task
 from hvdtrain.launch.results import fetch_results, rank_hosts, remote_hosts, where_results_are
+from hvdtrain.log import logger
+from hvdtrain.pretrained import FINE_TUNING_DEFAULTS, is_pretrained
 from hvdtrain.types import TrainConfig
 
 STOP_EXIT_GRACE_S = 3.0  # ranks other than 0 wait this long before exiting 75 (see train())
@@ -56,30 +59,64 @@ def _names(registry: catalog.Registry[Any]) -> str:
     return "; ".join(f"{entry.name}: {entry.help}" for entry in registry)
 
 
+def _ft(name: str) -> str:
+    return f"{FINE_TUNING_DEFAULTS[name]} for hf:/keras-hub: models"
+
+
 _train_options = stacked([
     choice(catalog.FRAMEWORKS, default="torch", show_default=True),
     click.option("--model", type=str, default="mlp", show_default=True,
-                 help=f"{_names(catalog.MODELS)}; {catalog.USER_MODEL_HELP}."),
+                 help=f"{_names(catalog.MODELS)}; {catalog.USER_MODEL_HELP}; or a pretrained "
+                 "language model to fine-tune: hf:DIR (a transformers save_pretrained "
+                 "directory or a model id in the local cache; --framework torch) or "
+                 "keras-hub:DIR (a KerasHub preset; --framework tensorflow)."),
     click.option("--data", type=str, default="synthetic", show_default=True,
                  help=f"{_names(catalog.DATASETS)}; or a "
                  f"{'/'.join(catalog.DATA_FILES.names())} file."),
     click.option("--label-column", type=str, default="label", show_default=True,
-                 help="Label column of a CSV file."),
-    click.option("--epochs", type=int, default=10, show_default=True),
-    click.option("--batch-size", type=int, default=64, show_default=True, help="Per rank."),
-    click.option("--lr", type=float, default=1e-3, show_default=True,
-                 help="Base learning rate."),
-    choice(catalog.LR_SCALINGS, default="linear", show_default=True,
-           help=_names(catalog.LR_SCALINGS)),
+                 help="Label column of a CSV/TSV/JSONL file."),
+    click.option("--text-column", type=str, default="text", show_default=True,
+                 help="Text column, for a pretrained model's .jsonl/.csv/.tsv data."),
+    click.option("--text-pair-column", type=str, default=None,
+                 help="Second text column, for sentence-pair tasks."),
+    click.option("--max-length", type=int, default=128, show_default=True,
+                 help="Tokens per text for a pretrained model; longer texts are truncated, "
+                 "batches padded to their longest row."),
+    click.option("--epochs", type=int, default=None, help=f"[default: 10; {_ft('epochs')}]"),
+    click.option("--batch-size", type=int, default=None,
+                 help=f"Per rank. [default: 64; {_ft('batch_size')}]"),
+    click.option("--lr", type=float, default=None,
+                 help=f"Base learning rate. [default: 0.001; {_ft('lr')}]"),
+    choice(catalog.LR_SCALINGS, default=None,
+           help=f"{_names(catalog.LR_SCALINGS)}. [default: linear; {_ft('lr_scaling')}]"),
+    choice(catalog.LR_SCHEDULES, default=None,
+           help=f"Per optimizer step: {_names(catalog.LR_SCHEDULES)}. "
+           f"[default: constant; {_ft('lr_schedule')}]"),
+    click.option("--warmup-steps", type=int, default=None,
+                 help="Linear warm-up from 0 over this many optimizer steps."),
+    click.option("--warmup-ratio", type=float, default=None,
+                 help=f"Or over this fraction of all steps. [default: 0; {_ft('warmup_ratio')}]"),
+    click.option("--clip-grad-norm", type=float, default=0.0, show_default=True,
+                 help="Clip the averaged gradient to this global norm (0: off)."),
+    choice(catalog.PRECISIONS, default="fp32", show_default=True,
+           help=_names(catalog.PRECISIONS)),
+    click.option("--freeze-embeddings", is_flag=True,
+                 help="Pretrained models: do not train the embeddings."),
+    click.option("--freeze-layers", type=int, default=0, show_default=True,
+                 help="Pretrained models: do not train the first K blocks."),
     click.option("--warmup-epochs", type=float, default=0.0, show_default=True,
                  help="Gradual warm-up to the scaled lr."),
-    choice(catalog.OPTIMIZERS, default="adam", show_default=True,
-           help=_names(catalog.OPTIMIZERS)),
-    click.option("--weight-decay", type=float, default=0.0),
+    choice(catalog.OPTIMIZERS, default=None,
+           help=f"{_names(catalog.OPTIMIZERS)}. [default: adam; {_ft('optimizer')}]"),
+    click.option("--weight-decay", type=float, default=None,
+                 help=f"Not applied to biases and norm weights. [default: 0; "
+                 f"{_ft('weight_decay')}]"),
     choice(catalog.COMPRESSIONS, default="none", show_default=True,
            help=_names(catalog.COMPRESSIONS)),
-    click.option("--grad-accumulation", type=int, default=1, show_default=True,
-                 help="Horovod backward_passes_per_step."),
+    click.option("--grad-accumulation", "--accumulate-steps", "grad_accumulation", type=int,
+                 default=1, show_default=True,
+                 help="Micro-batches per optimizer step: one allreduce per N (Horovod's "
+                 "backward_passes_per_step)."),
     click.option("--seed", type=int, default=42, show_default=True),
     click.option("--val-fraction", type=float, default=0.2, show_default=True),
     click.option("--early-stopping-patience", type=int, default=0, show_default=True,
@@ -135,9 +172,16 @@ def resuming(program: list[str], resume: str | None, run_dir: Path) -> list[str]
 
 
 def train_config(kw: dict[str, Any]) -> TrainConfig:
-    """The typed, validated config from the options."""
+    """The typed, validated config from the options; options nobody set take the fine-tuning
+    defaults for a pretrained model (``pretrained.FINE_TUNING_DEFAULTS``), else TrainConfig's."""
     fields = TrainConfig.__dataclass_fields__
-    return TrainConfig(**{k: v for k, v in kw.items() if k in fields and v is not None})
+    chosen = {k: v for k, v in kw.items() if k in fields and v is not None}
+    if is_pretrained(str(chosen.get("model", ""))):
+        defaults = dict(FINE_TUNING_DEFAULTS)
+        if chosen.get("warmup_steps") or chosen.get("warmup_epochs"):
+            defaults.pop("warmup_ratio")  # the user chose another warm-up
+        chosen = {**defaults, **chosen}
+    return TrainConfig(**chosen)
 
 
 def _check_elastic(kw: dict[str, Any], policy: Any) -> None:
@@ -173,18 +217,20 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
     # the data, the model and the checkpoint to resume, as far as this host can see them
     elsewhere = not any(is_local(host.name) for host in the_plan.hosts)
     for note in validate_run(config, layout.root, data_may_be_elsewhere=elsewhere):
-        level = "" if note.startswith("warning: ") else "note: "
-        click.echo(f"hvdtrain: {level}{note}", err=True)
+        if note.startswith("warning: "):
+            logger.warning("%s", note)
+        else:
+            logger.info("note: %s", note)
     if dry_run:
         show_dry_run(the_plan, job_command(the_plan, program, settings, layout))
         return
     if kw["run_dir"]:
         refuse_to_overwrite(layout.root, kw["resume"])
-    click.echo(f"hvdtrain: {the_plan.placement.size} ranks from {the_plan.source.description}; "
-               f"run dir {layout.root}", err=True)
+    logger.info("%d ranks from %s; run dir %s", the_plan.placement.size,
+                the_plan.source.description, layout.root)
     result = train_with_restarts(
         the_plan, lambda resume: resuming(program, resume, layout.root), settings, layout,
-        policy, kw["resume"], lambda text: click.echo(text, err=True))
+        policy, kw["resume"])
     ran = (f"the elastic job ({len(result.ranks)} rank processes) finished" if settings.elastic
            else f"{len(result.ranks)} ranks finished")
     planned = None if settings.elastic or (layout.root / "restarts.json").exists() else {
@@ -194,14 +240,13 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
     if kw["fetch_results"] is not False and remote_hosts(layout, hosts):
         fetched = fetch_results(layout, hosts)
         for line in fetched.copied:
-            click.echo(f"hvdtrain: copied into {layout.root} from {line}", err=True)
+            logger.info("copied into %s from %s", layout.root, line)
         for line in fetched.failed:
-            click.echo(f"hvdtrain: warning: could not copy results from {line}; they stay "
-                       "there", err=True)
+            logger.warning("warning: could not copy results from %s; they stay there", line)
         if not fetched.failed:
             results = logs = f"{layout.root} (copied)"
-    click.echo(f"hvdtrain: {ran} in {result.wall_seconds:.1f} s; results in {results}; "
-               f"rank logs in {logs}", err=True)
+    logger.info("%s in %.1f s; results in %s; rank logs in %s", ran, result.wall_seconds,
+                results, logs)
 
 
 @click.command(context_settings={"show_default": False})
@@ -212,6 +257,7 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
 @elastic_options
 @dry_run_option
 @click.pass_context
+@verbosity_options
 def train(ctx: click.Context, dry_run: bool, **kw: Any) -> None:
     """Train a model data-parallel on Horovod (launches ranks, or runs as one)."""
     if detect_rank() is None:
@@ -233,7 +279,7 @@ def train(ctx: click.Context, dry_run: bool, **kw: Any) -> None:
         if RunLayout.from_env(os.environ) is None:
             raise  # no hvdtrain launcher (srun --mpi=pmix, mpirun): the rank says it all
         # under hvdtrain's launcher: one line here (rank 0's reaches the terminal); the
-        # launcher adds the hint, once
+        # launcher adds the hint, once. The rank's final line, as an error's: at every level
         click.echo(f"hvdtrain: {stop.message}", err=True)
         found = detect_rank()
         if found is not None and found.rank != 0:

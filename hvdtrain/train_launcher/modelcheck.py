@@ -13,8 +13,10 @@ outcome goes to the RESULT file as JSON, so whatever the user's code prints cann
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,10 @@ from hvdtrain.atomic import atomic_write_text
 from hvdtrain.catalog import FRAMEWORKS
 from hvdtrain.errors import CheckpointError, ConfigError, HvdtrainError
 from hvdtrain.frameworks.models import describe_exception
+from hvdtrain.pretrained import ModelSize, parse_pretrained, rank_memory
 from hvdtrain.training.checkpoint import check_compatible
 from hvdtrain.training.datasets import load_dataset
+from hvdtrain.training.text_data import load_text_dataset
 from hvdtrain.types import OfflineFramework, TrainConfig
 
 PROBE_SAMPLES = 2
@@ -35,8 +39,18 @@ def check(config: TrainConfig, checkpoint: Path | None) -> dict[str, Any]:
     missing = offline.available()
     if missing:
         return {"skipped": missing}
-    data = load_dataset(config.data, config.seed, config.val_fraction, config.label_column)
+    pretrained = parse_pretrained(config.model)
+    if pretrained is not None:
+        data = load_text_dataset(config)
+    else:
+        data = load_dataset(config.data, config.seed, config.val_fraction, config.label_column)
     model = offline.build(config, data)
+    sizes: dict[str, Any] = {}
+    if pretrained is not None:
+        module, _, attr = pretrained.kind.describer.partition(":")
+        size: ModelSize = getattr(importlib.import_module(module), attr)(model)
+        sizes = {"size": asdict(size), "memory": rank_memory(
+            size, config.batch_size, config.max_length, config.precision)}
     try:
         shape = offline.output_shape(model, data.x_train[:PROBE_SAMPLES])
     except Exception as exc:  # the user's forward pass
@@ -61,7 +75,7 @@ def check(config: TrainConfig, checkpoint: Path | None) -> dict[str, Any]:
             raise CheckpointError(f"{checkpoint}: {exc.message}",
                                   hint="the model's code changed since the checkpoint was "
                                   "written; start a fresh --run-dir") from None
-    return {"ok": True}
+    return {"ok": True, **sizes}
 
 
 def run(request: dict[str, Any]) -> dict[str, Any]:

@@ -28,15 +28,18 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from hvdtrain.catalog import DATA_FILES, DATASETS
 from hvdtrain.errors import ConfigError
 from hvdtrain.frameworks.models import check_model_kind, check_user_module_exists
 from hvdtrain.launch.processes import signal_group
+from hvdtrain.pretrained import ModelSize, check_pretrained, is_pretrained, memory_line
 from hvdtrain.train_launcher.diskspace import space_note
 from hvdtrain.train_launcher.modelcheck import error_from
 from hvdtrain.training.checkpoint import CheckpointStore, check_compatible, read_checkpoint_meta
 from hvdtrain.training.datasets import Loader, check_data_source
+from hvdtrain.training.text_data import check_text_data
 from hvdtrain.types import TrainConfig, is_user_model
 
 MODEL_CHECK_TIMEOUT = 300.0  # seconds; a factory may download weights
@@ -51,6 +54,8 @@ def validate_run(config: TrainConfig, run_dir: Path,
 
     ``data_may_be_elsewhere``: no rank runs on this host, so a data file that only the ranks'
     hosts have is fine: the check is skipped (and said), the ranks report any problem."""
+    if is_pretrained(config.model):
+        return validate_pretrained(config, run_dir, model_check_timeout, data_may_be_elsewhere)
     path = Path(config.data)
     if (data_may_be_elsewhere and config.data not in DATASETS
             and path.suffix in DATA_FILES and not path.exists()):
@@ -68,6 +73,44 @@ def validate_run(config: TrainConfig, run_dir: Path,
         if skipped:
             notes.append(f"--model {config.model} not checked on this host: {skipped}")
     return notes
+
+
+def validate_pretrained(config: TrainConfig, run_dir: Path, model_check_timeout: float,
+                        data_may_be_elsewhere: bool) -> list[str]:
+    """A pretrained model: its directory and files, the text file's columns and labels, then
+    the model loaded and run once on the tokenized data in a subprocess, which also sizes it:
+    the memory a rank needs is printed, and refused when it clearly exceeds this host's."""
+    check_pretrained(config.model, config.framework)
+    if data_may_be_elsewhere and not Path(config.data).exists():
+        return [f"{config.data} is not on this host: the ranks check it where they run"]
+    check_text_data(config)
+    checkpoint = check_resume(config, run_dir) if config.resume else None
+    outcome = run_model_check(config, checkpoint, model_check_timeout)
+    if "skipped" in outcome:
+        return [f"--model {config.model} not checked on this host: {outcome['skipped']}"]
+    notes = []
+    if "size" in outcome:
+        size, parts = ModelSize(**outcome["size"]), outcome["memory"]
+        notes.append(memory_line(config.model, size, parts))
+        available = host_memory()
+        if available and sum(parts.values()) > available:
+            raise ConfigError(f"{memory_line(config.model, size, parts)}; this host has "
+                              f"{available / 2**30:.1f} GiB available",
+                              hint="lower --batch-size or --max-length, use --precision bf16, "
+                              "or --freeze-layers")
+    low_space = None if data_may_be_elsewhere else space_note(config, run_dir, checkpoint)
+    return [*notes, low_space] if low_space else notes
+
+
+def host_memory() -> int | None:
+    """Bytes of memory available on this host (Linux), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def check_data(config: TrainConfig) -> tuple[str, str]:
@@ -96,6 +139,15 @@ def check_user_model(config: TrainConfig, checkpoint: Path | None,
                      timeout: float) -> str | None:
     """Run ``train_launcher.modelcheck`` in a subprocess; raise its error, or return why it was
     skipped (``None`` when the model is fine)."""
+    skipped: str | None = run_model_check(config, checkpoint, timeout).get("skipped")
+    return skipped
+
+
+def run_model_check(config: TrainConfig, checkpoint: Path | None,
+                    timeout: float) -> dict[str, Any]:
+    """Run ``train_launcher.modelcheck`` in a subprocess; raise its error, or return its
+    outcome (``skipped``: why it could not run here; ``size``/``memory``: a pretrained
+    model's)."""
     with tempfile.TemporaryDirectory(prefix="hvdtrain-modelcheck-") as tmp:
         request, result, output = (Path(tmp) / n for n in ("request.json", "result.json",
                                                             "output.txt"))
@@ -128,4 +180,4 @@ def check_user_model(config: TrainConfig, checkpoint: Path | None,
         outcome = json.loads(result.read_text())
     if "error" in outcome:
         raise error_from(outcome)
-    return outcome.get("skipped")
+    return dict(outcome)

@@ -13,7 +13,6 @@ import faulthandler
 import os
 import signal
 import socket
-import sys
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -21,10 +20,13 @@ from typing import Any
 
 from hvdtrain.frameworks.registry import create_adapter
 from hvdtrain.launch.protocol import RunLayout
+from hvdtrain.log import logger
+from hvdtrain.pretrained import is_pretrained
 from hvdtrain.training.commits import StopRequest
 from hvdtrain.training.datasets import load_dataset
 from hvdtrain.training.host_identity import device_choice
 from hvdtrain.training.loop import LoopOptions, train
+from hvdtrain.training.text_data import load_text_dataset
 from hvdtrain.types import TrainConfig
 
 
@@ -60,12 +62,15 @@ def run_worker(config: TrainConfig, options: LoopOptions | None = None,
         layout.write_ready(comm.rank)
     choice = device_choice(comm.rank, comm.local_rank, env)
     if choice.mismatch:
-        print(f"hvdtrain: warning: {choice.mismatch}", file=sys.stderr, flush=True)
+        logger.warning("warning: %s", choice.mismatch)
     adapter.pin(choice)
     run_dir = Path(config.run_dir)
     if comm.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(config.data, config.seed, config.val_fraction, config.label_column)
+    if is_pretrained(config.model):
+        data = load_text_dataset(config)
+    else:
+        data = load_dataset(config.data, config.seed, config.val_fraction, config.label_column)
     elastic = elastic_commit_every is not None
     if elastic:
         adapter.setup(config, data, broadcast=False)  # its state's sync broadcasts
@@ -82,12 +87,12 @@ def run_worker(config: TrainConfig, options: LoopOptions | None = None,
             for rank in placed:
                 hosts[rank["host"]] = hosts.get(rank["host"], 0) + 1
             devices = ",".join(f"{rank['rank']}:{rank['device']}" for rank in placed)
-            print(f"hvdtrain: {comm.size} ranks on "
-                  f"{', '.join(f'{h}({n})' for h, n in hosts.items())} | devices {devices} | "
-                  f"{config.framework} "
-                  f"{config.model} on {config.data} | compression {config.compression} | "
-                  f"lr {config.lr:g} -> {config.scaled_lr(comm.size):g} ({config.lr_scaling})",
-                  flush=True)
+            logger.info(f"{comm.size} ranks on "
+                        f"{', '.join(f'{h}({n})' for h, n in hosts.items())} | devices "
+                        f"{devices} | {config.framework} "
+                        f"{config.model} on {config.data} | compression {config.compression} | "
+                        f"lr {config.lr:g} -> {config.scaled_lr(comm.size):g} "
+                        f"({config.lr_scaling})")
         return placed
 
     if elastic_commit_every is not None:

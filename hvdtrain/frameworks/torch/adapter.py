@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from hvdtrain import comm
-from hvdtrain.errors import CheckpointError
+from hvdtrain.errors import CheckpointError, ConfigError
 from hvdtrain.frameworks.torch.offline import OFFLINE
 from hvdtrain.types import BatchStats, Dataset, DeviceChoice, TrainConfig
 
@@ -28,6 +28,30 @@ OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
     "adamw": ("AdamW", {}),
     "sgd": ("SGD", {"momentum": 0.9}),
 }
+
+
+def parameter_groups(named: list[tuple[str, Any]], weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay for weight matrices only: biases and normalisation weights (every tensor
+    of one dimension) are left undecayed, the usual fine-tuning recipe."""
+    decayed = [p for _, p in named if p.ndim > 1]
+    undecayed = [p for _, p in named if p.ndim <= 1]
+    groups = [{"params": decayed, "weight_decay": weight_decay},
+              {"params": undecayed, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
+
+
+def mixed_precision(torch: Any, precision: str, device: Any) -> tuple[Any, Any]:
+    """(a context manager for the forward pass, a loss scaler or None) for ``--precision``.
+    bf16 needs no scaler (float32's range); fp16 needs one, and a GPU."""
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext, None
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA GPU; on a CPU use --precision bf16")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    return (lambda: torch.autocast(device.type, dtype=dtype)), scaler
 
 
 class TorchAdapter:
@@ -58,15 +82,17 @@ class TorchAdapter:
         self.binary = data.num_classes == 2
         self.model = OFFLINE.build(config, data).to(self.device)  # seeded: same init everywhere
         kind, extra = OPTIMIZERS[config.optimizer]
-        base = getattr(torch.optim, kind)(self.model.parameters(),
-                                          lr=config.scaled_lr(self.comm.size),
-                                          weight_decay=config.weight_decay, **extra)
+        trained = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        base = getattr(torch.optim, kind)(parameter_groups(trained, config.weight_decay),
+                                          lr=config.scaled_lr(self.comm.size), **extra)
+        self.clip_grad_norm = config.clip_grad_norm
+        self.autocast, self.scaler = mixed_precision(torch, config.precision, self.device)
         from hvdtrain.comm.fp16 import torch_compression
 
         self.safe_fp16 = torch_compression(config.compression, hvd)
         self.accumulation = config.grad_accumulation
         self.optimizer = hvd.DistributedOptimizer(
-            base, named_parameters=self.model.named_parameters(),
+            base, named_parameters=trained,
             compression=self.safe_fp16.compressor if self.safe_fp16 else hvd.Compression.none,
             backward_passes_per_step=self.accumulation,
             op=hvd.Sum if self.safe_fp16 else hvd.Average,
@@ -138,7 +164,9 @@ class TorchAdapter:
         xs, ys = self._tensors(x, y)
         if self._passes == 0:
             self.optimizer.zero_grad()
-        loss_sum, correct = self._loss(self.model(xs), ys)
+        with self.autocast():
+            logits = self.model(xs)
+        loss_sum, correct = self._loss(logits.float(), ys)
         # A non-finite loss on this rank poisons its gradient: loss × 0 + 1 is exactly 1 for a
         # finite loss and NaN for NaN/inf, so the gradient becomes NaN × gradient. The
         # allreduce carries that to every rank: all see the same non-finite gradient and skip
@@ -146,7 +174,8 @@ class TorchAdapter:
         poison = loss_sum.detach() * 0 + 1
         # max(.., 1): an empty batch (a resumed epoch's last samples on more ranks than
         # samples) adds a zero gradient instead of 0/0
-        (loss_sum * poison / (max(len(y), 1) * self.accumulation)).backward()
+        loss = loss_sum * poison / (max(len(y), 1) * self.accumulation)
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
         self._passes += 1
         nonfinite = False
         if self._passes == self.accumulation:
@@ -154,10 +183,18 @@ class TorchAdapter:
             self.optimizer.synchronize()
             if self.safe_fp16 is not None:
                 self.fp16_recoveries += self.safe_fp16.recover(self.model, self.comm.hvd)
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
             nonfinite = not self._gradients_finite()
             if not nonfinite:  # never apply a NaN/inf update: the parameters stay good
+                if self.clip_grad_norm:  # of the averaged gradient: the same on every rank
+                    self.torch.nn.utils.clip_grad_norm_(
+                        [p for group in self.optimizer.param_groups for p in group["params"]],
+                        self.clip_grad_norm)
                 with self.optimizer.skip_synchronize():
                     self.optimizer.step()
+            if self.scaler is not None:
+                self.scaler.update(self.scaler.get_scale() / 2 if nonfinite else None)
         return BatchStats(float(loss_sum.detach()), int(correct), len(y), nonfinite)
 
     def _gradients_finite(self) -> bool:
@@ -179,7 +216,9 @@ class TorchAdapter:
         self.model.eval()
         with self.torch.no_grad():
             xs, ys = self._tensors(x, y)
-            loss_sum, correct = self._loss(self.model(xs), ys)
+            with self.autocast():
+                logits = self.model(xs)
+            loss_sum, correct = self._loss(logits.float(), ys)
         return BatchStats(float(loss_sum), int(correct), len(y))
 
     def parameter_hash(self) -> str:

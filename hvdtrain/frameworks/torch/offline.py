@@ -23,6 +23,7 @@ import numpy as np
 from hvdtrain.errors import CheckpointError
 from hvdtrain.frameworks.models import build_model
 from hvdtrain.frameworks.torch.models import BUILDERS
+from hvdtrain.pretrained import is_pretrained
 from hvdtrain.types import Dataset, TrainConfig
 
 PICKLE_MEMBER = "data.pkl"  # catalog.FRAMEWORKS' checkpoint_marker for torch
@@ -74,6 +75,12 @@ class TorchOffline:
         import torch
 
         torch.manual_seed(config.seed)  # same init everywhere; broadcast makes it certain
+        if is_pretrained(config.model):
+            from hvdtrain.frameworks.torch import pretrained
+
+            model = pretrained.build(config.model, data.num_classes, data.label_names)
+            pretrained.freeze(model, config.freeze_embeddings, config.freeze_layers)
+            return model
         return build_model(config.model, data, BUILDERS, torch.nn.Module, "torch.nn.Module")
 
     def output_shape(self, model: Any, x: np.ndarray) -> tuple[int, ...]:

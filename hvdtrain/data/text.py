@@ -1,0 +1,174 @@
+"""Labelled text for fine-tuning language models: ``.jsonl``, ``.csv`` and ``.tsv`` files.
+
+One reader for every step that reads a user's sentences (the launcher's check, training,
+evaluate, predict and serving): the text, an optional second text (sentence pairs), and the
+label, from the columns the user names. Labels are class names or ids; they map to ids in
+sorted order (numerically when every label is a whole number), and the names travel with the
+model (checkpoint, exports, predictions), so an evaluation set is read with the training
+set's mapping and a label it never saw is an error naming the file and line.
+
+Every problem is one ``DataError`` naming ``file:line``: undecodable bytes, an empty text, a
+missing column, a single class. Nothing here imports a framework or NumPy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hvdtrain.errors import DataError
+
+TEXT_SUFFIXES = (".jsonl", ".csv", ".tsv")
+FORMAT = ('one JSON object per line ({"text": ..., "label": ...}), or a CSV/TSV file with a '
+          "header row; name the columns with --text-column, --label-column and "
+          "--text-pair-column")
+
+
+@dataclass(frozen=True)
+class LabelledText:
+    texts: list[str]
+    pairs: list[str] | None  # the second text of each row, with --text-pair-column
+    labels: list[str] | None  # raw label cells; None where the file has no labels (predict)
+    where: list[str]  # "file:line" of each row
+
+
+def _rows(path: Path) -> list[tuple[int, str]]:
+    """Non-blank lines with their numbers; a line that is not UTF-8 is an error naming it."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    rows = []
+    for number, line in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}:{number}: not UTF-8 text (byte {exc.start + 1} of the "
+                            "line)", hint="save the file as UTF-8") from None
+        rows.append((number, text))
+    return rows
+
+
+def _records(path: Path) -> list[tuple[int, dict[str, object]]]:
+    lines = _rows(path)
+    if path.suffix == ".jsonl":
+        records = []
+        for number, line in lines:
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except ValueError as exc:
+                raise DataError(f"{path}:{number}: not valid JSON ({str(exc)[:120]})",
+                                hint=FORMAT) from None
+            if not isinstance(item, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object", hint=FORMAT)
+            records.append((number, item))
+        return records
+    delimiter = "\t" if path.suffix == ".tsv" else ","
+    text = "\n".join(line for _, line in lines)
+    numbers = [number for number, _ in lines]
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    records = []
+    try:
+        for row in reader:
+            # DictReader's line_num counts physical lines read so far: map back to the file
+            number = numbers[min(reader.line_num, len(numbers)) - 1]
+            if not any((value or "").strip() for value in row.values()):
+                continue
+            records.append((number, dict(row)))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{numbers[min(reader.line_num, len(numbers)) - 1]}: {exc}",
+                        hint=FORMAT) from None
+    if reader.fieldnames is None:
+        raise DataError(f"{path}: empty file", hint=FORMAT)
+    return records
+
+
+def _columns_of(path: Path, records: list[tuple[int, dict[str, object]]]) -> list[str]:
+    if path.suffix == ".jsonl":
+        return sorted({key for _, record in records for key in record})
+    return list(records[0][1]) if records else []
+
+
+def read_labelled_text(path: Path, text_column: str = "text", label_column: str | None = "label",
+                       pair_column: str | None = None) -> LabelledText:
+    """The rows of ``path``; ``label_column=None`` reads texts only (predict)."""
+    if path.suffix not in TEXT_SUFFIXES:
+        raise DataError(f"{path}: a text file must be {', '.join(TEXT_SUFFIXES)}")
+    records = _records(path)
+    if not records:
+        raise DataError(f"{path}: no samples", hint=FORMAT)
+    wanted = [("--text-column", text_column), ("--label-column", label_column),
+              ("--text-pair-column", pair_column)]
+    columns = _columns_of(path, records)
+    for flag, column in wanted:
+        if column is not None and path.suffix != ".jsonl" and column not in columns:
+            raise DataError(f"{path}: no column {column!r} ({flag}); its columns are "
+                            f"{', '.join(columns)}")
+    texts: list[str] = []
+    pairs: list[str] | None = [] if pair_column else None
+    labels: list[str] | None = [] if label_column else None
+    where: list[str] = []
+    for number, record in records:
+        place = f"{path}:{number}"
+        for flag, column in wanted:
+            if column is not None and record.get(column) is None:
+                raise DataError(f"{place}: no {column!r} ({flag})", hint=FORMAT)
+        texts.append(_text(record[text_column], place, text_column))
+        if pairs is not None and pair_column:
+            pairs.append(_text(record[pair_column], place, pair_column))
+        if labels is not None and label_column:
+            labels.append(_label(record[label_column], place))
+        where.append(place)
+    return LabelledText(texts, pairs, labels, where)
+
+
+def _text(value: object, place: str, column: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(f"{place}: {column!r} must be text, got {json.dumps(value)}")
+    if not value.strip():
+        raise DataError(f"{place}: {column!r} is empty")
+    return value
+
+
+def _label(value: object, place: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise DataError(f"{place}: the label must be a class name or id, got "
+                        f"{json.dumps(value)}")
+    text = str(value).strip()
+    if not text:
+        raise DataError(f"{place}: the label is empty")
+    if isinstance(value, float) and value.is_integer():
+        text = str(int(value))
+    return text
+
+
+def label_names(labels: Sequence[str], source: str) -> tuple[str, ...]:
+    """The classes of a training set, in id order: numerically when every label is a whole
+    number, else sorted by name. One class only is an error."""
+    names = set(labels)
+    if len(names) < 2:
+        raise DataError(f"{source}: only one class ({next(iter(names))!r}); a classifier "
+                        "needs at least two", hint="check --label-column")
+    if all(name.lstrip("-").isdigit() for name in names):
+        return tuple(sorted(names, key=int))
+    return tuple(sorted(names))
+
+
+def label_ids(labels: Sequence[str], where: Sequence[str], names: Sequence[str]) -> list[int]:
+    """Class ids of ``labels`` under a model's ``names``; a label it does not know is an error
+    naming its file and line."""
+    index = {name: i for i, name in enumerate(names)}
+    ids = []
+    for label, place in zip(labels, where, strict=True):
+        if label not in index:
+            shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+            raise DataError(f"{place}: label {label!r} is not one the model was trained on "
+                            f"({shown})")
+        ids.append(index[label])
+    return ids
