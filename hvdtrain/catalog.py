@@ -188,6 +188,10 @@ EXPORT_FORMATS: Registry[ExportChoice] = Registry("--format", [
                  "hvdtrain.frameworks.torch.export:export_torchscript", framework="torch"),
     ExportChoice("onnx", "ONNX file (onnxruntime); checked with onnxruntime when installed",
                  "hvdtrain.frameworks.torch.export:export_onnx", framework="torch"),
+    ExportChoice("hf", "a fine-tuned hf: model as a save_pretrained directory (model, "
+                 "tokenizer, label names; transformers' from_pretrained)",
+                 "hvdtrain.frameworks.torch.export:export_hf", framework="torch",
+                 directory=True),
     ExportChoice("savedmodel", "TensorFlow SavedModel directory (tf.saved_model.load, "
                  "endpoint 'serve')", "hvdtrain.frameworks.tensorflow.export:export_savedmodel",
                  framework="tensorflow", directory=True),

@@ -164,7 +164,7 @@ def check_pretrained(name: str, framework: str) -> Path | None:
     if lacking is not None:
         writer = ("save_pretrained (model and tokenizer)" if model.kind.prefix == "hf"
                   else "save_to_preset")
-        raise ConfigError(f"--model {model.name}: {directory} has no {lacking}",
+        raise ConfigError(f"--model {model.name}: {directory} lacks {lacking}",
                           hint=f"give the directory written by {writer}")
     return directory
 

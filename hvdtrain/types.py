@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 TEXT_LENGTH = 64  # byte tokens per text sample (0 = padding, byte b -> b + 1)
+# Dataset.kind of text tokenized by a pretrained model's own tokenizer: rows are packed token
+# arrays (ids, attention mask, token types), see frameworks/torch/pretrained.py
+TOKENS = "tokens"
 TEXT_VOCAB = 257
 
 
@@ -42,7 +45,7 @@ class Dataset:
     """Train and validation arrays, already split and standardised (same on every rank)."""
 
     name: str
-    kind: str  # tabular | image | text
+    kind: str  # tabular | image | text | tokens
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray

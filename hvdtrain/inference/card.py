@@ -16,7 +16,7 @@ import numpy as np
 
 from hvdtrain.errors import CheckpointError
 from hvdtrain.training.checkpoint import FORMAT, CheckpointStore, read_checkpoint_meta
-from hvdtrain.types import Dataset, TrainConfig
+from hvdtrain.types import TOKENS, Dataset, TrainConfig
 
 NO_SHAPE_HINT = ("this checkpoint was written before checkpoints carried the data's shape; "
                  "train again (or --resume it for one more epoch) to get one that does")
@@ -47,7 +47,7 @@ class ModelCard:
     config: TrainConfig
     epoch: int
     data_name: str  # as the training run's Dataset named it (a file's base name)
-    kind: str  # tabular | image | text
+    kind: str  # tabular | image | text | tokens
     num_classes: int
     num_features: int
     image_shape: tuple[int, ...] | None
@@ -61,14 +61,15 @@ class ModelCard:
 
     @property
     def input_dtype(self) -> str:
-        return "int64" if self.kind == "text" else "float32"
+        return "int64" if self.kind in ("text", TOKENS) else "float32"
 
     def stub(self) -> Dataset:
         """An empty data set shaped like the training data: what building the model needs."""
         x = np.zeros((0, self.num_features), dtype=self.input_dtype)
         y = np.zeros(0, dtype=np.int64)
         return Dataset(self.data_name, self.kind, x, y, x, y, self.num_classes,
-                       self.image_shape, self.mean, self.std)
+                       self.image_shape, self.mean, self.std,
+                       self.class_names if self.kind == TOKENS else None)
 
     def describe(self) -> str:
         return (f"{self.framework} {self.config.model} on {self.data_name} "

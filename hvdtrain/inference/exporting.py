@@ -23,7 +23,7 @@ from hvdtrain.atomic import atomic_output, atomic_write_text
 from hvdtrain.catalog import EXPORT_FORMATS
 from hvdtrain.errors import ConfigError
 from hvdtrain.inference.card import ModelCard, load_card
-from hvdtrain.types import TEXT_LENGTH
+from hvdtrain.types import TEXT_LENGTH, TOKENS
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,31 @@ def check_request(card: ModelCard, fmt: str, output: Path) -> None:
         raise ConfigError(f"--output {output}: directory {output.parent} does not exist")
     if output.is_dir() and not choice.directory:
         raise ConfigError(f"--output {output} is a directory; give a file name")
-    if output.exists() and choice.directory and not (output / "saved_model.pb").exists():
-        raise ConfigError(f"--output {output} exists and is not a SavedModel; refusing to "
+    marker, what = (("saved_model.pb", "a SavedModel") if fmt == "savedmodel"
+                    else ("config.json", "a save_pretrained directory"))
+    if output.exists() and choice.directory and not (output / marker).exists():
+        raise ConfigError(f"--output {output} exists and is not {what}; refusing to "
                           "replace it", hint="choose a new path")
 
 
+def tokenizer_path(output: Path) -> Path:
+    """Where an ONNX export of a language model keeps its tokenizer: beside the graph."""
+    return output.with_name(output.name + ".tokenizer")
+
+
+def _text_encoding(card: ModelCard, fmt: str, output: Path) -> str | None:
+    if card.kind == "text":
+        return f"UTF-8 bytes b -> token b + 1, cut or padded with 0 to {TEXT_LENGTH}"
+    if card.kind != TOKENS:
+        return None
+    where = "in this directory" if fmt == "hf" else f"in {tokenizer_path(output).name}/ beside it"
+    return (f"the model's tokenizer ({where}; transformers.AutoTokenizer.from_pretrained), "
+            f"truncated to {card.config.max_length} tokens; x packs input_ids, attention_mask "
+            "and token_type_ids as x[:, 0], x[:, 1], x[:, 2]")
+
+
 def sidecar(card: ModelCard, fmt: str, output: Path, info: dict[str, Any]) -> dict[str, Any]:
-    text = card.kind == "text"
+    text = card.kind in ("text", TOKENS)
     standardisation = None if card.mean is None or card.std is None else {
         "mean": card.mean.tolist(), "std": card.std.tolist()}
     return {
@@ -68,8 +86,9 @@ def sidecar(card: ModelCard, fmt: str, output: Path, info: dict[str, Any]) -> di
         "input": {"name": info["input_name"], "dtype": card.input_dtype,
                   "shape": [None, card.num_features], "kind": card.kind,
                   "image_shape": list(card.image_shape) if card.image_shape else None,
-                  "text_encoding": (f"UTF-8 bytes b -> token b + 1, cut or padded with 0 to "
-                                    f"{TEXT_LENGTH}") if text else None},
+                  "text_encoding": _text_encoding(card, fmt, output),
+                  "max_length": card.config.max_length if card.kind == TOKENS else None,
+                  **info.get("input", {})},  # what an exporter says of its own input
         "preprocessing": None if text else "x = (raw - mean) / std, in float32",
         "standardisation": standardisation,
         "output": {"name": info["output_name"], "shape": [None, card.num_classes],
@@ -94,6 +113,10 @@ def export(checkpoint: str, fmt: str, output: Path) -> ExportResult:
         # an older SavedModel directory (checked above) is replaced whole
         with atomic_output(output, keep_suffix=True) as tmp:
             info = exporter(card.config, card.stub(), card.path, tmp)
+            if card.kind == TOKENS and fmt == "onnx":
+                from hvdtrain.frameworks.torch.export import save_tokenizer
+
+                save_tokenizer(card.config, tokenizer_path(output))
             atomic_write_text(meta, json.dumps(sidecar(card, fmt, output, info), indent=2)
                               + "\n")
             sidecar_written = True

@@ -22,9 +22,7 @@ from hvdtrain.data.text import label_ids, label_names, read_labelled_text
 from hvdtrain.errors import ConfigError, DataError
 from hvdtrain.pretrained import parse_pretrained
 from hvdtrain.training.sharding import split_and_standardise
-from hvdtrain.types import Dataset, TrainConfig
-
-KIND = "tokens"
+from hvdtrain.types import TOKENS, Dataset, TrainConfig
 
 
 def encoder_for(model_name: str) -> Any:
@@ -60,4 +58,4 @@ def load_text_dataset(config: TrainConfig) -> Dataset:
     y = np.array(label_ids(rows.labels, rows.where, names), dtype=np.int64)
     x = encoder_for(config.model)(config.model, rows.texts, rows.pairs, config.max_length)
     data = split_and_standardise(path.name, "text", x, y, config.seed, config.val_fraction)
-    return replace(data, kind=KIND, num_classes=len(names), label_names=names)
+    return replace(data, kind=TOKENS, num_classes=len(names), label_names=names)

@@ -21,29 +21,89 @@ import numpy as np
 
 from hvdtrain.errors import ConfigError
 from hvdtrain.frameworks.torch.inference import load_model, probabilities_module
-from hvdtrain.types import Dataset, TrainConfig
+from hvdtrain.types import TOKENS, Dataset, TrainConfig
 
 TOLERANCE = 1e-5
 PROBE_ROWS = 16
 
 
-def probe_batch(data: Dataset, rows: int = PROBE_ROWS) -> np.ndarray:
-    """Inputs to trace and check with: standardised-looking values, or byte tokens."""
+def probe_batch(data: Dataset, rows: int = PROBE_ROWS, model: str = "",
+                max_length: int = 128) -> np.ndarray:
+    """Inputs to trace and check with: standardised-looking values, byte tokens, or texts of
+    several lengths through a pretrained model's tokenizer."""
     rng = np.random.default_rng(0)
+    if data.kind == TOKENS:
+        from hvdtrain.frameworks.torch.pretrained import encode_texts
+
+        texts = [" ".join(["probe"] + ["text"] * int(n)) for n in rng.integers(1, 12, rows)]
+        return encode_texts(model, texts, None, max_length).astype(np.int64)
     if data.kind == "text":
         return rng.integers(0, 257, size=(rows, data.num_features)).astype(np.int64)
     return rng.standard_normal((rows, data.num_features)).astype(np.float32)
 
 
 def _head(config: TrainConfig, data: Dataset, checkpoint: Path) -> Any:
-    return probabilities_module(load_model(config, data, checkpoint),
-                                data.num_classes == 2).eval()
+    model = load_model(config, data, checkpoint)
+    if data.kind == TOKENS:
+        model.trim = False  # every row as given: no data-dependent shapes in the graph
+    return probabilities_module(model, data.num_classes == 2).eval()
+
+
+def _refuse_tokens(data: Dataset, fmt: str) -> None:
+    if data.kind == TOKENS:
+        raise ConfigError(f"--format {fmt} does not export a pretrained language model",
+                          hint="use --format hf (a save_pretrained directory) or onnx")
+
+
+def save_tokenizer(config: TrainConfig, directory: Path) -> None:
+    """The tokenizer an ONNX export's inputs come from, saved where the export says."""
+    from hvdtrain.frameworks.torch.pretrained import load_tokenizer, model_directory
+
+    load_tokenizer(model_directory(config.model)).save_pretrained(str(directory))
+
+
+def export_hf(config: TrainConfig, data: Dataset, checkpoint: Path,
+              output: Path) -> dict[str, Any]:
+    """A ``save_pretrained`` directory (model, tokenizer, label names), checked by loading it
+    back with ``from_pretrained`` and comparing its probabilities with the checkpoint's."""
+    import torch
+
+    from hvdtrain.frameworks.torch.pretrained import export_pretrained
+
+    if data.kind != TOKENS:
+        raise ConfigError("--format hf exports a fine-tuned hf: model; this checkpoint is "
+                          f"--model {config.model}", hint="use --format onnx or torchscript")
+    head = _head(config, data, checkpoint)
+    output.mkdir(parents=True, exist_ok=True)
+    export_pretrained(head.model, config.model, output)
+    from transformers import AutoModelForSequenceClassification
+
+    probe = probe_batch(data, model=config.model, max_length=config.max_length)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(
+        str(output), local_files_only=True).eval()
+    with torch.no_grad():
+        expected = head(torch.from_numpy(probe)).numpy()
+        inputs = {"input_ids": torch.from_numpy(probe[:, 0]),
+                  "attention_mask": torch.from_numpy(probe[:, 1])}
+        if head.model.uses_token_types:
+            inputs["token_type_ids"] = torch.from_numpy(probe[:, 2])
+        got = torch.softmax(reloaded(**inputs).logits, -1).numpy()
+    worst = float(np.max(np.abs(got - expected)))
+    if not worst <= TOLERANCE:
+        raise ConfigError(f"the hf export disagrees with the checkpoint (largest difference "
+                          f"{worst:g})")
+    return {"load": "transformers.AutoModelForSequenceClassification.from_pretrained(PATH) "
+            "and AutoTokenizer.from_pretrained(PATH)", "input_name": "text",
+            "output_name": "logits",
+            "check": f"reloaded with from_pretrained: {len(probe)} probe rows agree "
+            f"(largest difference {worst:.1e})"}
 
 
 def export_torchscript(config: TrainConfig, data: Dataset, checkpoint: Path,
                        output: Path) -> dict[str, Any]:
     import torch
 
+    _refuse_tokens(data, "torchscript")
     head = _head(config, data, checkpoint)
     example = torch.from_numpy(probe_batch(data))
     with torch.no_grad(), warnings.catch_warnings():
@@ -63,7 +123,7 @@ def export_onnx(config: TrainConfig, data: Dataset, checkpoint: Path,
     import torch
 
     head = _head(config, data, checkpoint)
-    probe = probe_batch(data)
+    probe = probe_batch(data, model=config.model, max_length=config.max_length)
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
@@ -72,6 +132,8 @@ def export_onnx(config: TrainConfig, data: Dataset, checkpoint: Path,
                           hint="pip install onnx onnxscript onnxruntime (the 'ml' extra)"
                           ) from None
     batch = torch.export.Dim("batch")
+    shapes = {0: batch, 2: torch.export.Dim("length", max=4096)} if data.kind == TOKENS else {
+        0: batch}
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # "torchvision is not installed" and alike
@@ -81,7 +143,7 @@ def export_onnx(config: TrainConfig, data: Dataset, checkpoint: Path,
             # one self-contained file: weights inside, not in a .data file beside it
             torch.onnx.export(head, (torch.from_numpy(probe),), str(output), dynamo=True,
                               external_data=False, input_names=["x"],
-                              output_names=["probabilities"], dynamic_shapes=({0: batch},),
+                              output_names=["probabilities"], dynamic_shapes=(shapes,),
                               verbose=False)
     finally:
         quiet.setLevel(level)

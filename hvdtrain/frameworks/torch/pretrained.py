@@ -91,10 +91,11 @@ def _torch_module() -> Any:
             self.model = model
             self.num_outputs = num_outputs
             self.uses_token_types = uses_token_types
+            self.trim = True  # off for export: a traced graph has no data-dependent shapes
 
         def forward(self, packed: Any) -> Any:
             packed = packed.long()
-            length = max(int(packed[:, MASK].sum(1).max()), 1)
+            length = max(int(packed[:, MASK].sum(1).max()), 1) if self.trim else None
             inputs = {"input_ids": packed[:, IDS, :length],
                       "attention_mask": packed[:, MASK, :length]}
             if self.uses_token_types:
