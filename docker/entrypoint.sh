@@ -11,9 +11,13 @@
 #                    `hvdtrain ARGS` (default: train); ARGS that are not an hvdtrain command
 #                    run as given. Hostfile: --hostfile in ARGS, else $HVDTRAIN_HOSTFILE, else
 #                    /etc/mpi/hostfile (MPI Operator). Gives up after $HVDTRAIN_WAIT_TIMEOUT
-#                    seconds (default 300), naming the host, with exit code 5.
+#                    seconds (default 300), naming the host, with exit code 5 (EXIT_PREFLIGHT).
 #   anything else    run as given (`bash`, `python script.py`, `mpirun ...`)
 set -euo pipefail
+
+# Exit codes: hvdtrain's one table, hvdtrain/errors.py ExitCode (EXIT_<member>=<value>). A shell
+# script cannot import it, so tests/unit/test_entrypoint_codes.py checks these numbers against it.
+readonly EXIT_PREFLIGHT=5  # a host never came; no hostfile, or none to read
 
 SSH_PORT="${HVDTRAIN_SSH_PORT:-2222}"
 MPI_OPERATOR_HOSTFILE=/etc/mpi/hostfile
@@ -107,7 +111,7 @@ wait_for_hosts() {
     local hostfile="$1" timeout="${HVDTRAIN_WAIT_TIMEOUT:-300}" host delay deadline
     local -a hosts=()
     mapfile -t hosts < <(hostfile_hosts "$hostfile")
-    [ "${#hosts[@]}" -gt 0 ] || { say "no hosts in $hostfile"; exit 5; }
+    [ "${#hosts[@]}" -gt 0 ] || { say "no hosts in $hostfile"; exit "$EXIT_PREFLIGHT"; }
     deadline=$((SECONDS + timeout))
     for host in "${hosts[@]}"; do
         if is_self "$host"; then continue; fi
@@ -116,7 +120,7 @@ wait_for_hosts() {
         until host_ready "$host"; do
             if [ "$SECONDS" -ge "$deadline" ]; then
                 say "host $host never came: $LAST_ERROR (waited ${timeout} s for the hosts of $hostfile)"
-                exit 5
+                exit "$EXIT_PREFLIGHT"
             fi
             say "waiting for $host: $LAST_ERROR; retrying in ${delay} s"
             sleep "$delay"
@@ -141,11 +145,11 @@ run_launcher() {
     fi
     if [ -z "$hostfile" ]; then
         say "launcher: no hostfile (--hostfile, \$HVDTRAIN_HOSTFILE or $MPI_OPERATOR_HOSTFILE)"
-        exit 5
+        exit "$EXIT_PREFLIGHT"
     fi
     if [ ! -r "$hostfile" ]; then
         say "launcher: cannot read hostfile $hostfile"
-        exit 5
+        exit "$EXIT_PREFLIGHT"
     fi
     wait_for_hosts "$hostfile"
     if [ "$#" -eq 0 ]; then set -- train; fi

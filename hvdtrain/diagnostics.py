@@ -11,73 +11,39 @@ above ``launch`` and only imports from it; nothing in ``launch`` imports this mo
 
 from __future__ import annotations
 
-import json
 import platform
-import shutil
-import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from hvdtrain import __version__
 from hvdtrain.cluster.sources import count_local_gpus
-from hvdtrain.launch.probe import installed_version
+from hvdtrain.launch.commands import mpirun_version
+from hvdtrain.launch.probe import horovod_build, installed_version
 
 SETUP_FIX = "run 'bash scripts/setup.sh' (or 'make setup') in the hvdtrain checkout"
 
-_BUILD_PROBE = """
-import json
-from horovod.common.util import (extension_available, mpi_built, gloo_built, nccl_built,
-                                 ddl_built, ccl_built)
-print(json.dumps({
-    "frameworks": {"torch": bool(extension_available("torch")),
-                   "tensorflow": bool(extension_available("tensorflow"))},
-    "controllers": {"mpi": bool(mpi_built()), "gloo": bool(gloo_built())},
-    "tensor_ops": {"nccl": bool(nccl_built()), "mpi": bool(mpi_built()),
-                   "gloo": bool(gloo_built()), "ddl": bool(ddl_built()),
-                   "ccl": bool(ccl_built())},
-}))
-"""
-
-
 def _mpi_version() -> str | None:
-    if shutil.which("mpirun") is None:
-        return None
-    try:
-        out = subprocess.run(["mpirun", "--version"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = (out.stdout or out.stderr).strip().splitlines()
-    return lines[0] if lines else None
+    version = mpirun_version()
+    return version.splitlines()[0] if version else None
 
 
-def _horovod_build() -> dict[str, Any] | None:
-    try:
-        out = subprocess.run([sys.executable, "-c", _BUILD_PROBE], capture_output=True,
-                             text=True, timeout=180)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    try:
-        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return None
-    return result
-
-
-def _built_against() -> dict[str, str]:
-    try:
-        dist = metadata.distribution("horovod")
-    except metadata.PackageNotFoundError:
-        return {}
-    path = Path(str(dist.locate_file("horovod/metadata.json")))
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {k: str(v) for k, v in data.items() if k in ("pytorch", "tensorflow")}
+def _horovod_build() -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """Horovod's build as ``launch.probe`` reads it for every host in a preflight (its C
+    library's own flags, through ctypes, in about half a second), shaped for the report; and
+    the framework versions it was compiled against. (None, {}) when it cannot be loaded."""
+    probe = horovod_build(timeout=60.0)
+    if probe is None:
+        return None, {}
+    flags = probe["flags"]
+    if flags is None:
+        return None, probe["built_against"]
+    return {
+        "frameworks": {fw: fw in probe["frameworks"] for fw in ("torch", "tensorflow")},
+        "controllers": {name: bool(flags.get(name)) for name in ("mpi", "gloo")},
+        "tensor_ops": {name: bool(flags.get(name)) for name in ("nccl", "mpi", "gloo", "ddl",
+                                                                 "ccl")},
+    }, probe["built_against"]
 
 
 def _keras3_edits_applied() -> bool | None:
@@ -136,7 +102,7 @@ def collect_report() -> dict[str, Any]:
     mpi = _mpi_version()
     if mpi is None:
         problem("mpirun not found", "apt-get install openmpi-bin libopenmpi-dev (or module load)")
-    build = _horovod_build() if versions["horovod"] else None
+    build, built = _horovod_build() if versions["horovod"] else (None, {})
     if versions["horovod"] and build is None:
         problem("horovod is installed but cannot be imported", SETUP_FIX)
     if build:
@@ -151,7 +117,6 @@ def collect_report() -> dict[str, Any]:
         problem("horovod lacks the Keras 3 compatibility edits (its TensorFlow/Keras API fails "
                 "or does not average on Keras 3)", "rebuild horovod: python "
                 "scripts/build_horovod.py --force-rebuild")
-    built = _built_against()
     matches: dict[str, bool] = {}
     for key, installed in (("pytorch", versions["torch"]), ("tensorflow", versions["tensorflow"])):
         if key in built and installed:

@@ -7,7 +7,7 @@
 # HVDTRAIN_CACHE_DIR (wheel cache), HOROVOD_* (passed through to the Horovod build).
 # For images (docker/Dockerfile*): HVDTRAIN_TORCH_VARIANT (a local version label: "cpu" pins
 # torch==X+cpu, so no index can hand out the CUDA build), HVDTRAIN_TF_PACKAGE (default
-# tensorflow-cpu; "tensorflow" on GPU), HVDTRAIN_EXTRAS (default ml,dev) and
+# tensorflow-cpu; "tensorflow" on GPU), HVDTRAIN_EXTRAS (default ml,lm,serve,dev) and
 # HVDTRAIN_EDITABLE (default 1; 0 installs hvdtrain as a copy, for an image's venv).
 set -euo pipefail
 
@@ -17,7 +17,7 @@ PYTHON="${PYTHON:-python3}"
 TORCH_VERSION="2.13.0${HVDTRAIN_TORCH_VARIANT:+"+$HVDTRAIN_TORCH_VARIANT"}"
 TF_VERSION="2.21.0"
 TF_PACKAGE="${HVDTRAIN_TF_PACKAGE:-tensorflow-cpu}"
-EXTRAS="${HVDTRAIN_EXTRAS-ml,dev}"
+EXTRAS="${HVDTRAIN_EXTRAS-ml,lm,serve,dev}"
 SELF=(".${EXTRAS:+[$EXTRAS]}")
 if [ "${HVDTRAIN_EDITABLE:-1}" = 1 ]; then SELF=(-e "${SELF[@]}"); fi
 
@@ -55,6 +55,20 @@ if ! have_tcmalloc; then
           say "note: could not install libtcmalloc-minimal4; ranks use glibc's malloc"
     else
         say "note: libtcmalloc-minimal4 is not installed; ranks use glibc's malloc (slower for large tensors)"
+    fi
+fi
+
+# 1c. shellcheck for `make lint` (Debian's; hadolint comes from PyPI with the dev extra). Only
+#     where the dev tools are installed: an image (HVDTRAIN_EXTRAS=ml) does not lint.
+if [[ ",$EXTRAS," == *,dev,* ]] && ! command -v shellcheck >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing shellcheck with apt-get (for make lint)"
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get install -y -qq --no-install-recommends shellcheck >/dev/null 2>&1 ||
+          { apt-get update -qq && apt-get install -y -qq --no-install-recommends shellcheck >/dev/null; }; } ||
+          say "note: could not install shellcheck; make lint needs it"
+    else
+        say "note: shellcheck is not installed; make lint needs it ('sudo apt-get install shellcheck')"
     fi
 fi
 

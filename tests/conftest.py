@@ -6,7 +6,9 @@ resumes and resizes them (restarts, Horovod elastic; slow, so ``make cluster-tes
 ``multihost`` runs them
 across network-namespace hosts with their own sshd (root only; ``scripts/netns_hosts.sh``);
 ``slurm`` runs them through a real Slurm cluster on those hosts (root only;
-``scripts/slurm_lab.sh``). The markers are registered in pyproject.toml (``--strict-markers``).
+``scripts/slurm_lab.sh``); ``image`` builds the container image with podman and runs jobs in
+it (root only; ``make image-test``). The markers are registered in pyproject.toml
+(``--strict-markers``).
 
 Helpers shared by the tiers are plain modules in ``tests/helpers/``, imported from there, never
 from a ``conftest.py``.
@@ -22,7 +24,7 @@ import pytest
 # slurm): one session fixture, one lab, one lock.
 from tests.helpers.namespace_lab import namespace_hosts  # noqa: F401
 
-TIERS = ("distributed", "faults", "frameworks", "multihost", "slurm")
+TIERS = ("distributed", "faults", "frameworks", "image", "multihost", "serving", "slurm")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -59,6 +59,11 @@ class TrainBenchConfig:
     contenders: tuple[str, ...] = CONTENDERS["torch"]
     ddp_address: str = "127.0.0.1"  # rank 0's host, for torch.distributed's store
     ddp_port: int = 29511
+    # "mlp", or "encoder": a BERT-small-sized transformers encoder (random weights: speed
+    # only) on packed token batches of ``sequence`` tokens, as ``--model hf:`` trains
+    model: str = "mlp"
+    sequence: int = 128
+    layers: int = 4
 
 
 _HIDDEN = {"width": TrainBenchConfig.hidden}  # read by the model factories, set by measure()
@@ -72,6 +77,28 @@ def bench_model(num_features: int, num_outputs: int) -> Any:
     width = _HIDDEN["width"]
     return nn.Sequential(nn.Linear(num_features, width), nn.ReLU(),
                          nn.Linear(width, width), nn.ReLU(), nn.Linear(width, num_outputs))
+
+
+_GRADIENT: dict[str, int] = {}  # fp32 gradient bytes a step allreduces (torch contenders)
+_ENCODER = {"hidden": 256, "layers": 4}  # read by bench_encoder, set by measure()
+VOCABULARY = 30522  # BERT's
+
+
+def bench_encoder(num_outputs: int = 1) -> Any:
+    """A BERT-small-sized classifier (4 layers, hidden 256, 4 heads, BERT's vocabulary) with
+    random weights, taking packed token batches through hvdtrain's own ``hf:`` wrapper: the
+    model, the wrapper and the allreduced bytes of a fine-tuning run, without a checkpoint."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from hvdtrain.frameworks.torch.pretrained import _torch_module
+
+    hidden, layers = _ENCODER["hidden"], _ENCODER["layers"]
+    config = BertConfig(vocab_size=VOCABULARY, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=max(hidden // 64, 1), intermediate_size=4 * hidden,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    return _torch_module()(BertForSequenceClassification(config), num_outputs, True)
 
 
 def bench_keras_model(num_features: int, num_outputs: int) -> Any:
@@ -97,13 +124,18 @@ def _batch(config: TrainBenchConfig, rank: int) -> tuple[Any, Any]:
     import numpy as np
 
     rng = np.random.default_rng(rank)
-    x = rng.standard_normal((config.batch_size, config.features)).astype(np.float32)
     y = rng.integers(0, 2, config.batch_size).astype(np.int64)
+    if config.model == "encoder":  # full-length rows: ids, attention mask, token types
+        ids = rng.integers(1, VOCABULARY, (config.batch_size, config.sequence))
+        x = np.stack([ids, np.ones_like(ids), np.zeros_like(ids)], 1).astype(np.int32)
+        return x, y
+    x = rng.standard_normal((config.batch_size, config.features)).astype(np.float32)
     return x, y
 
 
 def measure(config: TrainBenchConfig) -> dict[str, Any]:
     _HIDDEN["width"] = config.hidden
+    _ENCODER.update(hidden=config.hidden, layers=config.layers)
     comm.horovod_defaults()  # the cycle time hvdtrain's ranks run with, for every contender
     if config.framework == "tensorflow":
         steps, barrier, rank_info = _tensorflow_steps(config)
@@ -129,7 +161,8 @@ def measure(config: TrainBenchConfig) -> dict[str, Any]:
     result = {name: {"samples_per_second": samples / statistics.median(times),
                      "windows_s": times} for name, times in windows.items()}
     return {"ranks": size, "controller": controller, "framework": config.framework,
-            "config": asdict(config), "contenders": result}
+            "config": asdict(config), "contenders": result,
+            "gradient_bytes_per_step": _GRADIENT.get("bytes")}
 
 
 Steps = dict[str, Callable[[], None]]
@@ -147,11 +180,17 @@ def _torch_steps(config: TrainBenchConfig) -> tuple[Steps, Callable[[], Any], tu
 
     steps: Steps = {}
     # pin() splits the cores; the benchmark fixes one thread per rank
-    steps.update(_hvdtrain_steps("torch", f"{__name__}:bench_model", x, y, config,
+    factory = "bench_encoder" if config.model == "encoder" else "bench_model"
+
+    def new_model() -> Any:
+        torch.manual_seed(0)
+        return bench_encoder(1) if config.model == "encoder" else bench_model(config.features, 1)
+
+    _GRADIENT["bytes"] = 4 * sum(p.numel() for p in new_model().parameters())
+    steps.update(_hvdtrain_steps("torch", f"{__name__}:{factory}", x, y, config,
                                  after_pin=lambda: torch.set_num_threads(1)))
     if "horovod" in config.contenders:
-        torch.manual_seed(0)
-        model = bench_model(config.features, 1)
+        model = new_model()
         opt = hvd.DistributedOptimizer(torch.optim.Adam(model.parameters(), 1e-3),
                                        named_parameters=model.named_parameters())
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
@@ -167,8 +206,7 @@ def _torch_steps(config: TrainBenchConfig) -> tuple[Steps, Callable[[], Any], tu
 
         dist.init_process_group("gloo", init_method=f"tcp://{config.ddp_address}:"
                                 f"{config.ddp_port}", rank=rank, world_size=size)
-        torch.manual_seed(0)
-        ddp = torch.nn.parallel.DistributedDataParallel(bench_model(config.features, 1))
+        ddp = torch.nn.parallel.DistributedDataParallel(new_model())
         ddp_opt = torch.optim.Adam(ddp.parameters(), 1e-3)
 
         def ddp_step() -> None:

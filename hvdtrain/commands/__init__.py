@@ -24,6 +24,7 @@ from hvdtrain.commands.launch import launch
 from hvdtrain.commands.plan import plan
 from hvdtrain.commands.predict import predict
 from hvdtrain.commands.preflight import preflight
+from hvdtrain.commands.serve import serve
 from hvdtrain.commands.train import train
 from hvdtrain.errors import HvdtrainError
 
@@ -59,3 +60,4 @@ for command in (plan, hosts, launch, train, evaluate, predict, export, env_comma
                 preflight, bench):
     main.add_command(command)
 main.add_command(env_command, "doctor")
+main.add_command(serve)

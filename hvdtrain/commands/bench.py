@@ -21,6 +21,7 @@ from hvdtrain.commands.options import (
     launch_settings,
     placement_options,
     placement_request,
+    verbosity_options,
 )
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import table
@@ -98,6 +99,7 @@ def render_allreduce(result: dict[str, Any]) -> str:
 @shaped_hosts_option
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
 @plot_option
+@verbosity_options
 def bench_allreduce(sizes: str, dtypes: str, compressions: str, repeats: int,
                     shaped_link: str | None, shaped_hosts: int, json_output: bool,
                     plot: str | None, **kw: Any) -> None:
@@ -174,9 +176,16 @@ def render_train(by_size: dict[int, dict[str, Any]]) -> str:
     framework = at_many.get("framework", "torch")
     rounds = config["rounds"]
     launches = len(next(iter(at_many["contenders"].values()))["per_launch"])
+    if config.get("model") == "encoder":
+        model = (f"BERT-style encoder ({config['layers']} layers, hidden {config['hidden']}, "
+                 f"{config['sequence']} tokens/row)")
+    else:
+        model = f"MLP {config['features']}→{config['hidden']}→{config['hidden']}→1"
+    gradient = at_many.get("gradient_bytes_per_step")
     head = (f"{framework} training throughput (aggregate samples/s over all ranks, median over "
-            f"{launches} launch(es)), MLP {config['features']}"
-            f"→{config['hidden']}→{config['hidden']}→1, batch {config['batch_size']}/rank, "
+            f"{launches} launch(es)), {model}, batch {config['batch_size']}/rank, "
+            + (f"{gradient / 2**20:.1f} MiB of fp32 gradients allreduced per step, "
+               if gradient else "") +
             f"1 thread/rank, {rounds} round(s) of interleaved {config['steps']}-step windows "
             f"per launch, order rotated each round; controller {at_many['controller']}; "
             f"{at_many.get('link', 'this host')}\n"
@@ -197,7 +206,14 @@ def render_train(by_size: dict[int, dict[str, Any]]) -> str:
         help="torch: hvdtrain vs minimal Horovod loop vs DDP; tensorflow: hvdtrain vs a "
         "minimal tf.function + Horovod loop.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Per rank.")
-@click.option("--hidden", type=int, default=1024, show_default=True, help="MLP width.")
+@click.option("--model", "bench_model", type=click.Choice(["mlp", "encoder"]), default="mlp",
+              show_default=True, help="mlp; or encoder: a BERT-small-sized transformers "
+              "encoder (4 layers, random weights) on packed token batches, as --model hf: "
+              "trains (torch only).")
+@click.option("--hidden", type=int, default=None,
+              help="MLP width [default: 1024], or the encoder's hidden size [default: 256].")
+@click.option("--sequence", type=int, default=128, show_default=True,
+              help="Tokens per row (--model encoder).")
 @click.option("--steps", type=int, default=20, show_default=True,
               help="Timed steps per window.")
 @click.option("--rounds", type=int, default=3, show_default=True,
@@ -214,7 +230,9 @@ def render_train(by_size: dict[int, dict[str, Any]]) -> str:
               "halving the gradient bytes buys, e.g. over --shaped-link.")
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
 @plot_option
-def bench_train(framework: str, batch_size: int, hidden: int, steps: int, rounds: int,
+@verbosity_options
+def bench_train(framework: str, bench_model: str, batch_size: int, hidden: int | None,
+                sequence: int, steps: int, rounds: int,
                 launches: int, shaped_link: str | None, shaped_hosts: int, with_fp16: bool,
                 json_output: bool, plot: str | None, **kw: Any) -> None:
     """Training throughput at 1 and N ranks: hvdtrain vs a minimal Horovod loop (vs DDP)."""
@@ -224,8 +242,12 @@ def bench_train(framework: str, batch_size: int, hidden: int, steps: int, rounds
     from hvdtrain.benchmarks.stats import combine_launches
     from hvdtrain.benchmarks.train import CONTENDERS, FP16, TrainBenchConfig
 
+    if bench_model == "encoder" and framework != "torch":
+        raise ConfigError("--model encoder runs with --framework torch (the hf: path)")
+    hidden = hidden or (256 if bench_model == "encoder" else 1024)
     for flag, value in (("--batch-size", batch_size), ("--hidden", hidden), ("--steps", steps),
-                        ("--rounds", rounds), ("--launches", launches)):
+                        ("--rounds", rounds), ("--launches", launches),
+                        ("--sequence", sequence)):
         if value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     _check_shaped_hosts(shaped_link, shaped_hosts)
@@ -245,6 +267,7 @@ def bench_train(framework: str, batch_size: int, hidden: int, steps: int, rounds
                         probe.bind(("", 0))
                         port = probe.getsockname()[1]
                     config = TrainBenchConfig(batch_size=batch_size, hidden=hidden,
+                                              model=bench_model, sequence=sequence,
                                               steps=steps, rounds=rounds, framework=framework,
                                               contenders=(*CONTENDERS[framework],
                                                           *((FP16,) if with_fp16 else ())),
@@ -279,3 +302,38 @@ def bench_train(framework: str, batch_size: int, hidden: int, steps: int, rounds
 
 
 mirror_env(bench_train)
+
+
+@bench.command("serve")
+@click.option("--checkpoint", default=None, metavar="PATH",
+              help="The model to serve: a checkpoint or run directory (as hvdtrain serve).")
+@click.option("--model-dir", default=None, metavar="PATH",
+              help="Or an export with its sidecar (as hvdtrain serve).")
+@click.option("--clients", default="1,16,64", show_default=True,
+              help="Concurrent clients, each sending single-row requests one at a time.")
+@click.option("--requests", type=int, default=2000, show_default=True,
+              help="Requests per measurement (one client count, one configuration, one round).")
+@click.option("--max-seconds", type=float, default=10.0, show_default=True,
+              help="Time limit per measurement.")
+@click.option("--rounds", type=int, default=3, show_default=True,
+              help="Interleaved rounds (the order of on and off alternates).")
+@click.option("--max-batch-size", type=int, default=64, show_default=True)
+@click.option("--max-batch-delay-ms", type=float, default=0.0, show_default=True,
+              help="The batching server's delay.")
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
+@verbosity_options
+def bench_serve(checkpoint: str | None, model_dir: str | None, clients: str, requests: int,
+                max_seconds: float, rounds: int, max_batch_size: int,
+                max_batch_delay_ms: float, workers: int, json_output: bool) -> None:
+    """Serving on loopback: batching on vs off vs the runtime alone (hvdtrain.serving.bench)."""
+    from hvdtrain.serving.bench import ServeBenchConfig, render, run
+
+    try:
+        counts = tuple(int(part) for part in clients.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--clients {clients!r}: comma-separated numbers, e.g. 1,16,64"
+                          ) from None
+    result = run(ServeBenchConfig(checkpoint, model_dir, counts, requests, max_seconds, rounds,
+                                  max_batch_size, max_batch_delay_ms, workers))
+    click.echo(json.dumps(result, indent=2) if json_output else render(result))

@@ -26,10 +26,12 @@ from hvdtrain.commands.options import (
     placement_options,
     placement_request,
     stacked,
+    verbosity_options,
 )
 from hvdtrain.commands.render import show_dry_run
 from hvdtrain.launch.job import job_command, launch, layout_for, where_logs_are
 from hvdtrain.launch.rank_env import detect_rank, refuse_bare_srun_task
+from hvdtrain.log import logger
 
 inference_options = stacked([
     click.option("--checkpoint", required=True, type=str,
@@ -74,13 +76,13 @@ def launch_inference(name: str, kw: dict[str, Any], request: Any, dry_run: bool)
         if temporary:
             shutil.rmtree(root, ignore_errors=True)
         return
-    click.echo(f"hvdtrain: {name} {card.describe()} on {samples} samples of {request.data}; "
-               f"{the_plan.placement.size} ranks from {the_plan.source.description}", err=True)
+    logger.info("%s %s on %s samples of %s; %d ranks from %s", name, card.describe(), samples,
+                request.data, the_plan.placement.size, the_plan.source.description)
     result = launch(the_plan, program, settings, layout)
     if temporary:
         shutil.rmtree(root, ignore_errors=True)
     else:
-        click.echo(f"hvdtrain: rank logs in {where_logs_are(result, layout)}", err=True)
+        logger.info("rank logs in %s", where_logs_are(result, layout))
 
 
 @click.command(context_settings={"show_default": False})
@@ -90,6 +92,7 @@ def launch_inference(name: str, kw: dict[str, Any], request: Any, dry_run: bool)
 @placement_options
 @launch_options
 @dry_run_option
+@verbosity_options
 def evaluate(dry_run: bool, as_json: bool, **kw: Any) -> None:
     """Loss and accuracy of a checkpoint on a data set (binary: precision, recall, F1,
     ROC AUC; all: a confusion matrix), sharded across ranks and reduced.

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from hvdtrain import catalog
-from hvdtrain.commands.options import choice
+from hvdtrain.commands.options import choice, verbosity_options
 
 
 @click.command(context_settings={"show_default": False})
@@ -20,6 +20,7 @@ from hvdtrain.commands.options import choice
         help="; ".join(f"{c.name}: {c.help} [{c.framework}]" for c in catalog.EXPORT_FORMATS))
 @click.option("--output", required=True, type=click.Path(path_type=Path),
               help="The model file (or SavedModel directory); the sidecar is OUTPUT.json.")
+@verbosity_options
 def export(checkpoint: str, format: str, output: Path) -> None:
     """Export a checkpoint's model for serving (torchscript/onnx: torch; savedmodel/keras:
     tensorflow); the model outputs class probabilities.

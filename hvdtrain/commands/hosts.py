@@ -8,6 +8,7 @@ import sys
 import click
 
 from hvdtrain.cluster.hosts import read_hostfile
+from hvdtrain.commands.options import verbosity_options
 from hvdtrain.errors import HostfileError
 
 
@@ -19,6 +20,7 @@ def hosts() -> None:
 @hosts.command("check")
 @click.argument("hostfile", type=str)
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
+@verbosity_options
 def hosts_check(hostfile: str, json_output: bool) -> None:
     """Lint HOSTFILE: list every problem (file:line), then a summary."""
     result = read_hostfile(hostfile)

@@ -17,12 +17,14 @@ from hvdtrain.commands.options import (
     launch_settings,
     placement_options,
     placement_request,
+    verbosity_options,
 )
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import show_dry_run
 from hvdtrain.launch.job import check_program, job_command, layout_for, where_logs_are
 from hvdtrain.launch.job import launch as run
 from hvdtrain.launch.rank_env import detect_rank, refuse_bare_srun_task
+from hvdtrain.log import logger
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -33,6 +35,7 @@ from hvdtrain.launch.rank_env import detect_rank, refuse_bare_srun_task
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Where rank logs and status go (default: runs/<timestamp>).")
 @click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
+@verbosity_options
 def launch(program: tuple[str, ...], run_dir: str | None, dry_run: bool, **kw: Any) -> None:
     """Plan and launch your own Horovod program: hvdtrain launch -np 2 -- python x.py."""
     argv = list(program[1:] if program and program[0] == "--" else program)
@@ -49,8 +52,8 @@ def launch(program: tuple[str, ...], run_dir: str | None, dry_run: bool, **kw: A
         show_dry_run(the_plan, job_command(the_plan, argv, settings, layout))
         return
     result = run(the_plan, argv, settings, layout)
-    click.echo(f"hvdtrain: {len(result.ranks)} ranks finished in {result.wall_seconds:.1f} s; "
-               f"logs in {where_logs_are(result, layout)}", err=True)
+    logger.info("%d ranks finished in %.1f s; logs in %s", len(result.ranks),
+                result.wall_seconds, where_logs_are(result, layout))
 
 
 mirror_env(launch)

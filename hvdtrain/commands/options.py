@@ -8,25 +8,29 @@ YAML file or an ``HVDTRAIN_*`` variable meets the same check and message as a fl
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 from click.core import ParameterSource
 
 from hvdtrain import catalog
 from hvdtrain.cluster.planning import PlacementRequest
+from hvdtrain.data.text import TEXT_SUFFIXES
 from hvdtrain.errors import ConfigError
 from hvdtrain.launch.commands import HorovodTuning
 from hvdtrain.launch.elastic import ElasticSettings
 from hvdtrain.launch.job import LaunchSettings
 from hvdtrain.launch.protocol import encode_rank_options, rank_options
 from hvdtrain.launch.supervisor import Watchdog
+from hvdtrain.log import configure_cli, level_from
+from hvdtrain.pretrained import parse_pretrained
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,6 +52,27 @@ def stacked(options: list[Callable[[F], F]]) -> Callable[[F], F]:
 def choice(registry: catalog.Registry[Any], **kw: Any) -> Callable[[F], F]:
     """A ``click.Choice`` option whose names come from a catalog registry."""
     return click.option(registry.flag, type=click.Choice(registry.names()), **kw)
+
+
+def verbosity_options(func: F) -> F:
+    """``-v/--verbose`` and ``-q/--quiet``, on every command: the level of the ``hvdtrain``
+    logger (``hvdtrain.log``), set up before the command runs. Neither: a rank takes the level
+    its launcher passed on (``log.LEVEL_ENV``), anything else the default (notes shown). The
+    final error line is not a diagnostic and shows at every level."""
+
+    @functools.wraps(func)
+    def run(*args: Any, verbose: bool, quiet: bool, **kw: Any) -> Any:
+        if verbose and quiet:
+            raise click.UsageError("-v/--verbose and -q/--quiet contradict each other")
+        configure_cli(level_from(verbose, quiet))
+        return func(*args, **kw)
+
+    return stacked([
+        click.option("-v", "--verbose", is_flag=True,
+                     help="Debug detail too (the ranks of a launch get it as well)."),
+        click.option("-q", "--quiet", is_flag=True,
+                     help="Warnings and errors only, no notes (the ranks too)."),
+    ])(cast(F, run))
 
 
 placement_options = stacked([
@@ -179,8 +204,13 @@ def with_absolute_paths(kw: dict[str, Any]) -> dict[str, Any]:
     """``kw`` with its file options absolute, as the launching directory means them: ranks
     start elsewhere (another host, another working directory)."""
     absolute = dict(kw)
-    if kw.get("data") and Path(kw["data"]).suffix in catalog.DATA_FILES:
+    if kw.get("data") and Path(kw["data"]).suffix in (*catalog.DATA_FILES.names(),
+                                                      *TEXT_SUFFIXES):
         absolute["data"] = os.path.abspath(kw["data"])
+    pretrained = parse_pretrained(kw.get("model") or "")
+    if pretrained is not None and Path(pretrained.spec).expanduser().is_dir():
+        directory = Path(pretrained.spec).expanduser().resolve()
+        absolute["model"] = f"{pretrained.kind.prefix}:{directory}"
     if kw.get("resume") and kw["resume"] not in RESUME_WORDS:
         absolute["resume"] = os.path.abspath(kw["resume"])
     for name in ("run_dir", "timeline_filename"):

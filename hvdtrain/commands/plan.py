@@ -26,6 +26,7 @@ from hvdtrain.commands.options import (
     placement_options,
     placement_request,
     train_program,
+    verbosity_options,
 )
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import command_line, show_plan, table
@@ -64,6 +65,7 @@ BY_HAND_PROGRAM = ["hvdtrain", "train"]
               help="--estimate: link figures from a JSON file ({\"inter\": {\"gbit_s\": 25, "
               "\"latency_us\": 30}, \"intra\": ...}, or 'bench allreduce --json' output, "
               "fitted); flags override it.")
+@verbosity_options
 def plan(json_output: bool, run_dir: str | None, estimate: bool, **kw: Any) -> None:
     """Show the placement (rank → host, local rank, GPU) and the launch command."""
     the_plan = make_plan(placement_request(kw))

@@ -13,7 +13,12 @@ import click
 
 from hvdtrain import catalog
 from hvdtrain.commands.evaluate import inference_options, launch_inference
-from hvdtrain.commands.options import dry_run_option, launch_options, placement_options
+from hvdtrain.commands.options import (
+    dry_run_option,
+    launch_options,
+    placement_options,
+    verbosity_options,
+)
 
 
 @click.command(context_settings={"show_default": False})
@@ -24,6 +29,7 @@ from hvdtrain.commands.options import dry_run_option, launch_options, placement_
 @placement_options
 @launch_options
 @dry_run_option
+@verbosity_options
 def predict(dry_run: bool, **kw: Any) -> None:
     """Predict a data set with a checkpoint, sharded across ranks, into one file.
 

@@ -20,7 +20,7 @@ import click
 from hvdtrain.atomic import atomic_write_text
 from hvdtrain.cluster.hosts import good_hostfile_text
 from hvdtrain.cluster.planning import make_plan
-from hvdtrain.commands.options import placement_options, placement_request
+from hvdtrain.commands.options import placement_options, placement_request, verbosity_options
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import table
 from hvdtrain.errors import ExitCode
@@ -58,6 +58,7 @@ def _render(report: PreflightReport) -> str:
 @click.option("--write-good-hostfile", type=click.Path(dir_okay=False), default=None,
               help="Write the hosts that passed here ('host slots=N' lines), pass or fail.")
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
+@verbosity_options
 def preflight(run_dir: str | None, host_timeout: float, mpi_smoke: bool,
               write_good_hostfile: str | None, json_output: bool, **kw: Any) -> None:
     """Check every host of the plan before a launch: name resolution, password-less ssh

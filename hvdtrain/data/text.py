@@ -13,13 +13,14 @@ missing column, a single class. Nothing here imports a framework or NumPy.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvdtrain.data.csvfile import csv_rows
+from hvdtrain.data.jsonl import jsonl_values
+from hvdtrain.data.schema import format_hint
 from hvdtrain.errors import DataError
 
 TEXT_SUFFIXES = (".jsonl", ".csv", ".tsv")
@@ -36,63 +37,40 @@ class LabelledText:
     where: list[str]  # "file:line" of each row
 
 
-def _rows(path: Path) -> list[tuple[int, str]]:
-    """Non-blank lines with their numbers; a line that is not UTF-8 is an error naming it."""
+def _check_utf8(path: Path) -> None:
+    """A line that is not UTF-8 is an error naming it (the readers below would only say the
+    file could not be read)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    rows = []
     for number, line in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
         try:
-            text = line.decode("utf-8")
+            line.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}:{number}: not UTF-8 text (byte {exc.start + 1} of the "
                             "line)", hint="save the file as UTF-8") from None
-        rows.append((number, text))
-    return rows
 
 
-def _records(path: Path) -> list[tuple[int, dict[str, object]]]:
-    lines = _rows(path)
-    if path.suffix == ".jsonl":
-        records = []
-        for number, line in lines:
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except ValueError as exc:
-                raise DataError(f"{path}:{number}: not valid JSON ({str(exc)[:120]})",
-                                hint=FORMAT) from None
-            if not isinstance(item, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object", hint=FORMAT)
-            records.append((number, item))
-        return records
-    delimiter = "\t" if path.suffix == ".tsv" else ","
-    text = "\n".join(line for _, line in lines)
-    numbers = [number for number, _ in lines]
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-    records = []
-    try:
-        for row in reader:
-            # DictReader's line_num counts physical lines read so far: map back to the file
-            number = numbers[min(reader.line_num, len(numbers)) - 1]
-            if not any((value or "").strip() for value in row.values()):
-                continue
-            records.append((number, dict(row)))
-    except csv.Error as exc:
-        raise DataError(f"{path}:{numbers[min(reader.line_num, len(numbers)) - 1]}: {exc}",
-                        hint=FORMAT) from None
-    if reader.fieldnames is None:
-        raise DataError(f"{path}: empty file", hint=FORMAT)
-    return records
-
-
-def _columns_of(path: Path, records: list[tuple[int, dict[str, object]]]) -> list[str]:
-    if path.suffix == ".jsonl":
-        return sorted({key for _, record in records for key in record})
-    return list(records[0][1]) if records else []
+def _records(path: Path) -> tuple[list[str] | None, list[tuple[int, dict[str, object]]]]:
+    """The columns (None for JSON Lines, whose objects each have their own) and every row as
+    (line, {column: value}), read by ``hvdtrain.data``'s JSON Lines and CSV readers (TSV: the
+    CSV reader with tabs)."""
+    _check_utf8(path)
+    records: list[tuple[int, dict[str, object]]] = []
+    with format_hint(FORMAT):
+        if path.suffix == ".jsonl":
+            for number, value in jsonl_values(path):
+                if not isinstance(value, dict):
+                    raise DataError(f"{path}:{number}: expected a JSON object")
+                records.append((number, value))
+            return None, records
+        rows = csv_rows(path, "\t" if path.suffix == ".tsv" else ",")
+        header = next(rows)[1]
+        if not header:
+            raise DataError(f"{path}: empty file")
+        return header, [(number, dict(zip(header, cells, strict=True)))
+                        for number, cells in rows]
 
 
 def read_labelled_text(path: Path, text_column: str = "text", label_column: str | None = "label",
@@ -100,16 +78,15 @@ def read_labelled_text(path: Path, text_column: str = "text", label_column: str 
     """The rows of ``path``; ``label_column=None`` reads texts only (predict)."""
     if path.suffix not in TEXT_SUFFIXES:
         raise DataError(f"{path}: a text file must be {', '.join(TEXT_SUFFIXES)}")
-    records = _records(path)
-    if not records:
-        raise DataError(f"{path}: no samples", hint=FORMAT)
+    columns, records = _records(path)
     wanted = [("--text-column", text_column), ("--label-column", label_column),
               ("--text-pair-column", pair_column)]
-    columns = _columns_of(path, records)
     for flag, column in wanted:
-        if column is not None and path.suffix != ".jsonl" and column not in columns:
+        if columns is not None and column is not None and column not in columns:
             raise DataError(f"{path}: no column {column!r} ({flag}); its columns are "
                             f"{', '.join(columns)}")
+    if not records:
+        raise DataError(f"{path}: no samples", hint=FORMAT)
     texts: list[str] = []
     pairs: list[str] | None = [] if pair_column else None
     labels: list[str] | None = [] if label_column else None

@@ -8,9 +8,10 @@ prepared it, so a checkpoint sees exactly what it was validated on.
   its own data (same seed and fraction, taken from the checkpoint), ``all`` every sample;
   ``auto`` (default) is ``val`` for the training data and ``all`` for anything else. Samples
   keep their position in ``--data`` as their index, and come in ascending order.
-* Files stream: ``.csv`` and ``.jsonl`` line by line, ``.npz`` ``x`` in chunks of rows, so memory
-  does not grow with the file. Batch ``k`` is the ``k``-th run of ``batch`` selected samples,
-  whatever the rank count; a rank parses only the batches it wants (``want``).
+* Files stream, read by training's own readers (``hvdtrain.data``): ``.csv`` and ``.jsonl``
+  line by line, ``.npz`` ``x`` and ``y`` in blocks of rows, so memory does not grow with the
+  file. Batch ``k`` is the ``k``-th run of ``batch`` selected samples, whatever the rank count;
+  a rank parses only the batches it wants (``want``).
 * Every problem is a one-line ``DataError`` naming the place (``file:line``, ``x[i]``): a wrong
   feature count, a value that is not a finite number, a label outside the trained classes.
   The launching host runs the same pass (``check``) before any rank starts.
@@ -18,9 +19,6 @@ prepared it, so a checkpoint sees exactly what it was validated on.
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +27,17 @@ from typing import Any
 import numpy as np
 
 from hvdtrain.catalog import DATA_FILES, DATASETS, SPLITS
+from hvdtrain.data.jsonl import text_samples
+from hvdtrain.data.npy import NPZ_FORMAT, npz_headers, open_npz, row_blocks
+from hvdtrain.data.schema import NONFINITE_HINT, class_id, class_names, format_hint
+from hvdtrain.data.tabular import CsvTable
+from hvdtrain.data.text import TEXT_SUFFIXES, label_ids, read_labelled_text
 from hvdtrain.errors import ConfigError, DataError
 from hvdtrain.inference.card import ModelCard
 from hvdtrain.training import datasets
 from hvdtrain.training.sharding import split_and_standardise
+from hvdtrain.training.text_data import encoder_for
+from hvdtrain.types import TOKENS
 
 # One sample as read: (features: list of cells, ndarray row or text; raw label or None; place)
 Row = tuple[Any, Any, str]
@@ -76,15 +81,24 @@ class Inputs:
                               f"trained on ({card.config.data}), not {data}",
                               hint="use --split all for another data set")
         self.split = split
-        kind = _kind_of(data)
-        if (kind == "text") != (card.kind == "text"):
+        if card.kind == TOKENS:  # a fine-tuned language model reads labelled text files
+            if data in DATASETS or Path(data).suffix not in TEXT_SUFFIXES:
+                raise DataError(f"{data}: {card.describe()} reads text: a "
+                                f"{'/'.join(TEXT_SUFFIXES)} file")
+            kind = card.kind
+        else:
+            kind = _kind_of(data)
+        if card.kind != TOKENS and (kind == "text") != (card.kind == "text"):
             raise DataError(f"{data} is {kind} data; the checkpoint's model reads "
                             f"{card.kind} data ({card.describe()})")
         self._names: list[str] | None = None  # class names found in the file (text labels)
         self._selected: np.ndarray | None = None
+        self._table: CsvTable | None = None  # a CSV file's header, once read
 
     # -- reading ---------------------------------------------------------------------------
     def _rows(self) -> Iterator[Row]:
+        if self.card.kind == TOKENS:
+            return self._labelled_text_rows()
         if self.data in DATASETS:
             return self._builtin_rows()
         suffix = Path(self.data).suffix
@@ -108,100 +122,50 @@ class Inputs:
         return ((x[i], int(y[i]), f"{self.data}[{i}]") for i in range(len(x)))
 
     def _csv_rows(self) -> Iterator[Row]:
-        path = Path(self.data)
-        try:
-            with path.open(newline="", encoding="utf-8-sig") as handle:
-                reader = csv.reader(handle)
-                header = [h.strip() for h in next(reader, [])]
-                if not any(header):
-                    raise DataError(f"{path}: empty; needs a header row")
-                at = header.index(self.label_column) if self.label_column in header else None
-                if at is None and self.labels:
-                    raise DataError(f"{path}: no label column {self.label_column!r} (columns: "
-                                    f"{', '.join(header)})",
-                                    hint="evaluating needs labels; choose the column with "
-                                    "--label-column")
-                self._header = [h for i, h in enumerate(header) if i != at]
-                for number, row in enumerate(reader, start=2):
-                    if not any(cell.strip() for cell in row):
-                        continue  # as training's reader: blank lines are not samples
-                    place = f"{path}:{number}"
-                    if len(row) != len(header):
-                        raise DataError(f"{place}: {len(row)} values, header has {len(header)}")
-                    label = row[at].strip() if at is not None else None
-                    yield [c for i, c in enumerate(row) if i != at], label, place
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise DataError(f"{path}: cannot read CSV ({exc})") from None
+        if self._table is None:  # the header, read and checked once
+            self._table = CsvTable(Path(self.data), self.label_column, need_label=self.labels,
+                                   label_hint="evaluating needs labels; choose the column with "
+                                   "--label-column")
+        return ((row.cells, row.label, row.place) for row in self._table)
+
+    def _labelled_text_rows(self) -> Iterator[Row]:
+        """A language model's text (and second text), with the training run's columns."""
+        config = self.card.config
+        rows = read_labelled_text(Path(self.data), config.text_column,
+                                  self.label_column if self.labels else None,
+                                  config.text_pair_column)
+        none: list[str | None] = [None] * len(rows.texts)
+        pairs: list[str | None] = list(rows.pairs) if rows.pairs else none
+        labels: list[str | None] = list(rows.labels) if rows.labels else none
+        return (((text, pair), label, place) for text, pair, label, place
+                in zip(rows.texts, pairs, labels, rows.where, strict=True))
 
     def _jsonl_rows(self) -> Iterator[Row]:
-        path = Path(self.data)
-        try:
-            with path.open(encoding="utf-8-sig") as handle:
-                for number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    place = f"{path}:{number}"
-                    try:
-                        item = json.loads(line)
-                    except ValueError:
-                        raise DataError(f"{place}: not valid JSON",
-                                        hint=datasets.JSONL_FORMAT) from None
-                    if not isinstance(item, dict) or not isinstance(item.get("text"), str):
-                        raise DataError(f"{place}: each line needs a string 'text'",
-                                        hint=datasets.JSONL_FORMAT)
-                    if self.labels and "label" not in item:
-                        raise DataError(f"{place}: no 'label' (evaluating needs labels)")
-                    label = item.get("label")
-                    yield item["text"], None if label is None else str(label), place
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: cannot read ({exc})") from None
+        return text_samples(Path(self.data), need_label=self.labels)
 
-    def _npz_rows(self, chunk_rows: int = 4096) -> Iterator[Row]:
-        """``x`` streamed from the archive in chunks of rows (C order); ``y`` read whole (one
-        integer per sample). A Fortran-ordered ``x`` is read whole, as training does."""
-        import zipfile
-
+    def _npz_rows(self) -> Iterator[Row]:
+        """``x`` and ``y`` streamed from the archive in blocks of rows (a Fortran-ordered
+        ``x`` is read whole)."""
         path = Path(self.data)
-        try:
-            with np.load(path, allow_pickle=False) as loaded:  # reads only the y member
-                y = np.asarray(loaded["y"]) if "y" in loaded.files else None
-            with zipfile.ZipFile(path) as archive, archive.open("x.npy") as handle:
-                version = np.lib.format.read_magic(handle)
-                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                        else np.lib.format.read_array_header_2_0)
-                shape, fortran, dtype = read(handle)
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise DataError(f"{path}: not a readable .npz file with arrays x and y ({exc})",
-                            hint=datasets.NPZ_FORMAT) from None
-        if (y is None or y.dtype.kind not in "iu" or len(shape) < 2 or y.shape != shape[:1]
-                or np.dtype(dtype).kind not in "biuf"):
-            raise DataError(f"{path}: needs x (samples, features...) of numbers and y "
-                            "(samples,) of integer class ids", hint=datasets.NPZ_FORMAT)
-        samples, width = int(shape[0]), math.prod(shape[1:])
-        with zipfile.ZipFile(path) as archive, archive.open("x.npy") as handle:
-            np.lib.format.read_magic(handle)
-            read(handle)  # past the header: the values follow
-            if fortran:
-                x_all, _ = datasets.read_npz(path)
-                yield from ((x_all[i], int(y[i]), f"{path}: x[{i}]") for i in range(samples))
-                return
-            row_bytes = np.dtype(dtype).itemsize * width
-            start = 0
-            while start < samples:
-                rows = min(chunk_rows, samples - start)
-                chunk = handle.read(rows * row_bytes)
-                if len(chunk) != rows * row_bytes:
-                    raise DataError(f"{path}: array 'x' is truncated at row {start}")
-                block = np.frombuffer(chunk, dtype=dtype).reshape(rows, width)
-                for i in range(rows):
-                    yield block[i], int(y[start + i]), f"{path}: x[{start + i}]"
-                start += rows
+        with format_hint(NPZ_FORMAT), open_npz(path) as archive:
+            headers = npz_headers(path, archive)
+            blocks = zip(row_blocks(path, archive, headers["x"]),
+                         row_blocks(path, archive, headers["y"], key="y"), strict=True)
+            for (start, x), (_, y) in blocks:
+                for i in range(len(x)):
+                    yield x[i], int(y[i, 0]), f"{path}: x[{start + i}]"
 
     # -- preparing -------------------------------------------------------------------------
     def _features(self, rows: list[Row]) -> np.ndarray:
         card = self.card
         if card.kind == "text":
             return datasets.encode_texts([str(r[0]) for r in rows])
+        if card.kind == TOKENS:
+            pairs = [r[0][1] for r in rows]
+            return encoder_for(card.config.model)(
+                card.config.model, [r[0][0] for r in rows],
+                pairs if card.config.text_pair_column else None,
+                card.config.max_length).astype(np.int64)
         width = card.num_features
         out = np.zeros((len(rows), width), dtype=np.float32)
         for i, (cells, _, place) in enumerate(rows):
@@ -215,42 +179,27 @@ class Inputs:
                 if bad.size:
                     raise DataError(f"{place}: feature {int(bad[0])} is "
                                     f"{cells[bad[0]]!r}, not a finite float32",
-                                    hint=datasets.NONFINITE_HINT)
+                                    hint=NONFINITE_HINT)
             else:
-                out[i] = [self._number(c, j, place) for j, c in enumerate(cells)]
+                assert self._table is not None  # cells of a CSV row
+                out[i] = self._table.values(cells, place, detail=False)
         if card.mean is not None and card.std is not None:
             out = ((out - card.mean) / card.std).astype(np.float32)
         return out
-
-    def _number(self, cell: str, column: int, place: str) -> float:
-        name = self._header[column] if column < len(self._header) else str(column)
-        try:
-            value = float(cell)
-        except ValueError:
-            raise DataError(f"{place}: non-numeric value {cell.strip()!r} in column "
-                            f"{name!r}") from None
-        if not math.isfinite(value) or abs(value) > float(np.finfo(np.float32).max):
-            raise DataError(f"{place}: column {name!r} is not a finite float32 ({cell.strip()!r})",
-                            hint=datasets.NONFINITE_HINT)
-        return value
 
     def _label_names(self) -> list[str] | None:
         """Class names when the file's labels are text (numbered in sorted order, as training
         numbered them), else None. One pass over the labels, only for labelled files."""
         if self._names is None:
-            raw = {str(label) for _, label, _ in self._rows() if label is not None}
-            numeric = True
-            for value in raw:
-                try:
-                    float(value)
-                except ValueError:
-                    numeric = False
-                    break
-            self._names = [] if numeric else sorted(raw)
+            names = class_names({str(label) for _, label, _ in self._rows() if label is not None})
+            self._names = names or []
         return self._names or None
 
     def _label_ids(self, rows: list[Row]) -> np.ndarray:
         card = self.card
+        if card.kind == TOKENS:  # the names the model was trained with, never renumbered
+            return np.array(label_ids([str(r[1]) for r in rows], [r[2] for r in rows],
+                                      card.class_names), dtype=np.int64)
         names = None if self.data in DATASETS or self.data.endswith(".npz") else (
             self._label_names())
         ids = np.zeros(len(rows), dtype=np.int64)
@@ -261,14 +210,11 @@ class Inputs:
                     raise DataError(f"{self.data}: {len(names)} class names; the checkpoint "
                                     f"was trained on {card.num_classes} classes")
                 continue
-            number = float(label)
-            if not math.isfinite(number) or number != int(number) or number < 0:
-                raise DataError(f"{place}: label {label!r} is not a class id",
-                                hint=datasets.LABEL_HINT)
+            number = class_id(str(label), place)
             if number >= card.num_classes:
-                raise DataError(f"{place}: label {int(number)} is outside the trained classes "
+                raise DataError(f"{place}: label {number} is outside the trained classes "
                                 f"0..{card.num_classes - 1} ({card.describe()})")
-            ids[i] = int(number)
+            ids[i] = number
         return ids
 
     def _selection(self) -> np.ndarray | None:

@@ -34,6 +34,7 @@ from hvdtrain.inference.card import ModelCard, load_card
 from hvdtrain.inference.inputs import Batch, Inputs
 from hvdtrain.inference.metrics import format_table, summarise
 from hvdtrain.launch.protocol import RunLayout
+from hvdtrain.log import logger
 from hvdtrain.training.commits import raise_agreed
 from hvdtrain.training.host_identity import device_choice
 from hvdtrain.training.progress import Progress, progress
@@ -260,5 +261,5 @@ def run_rank(request: Request, env: Mapping[str, str] | None = None) -> None:
     if rows == 0:
         raise DataError(f"{request.data}: no samples to predict")
     if comm.rank == 0:
-        print(f"hvdtrain: {rows} predictions of {card.describe()} on {comm.size} rank(s) "
-              f"written to {output}", flush=True)
+        logger.info("%s predictions of %s on %d rank(s) written to %s", rows, card.describe(),
+                    comm.size, output)

@@ -201,16 +201,26 @@ def mpirun_command(
 
 
 @functools.lru_cache(maxsize=4)
-def detect_mpi_flavour(mpirun: str = "mpirun") -> str | None:
-    """``openmpi``, ``mpich`` or ``intel`` from ``mpirun --version``; None if no mpirun."""
+def mpirun_version(mpirun: str = "mpirun") -> str | None:
+    """What ``mpirun --version`` says (run once per process: the flavour, ``hvdtrain env``
+    and the dry run all read this); None if there is no mpirun."""
     path = shutil.which(mpirun)
     if path is None:
         return None
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20,
+                             stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    text = (out.stdout + out.stderr).lower()
+    return (out.stdout + out.stderr).strip()
+
+
+def detect_mpi_flavour(mpirun: str = "mpirun") -> str | None:
+    """``openmpi``, ``mpich`` or ``intel`` from ``mpirun --version``; None if no mpirun."""
+    version = mpirun_version(mpirun)
+    if version is None:
+        return None
+    text = version.lower()
     if "open mpi" in text or "open-mpi" in text:
         return "openmpi"
     if "intel" in text:

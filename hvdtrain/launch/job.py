@@ -20,6 +20,7 @@ plain ``mpirun`` starts ranks without horovodrun's extra Python hop, so ``auto``
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -48,6 +49,7 @@ from hvdtrain.launch.protocol import (
     terminal_environment,
 )
 from hvdtrain.launch.supervisor import JobResult, Watchdog, run_job
+from hvdtrain.log import logger, rank_environment
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,10 @@ def job_command(plan: Plan, program: list[str], settings: LaunchSettings, layout
     variables exported to every rank. For Gloo across hosts that includes the rendezvous
     address the hosts can reach (see ``launch.network``)."""
     mpi_available = settings.mpi_flavour is not None or detect_mpi_flavour() is not None
-    _launcher, controller = resolve_backend(settings, mpi_available)
+    launcher, controller = resolve_backend(settings, mpi_available)
+    logger.debug("launcher %s, controller %s (asked for %s, %s; MPI %s)", launcher, controller,
+                 settings.launcher, settings.controller,
+                 "installed" if mpi_available else "not installed")
     rendezvous, network = None, settings.tuning.network
     if controller == "gloo":
         inside = interface_in(network) if network else None
@@ -123,6 +128,7 @@ def job_command(plan: Plan, program: list[str], settings: LaunchSettings, layout
     export = layout.environment(encode_plan(plan.placement), rendezvous, network)
     if settings.rank_options is not None:
         export[RANK_OPTIONS_ENV] = settings.rank_options
+    export.update(rank_environment())  # -v/-q: the ranks' messages follow this process's
     if settings.elastic is not None:
         export.pop(PLAN_ENV)  # ranks come and go: each rank pins by its local rank instead
         command = elastic_command(plan, layout.wrap(program), settings.elastic,
@@ -214,6 +220,7 @@ def launch(plan: Plan, program: list[str], settings: LaunchSettings,
     if settings.elastic is not None:
         write_discovery(layout.root, plan, settings.elastic)
     layout.record_launch(command.argv, command.env)
+    logger.debug("running %s", shlex.join(command.argv))
     return run_job(command, plan.placement.size, layout, settings.watchdog)
 
 

@@ -40,6 +40,7 @@ from typing import IO
 
 from hvdtrain.atomic import atomic_write_text
 from hvdtrain.errors import ConfigError
+from hvdtrain.log import LEVEL_ENV
 
 JOB_DIR_ENV = "HVDTRAIN_JOB_DIR"  # the run directory the launcher chose (absolute)
 PLAN_ENV = "HVDTRAIN_PLAN"  # the placement, as ``cluster.pinning.encode_plan`` writes it
@@ -55,8 +56,9 @@ RANK_OPTIONS_ENV = "HVDTRAIN_RANK_OPTIONS"
 # "1": the launcher's stderr, where rank 0's output is shown, is a terminal (a rank's own is a
 # pipe to its wrapper): rank 0 draws progress bars only then (``training.progress``).
 TERMINAL_ENV = "HVDTRAIN_LAUNCHER_TTY"
+# (and ``log.LEVEL_ENV``: -v/-q, the level of the ranks' messages, when not the default)
 PROTOCOL_VARIABLES = (JOB_DIR_ENV, PLAN_ENV, RENDEZVOUS_ENV, NETWORK_ENV, RANK_OPTIONS_ENV,
-                      TERMINAL_ENV)
+                      TERMINAL_ENV, LEVEL_ENV)
 
 WRAPPER_MODULE = "hvdtrain.launch.rank_wrapper"
 STATUS_MARKER = b"@@hvdtrain-rank-status@@ "  # starts a record line on a launcher's stdout

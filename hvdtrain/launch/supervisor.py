@@ -63,6 +63,7 @@ from hvdtrain.launch.network import is_local
 from hvdtrain.launch.processes import alive, signal_group, signal_process
 from hvdtrain.launch.protocol import RankExit, RunLayout, relay_status
 from hvdtrain.launch.streams import start_follow, start_pump
+from hvdtrain.log import logger
 
 LAUNCHER_EXIT_GRACE = 2.0  # seconds for wrappers to write exit records after the launcher ends
 
@@ -100,7 +101,7 @@ class JobResult:
 
 class _Supervisor:
     def __init__(self, command: LaunchCommand, size: int, layout: RunLayout, watchdog: Watchdog,
-                 env: Mapping[str, str], report: TextIO) -> None:
+                 env: Mapping[str, str], report: TextIO | None) -> None:
         self.command, self.size, self.layout = command, size, layout
         self.watchdog, self.env, self.report = watchdog, env, report
         self.proc: subprocess.Popen[bytes] | None = None
@@ -117,7 +118,16 @@ class _Supervisor:
         self.launcher_gone_at: float | None = None
 
     def say(self, text: str) -> None:
-        print(text, file=self.report, flush=True)
+        """A warning while the job runs: to ``report`` when the caller gave one, else the
+        ``hvdtrain`` logger."""
+        if self.report is None:
+            logger.warning("%s", text)
+        else:
+            print(f"hvdtrain: {text}", file=self.report, flush=True)
+
+    def report_failure(self, text: str) -> None:
+        """The failure report, with the error it ends in: shown at every level."""
+        print(text, file=self.report or sys.stderr, flush=True)
 
     # -- stopping ------------------------------------------------------------------------
     def _pids(self) -> list[int]:
@@ -174,7 +184,7 @@ class _Supervisor:
         if self.interrupted is None:
             return None
         name = signal.Signals(self.interrupted).name
-        self.say(f"hvdtrain: {name} received, stopping all ranks")
+        self.say(f"{name} received, stopping all ranks")
         return failures.interrupted(name, self.interrupted)
 
     def check_stop_requested(self, exits: list[RankExit]) -> JobFailure | None:
@@ -182,7 +192,7 @@ class _Supervisor:
         if self.stop_signal is not None and self.stop_deadline is None:
             name = signal.Signals(self.stop_signal).name
             timeout = self.watchdog.stop_timeout
-            self.say(f"hvdtrain: {name} received: every rank stops at its next step and rank 0 "
+            self.say(f"{name} received: every rank stops at its next step and rank 0 "
                      f"writes a checkpoint (up to {timeout:g} s; a second signal stops at once)")
             self.stop_deadline = time.monotonic() + timeout
             self._ask_to_stop()
@@ -358,10 +368,10 @@ class _Supervisor:
             thread.join(timeout=5)
         if isinstance(outcome, JobFailure):
             outcome = outcome.with_tails(self.layout, shown=self.followed_ranks)
-            self.say(outcome.format())
+            self.report_failure(outcome.format())
             if not self.launcher_speaks.is_set():
-                self.say(f"hvdtrain: the launcher's own messages are in "
-                         f"{self.layout.launcher_log}")
+                self.report_failure(f"hvdtrain: the launcher's own messages are in "
+                                    f"{self.layout.launcher_log}")
         self.tee.join(timeout=5)
         self.relay.join(timeout=5)
         launcher_log.close()
@@ -386,6 +396,8 @@ class _Supervisor:
 def run_job(command: LaunchCommand, size: int, layout: RunLayout,
             watchdog: Watchdog | None = None, env: Mapping[str, str] | None = None,
             report: TextIO | None = None) -> JobResult:
-    """Run ``command`` (whose program is already wrapped) and supervise its ``size`` ranks."""
+    """Run ``command`` (whose program is already wrapped) and supervise its ``size`` ranks.
+    ``report``: where its warnings and a failure report go (default: the ``hvdtrain`` logger,
+    and stderr for the failure report)."""
     return _Supervisor(command, size, layout, watchdog or Watchdog(),
-                       os.environ if env is None else env, report or sys.stderr).run()
+                       os.environ if env is None else env, report).run()

@@ -43,6 +43,7 @@ from hvdtrain.launch.network import is_local
 from hvdtrain.launch.preflight.run import run_preflight
 from hvdtrain.launch.protocol import RunLayout
 from hvdtrain.launch.supervisor import JobResult
+from hvdtrain.log import logger
 from hvdtrain.training.checkpoint import CheckpointStore
 
 # a restart would fail the same way (a launcher that could not start, 4, may not)
@@ -141,7 +142,7 @@ def resume_argument(layout: RunLayout, original: str | None) -> str | None:
 
 def train_with_restarts(plan: Plan, program: Callable[[str | None], list[str]],
                         settings: LaunchSettings, layout: RunLayout, policy: RestartPolicy,
-                        resume: str | None, say: Callable[[str], None]) -> JobResult:
+                        resume: str | None) -> JobResult:
     """Launch, and relaunch after a restartable failure up to ``policy.max_restarts`` times.
     ``program(resume)``: the rank command line resuming from ``resume``."""
     records: list[RestartRecord] = []
@@ -157,15 +158,15 @@ def train_with_restarts(plan: Plan, program: Callable[[str | None], list[str]],
                 if records:
                     _write_records(layout, records)
                 if policy.max_restarts and final:
-                    say(f"hvdtrain: not restarting: {final}")
+                    logger.warning("not restarting: %s", final)
                 elif policy.max_restarts:
-                    say(f"hvdtrain: not restarting: all {policy.max_restarts} restarts used")
+                    logger.warning("not restarting: all %d restarts used", policy.max_restarts)
                 raise
-            chosen = _next_plan(current, failure, layout, policy, attempt, say)
+            chosen = _next_plan(current, failure, layout, policy, attempt)
             if isinstance(chosen, str):
                 if records:
                     _write_records(layout, records)
-                say(f"hvdtrain: not restarting: {chosen}")
+                logger.warning("not restarting: %s", chosen)
                 raise
             current, record = chosen
             resume = resume_argument(layout, resume)
@@ -173,10 +174,11 @@ def train_with_restarts(plan: Plan, program: Callable[[str | None], list[str]],
             records.append(record)
             _write_records(layout, records)
             archive = _archive_attempt(layout, attempt)
-            say(f"hvdtrain: restart {attempt + 1} of {policy.max_restarts}: {record.reason}; "
-                f"{record.new_world_size} ranks on {', '.join(h.name for h in current.hosts)}"
-                f", from {record.resume_from or 'the start'} (attempt {attempt}'s logs: "
-                f"{archive})")
+            logger.warning(
+                "restart %d of %d: %s; %d ranks on %s, from %s (attempt %d's logs: %s)",
+                attempt + 1, policy.max_restarts, record.reason, record.new_world_size,
+                ", ".join(h.name for h in current.hosts), record.resume_from or "the start",
+                attempt, archive)
             attempt += 1
             continue
         if records:
@@ -190,15 +192,15 @@ def _newest(layout: RunLayout) -> str | None:
 
 
 def _next_plan(plan: Plan, failure: JobFailure, layout: RunLayout, policy: RestartPolicy,
-               attempt: int, say: Callable[[str], None]) -> tuple[Plan, RestartRecord] | str:
+               attempt: int) -> tuple[Plan, RestartRecord] | str:
     """Probe the hosts, wait a little for failed ones, and choose the plan to restart on (or
     say why there is none)."""
     named = suspect_hosts(failure, plan)
     bad = unhealthy_hosts(plan, layout.root, policy.probe_timeout)
     waited = 0.0
     while bad and waited < policy.health_wait:
-        say(f"hvdtrain: {', '.join(bad)} not answering; waiting up to "
-            f"{policy.health_wait - waited:.0f} s for it to come back")
+        logger.warning("%s not answering; waiting up to %.0f s for it to come back",
+                       ", ".join(bad), policy.health_wait - waited)
         pause = min(5.0, policy.health_wait - waited)
         time.sleep(pause)
         waited += pause

@@ -50,6 +50,7 @@ from hvdtrain.atomic import atomic_write_text
 from hvdtrain.comm import Comm
 from hvdtrain.errors import ConfigError
 from hvdtrain.launch.protocol import claim_voice
+from hvdtrain.log import logger
 from hvdtrain.training.checkpoint import CheckpointStore, refuse_to_overwrite
 from hvdtrain.training.loop import LoopOptions, Progress, on_chief, resume_progress, train
 from hvdtrain.types import Dataset, FrameworkAdapter, TrainConfig
@@ -139,9 +140,9 @@ def _announce(state: LoopState, n_train: int) -> None:
         reset.update(epoch=progress.epoch, samples_into_epoch=done)
         where = (f"epoch {progress.epoch + 1} at sample {done} of {n_train}" if done
                  else f"the start of epoch {progress.epoch + 1}")
-        print(f"hvdtrain: hosts changed ({reset['reason']}): {reset['old_world_size']} -> "
-              f"{reset['new_world_size']} ranks, continuing from {where} (the last commit)",
-              flush=True)
+        logger.warning("hosts changed (%s): %s -> %s ranks, continuing from %s (the last "
+                       "commit)", reset["reason"], reset["old_world_size"],
+                       reset["new_world_size"], where)
     state.announced = len(state.resets)
 
 

@@ -1,64 +1,100 @@
 """What rank 0 shows and records: progress (``training.progress``: a bar on a terminal, plain
 lines in a log), metrics JSONL, TensorBoard event files.
 
-TensorBoard events are written with the ``tensorboard`` package's own event writer (no
-framework import), so a TensorFlow rank does not pull in torch and vice versa.
+TensorBoard events go through a supported writer, and never through a framework the rank did
+not load: a TensorFlow rank writes with ``tf.summary``; any other (a torch rank, a test's
+framework-free run) with ``tensorboardX.SummaryWriter``, which imports torch when it is
+installed, so a TensorFlow rank must not use it. (``torch.utils.tensorboard`` is no choice for
+torch either: it imports TensorFlow through ``tensorboard`` when that is installed.)
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import time
-import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hvdtrain.training.progress import DEFAULT_EVERY_SECONDS, Progress, progress
 
 
-def _keep_tensorflow_out() -> None:
-    """TensorBoard imports TensorFlow when it can, unless ``tensorboard.compat.notf`` exists
-    (its documented switch to the built-in stub). A torch rank must not load TensorFlow."""
-    if "tensorflow" not in sys.modules:
-        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("notf"))
+class ScalarWriter(Protocol):
+    def scalars(self, step: int, values: dict[str, float]) -> None: ...
+
+    def close(self) -> None: ...
 
 
-class TensorBoardWriter:
+class TensorBoardXWriter:
+    """``tensorboardX.SummaryWriter``: no TensorFlow (torch when installed)."""
+
     def __init__(self, directory: Path) -> None:
-        _keep_tensorflow_out()
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from tensorboardX import SummaryWriter
 
-        directory.mkdir(parents=True, exist_ok=True)
-        self._writer = EventFileWriter(str(directory))
+        # its writer thread writes events as they come and flushes every flush_secs: an
+        # epoch's scalars are on disk within a second (not 2 minutes), should the run be killed
+        self._writer = SummaryWriter(str(directory), flush_secs=1)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
-        from tensorboard.compat.proto.event_pb2 import Event
-        from tensorboard.compat.proto.summary_pb2 import Summary
+        for tag, value in values.items():
+            self._writer.add_scalar(tag, float(value), step)
 
-        summary = Summary(value=[Summary.Value(tag=k, simple_value=float(v))
-                                 for k, v in values.items()])
-        self._writer.add_event(Event(wall_time=time.time(), step=step, summary=summary))
+    def close(self) -> None:
+        self._writer.close()
+
+
+class TensorFlowWriter:
+    """``tf.summary``, for a rank that runs TensorFlow anyway."""
+
+    def __init__(self, directory: Path) -> None:
+        import tensorflow as tf
+
+        self._tf = tf
+        self._writer = tf.summary.create_file_writer(str(directory))
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        with self._writer.as_default(step=step):
+            for tag, value in values.items():
+                self._tf.summary.scalar(tag, float(value))
         self._writer.flush()
 
     def close(self) -> None:
         self._writer.close()
 
 
+def tensorboard_writer(directory: Path, framework: str | None = None) -> ScalarWriter:
+    """The event writer for a rank of ``framework`` (None: whichever of torch and TensorFlow
+    this process has loaded; tensorboardX when neither or both)."""
+    if framework is None and "tensorflow" in sys.modules and "torch" not in sys.modules:
+        framework = "tensorflow"
+    directory.mkdir(parents=True, exist_ok=True)
+    if framework == "tensorflow":
+        return TensorFlowWriter(directory)
+    return TensorBoardXWriter(directory)
+
+
 class ChiefRecorder:
     """Rank 0's outputs. Other ranks get ``None`` and record nothing."""
 
     def __init__(self, run_dir: Path, total_epochs: int,
-                 log_every_seconds: float = DEFAULT_EVERY_SECONDS) -> None:
+                 log_every_seconds: float = DEFAULT_EVERY_SECONDS,
+                 framework: str | None = None) -> None:
         self.run_dir = run_dir
         self.total_epochs = total_epochs
         self.log_every_seconds = log_every_seconds
         self.metrics = run_dir / "metrics.jsonl"
-        self.tensorboard = TensorBoardWriter(run_dir / "tensorboard")
+        self.tensorboard = tensorboard_writer(run_dir / "tensorboard", framework)
+        self._bar: Progress | None = None
 
     def progress(self, epoch: int, steps: int) -> Progress:
-        return progress(f"epoch {epoch}/{self.total_epochs}", steps, "step",
-                        self.log_every_seconds)
+        """The epoch's bar (or log lines), open until ``end_progress`` or ``close``."""
+        self._bar = progress(f"epoch {epoch}/{self.total_epochs}", steps, "step",
+                             self.log_every_seconds)
+        return self._bar
+
+    def end_progress(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def epoch_done(self, metrics: dict[str, Any]) -> None:
         with self.metrics.open("a") as out:
@@ -75,4 +111,7 @@ class ChiefRecorder:
               + (f"  skipped {skips} non-finite steps" if skips else ""), flush=True)
 
     def close(self) -> None:
+        """At the run's end, however it ends: a bar still open (stopped within an epoch),
+        then the event file."""
+        self.end_progress()
         self.tensorboard.close()

@@ -53,6 +53,7 @@ from hvdtrain.errors import (
     TrainingStoppedError,
 )
 from hvdtrain.launch.protocol import JOB_DIR_ENV
+from hvdtrain.log import logger
 from hvdtrain.training.checkpoint import (
     FORMAT,
     CheckpointStore,
@@ -208,7 +209,7 @@ def resume_progress(adapter: FrameworkAdapter, comm: Collectives, config: TrainC
     def load_on_chief() -> dict[str, Any] | None:
         path = store.resolve(config.resume or "latest")
         if path is None:
-            print("hvdtrain: --resume auto: no checkpoint yet, starting afresh", flush=True)
+            logger.info("--resume auto: no checkpoint yet, starting afresh")
             return None
         payload = adapter.read_checkpoint(path)
         check_compatible(payload, path, {"framework": config.framework,
@@ -221,7 +222,7 @@ def resume_progress(adapter: FrameworkAdapter, comm: Collectives, config: TrainC
         adapter.apply_checkpoint(payload)
         into = (f", {sampler['samples']} samples into epoch {payload['epoch'] + 1}"
                 if sampler else "")
-        print(f"hvdtrain: resuming from {path} (epoch {payload['epoch']}{into})", flush=True)
+        logger.info("resuming from %s (epoch %s%s)", path, payload["epoch"], into)
         meta = {k: payload.get(k) for k in ("epoch", "best_val_loss", "epochs_since_best", "rng",
                                             "sampler", "resumes", "world_size")}
         meta["path"] = str(path)
@@ -245,14 +246,12 @@ def resume_progress(adapter: FrameworkAdapter, comm: Collectives, config: TrainC
 
 
 def _check_parameters(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig,
-                      run_dir: Path, chief: ChiefRecorder | None, epoch: int) -> None:
+                      run_dir: Path, epoch: int) -> None:
     """Never write a checkpoint with NaN/inf parameters: the last good one stays the newest.
     (Reduced, so every rank raises or none does.)"""
     bad = comm.allreduce_sum(np.array([0.0 if adapter.parameters_finite() else 1.0]),
                              name=f"params_finite.{epoch}")[0]
     if bad:
-        if chief:
-            chief.close()
         raise TrainingDivergedError(f"parameters became NaN/inf in epoch {epoch + 1}; no "
                                     "checkpoint written", hint=_hint(config, comm, run_dir))
 
@@ -282,10 +281,13 @@ def _checkpoint(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfi
             # what evaluate/predict/export need to rebuild the input side without the data
             "dataset": {"name": data.name, "kind": data.kind, "num_classes": data.num_classes,
                         "num_features": data.num_features,
-                        "image_shape": list(data.image_shape) if data.image_shape else None},
+                        "image_shape": list(data.image_shape) if data.image_shape else None,
+                        "class_names": list(data.label_names) if data.label_names else None},
         }
         path = store.save(progress.epoch, lambda path: adapter.write_checkpoint(path, meta),
                           is_best, samples)
+        logger.debug("checkpoint %s written (epoch %d%s)", path, progress.epoch,
+                     f", {samples} samples into the next" if samples else "")
         if after_save is not None:
             after_save()
         return str(path)
@@ -309,8 +311,25 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
     store = CheckpointStore(run_dir / "checkpoints", config.keep_checkpoints)
     if options.start is None:
         on_chief(comm, lambda: refuse_to_overwrite(run_dir, config.resume))
-    chief = (ChiefRecorder(run_dir, config.epochs, config.log_every_seconds)
+    chief = (ChiefRecorder(run_dir, config.epochs, config.log_every_seconds, config.framework)
              if comm.rank == 0 else None)
+    try:  # however the run ends (done, stopped, diverged, failed), rank 0 closes its records
+        summary = _run(adapter, comm, config, data, run_dir, options, ranks, store, chief,
+                       started)
+    finally:
+        if chief:
+            chief.close()
+    if chief:
+        _say_done(summary, run_dir)
+    return summary
+
+
+def _run(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, data: Dataset,
+         run_dir: Path, options: LoopOptions, ranks: list[dict[str, Any]] | None,
+         store: CheckpointStore, chief: ChiefRecorder | None, started: float
+         ) -> dict[str, Any]:
+    """``train``'s epochs and summary; ``train`` closes rank 0's recorder (``chief``) after
+    it, whatever happened."""
     n = len(data.x_train)
     progress = (options.start if options.start is not None
                 else resume_progress(adapter, comm, config, store, n) if config.resume
@@ -329,23 +348,21 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
         epoch_start = time.monotonic()
         stats: list[BatchStats] = []
         skips = 0
-        lr = config.lr_at(epoch, comm.size)
+        # optimizer steps in a whole epoch at this world size (the schedule's --warmup-steps)
+        steps_per_epoch = max(1, math.ceil(n / (config.batch_size * comm.size))
+                              // config.grad_accumulation)
+        lr = config.lr_at(epoch, comm.size, steps_per_epoch)
         for step, idx in enumerate(batches):
             # the epoch's progress counts the samples trained before a resume too
             lr = config.lr_at(epoch + (done_before + (n - done_before) * step / len(batches))
-                              / n, comm.size)
+                              / n, comm.size, steps_per_epoch)
             if options.step_delay:
                 time.sleep(options.step_delay)
             batch = adapter.train_batch(data.x_train[idx], data.y_train[idx], lr)
             if batch.nonfinite:  # identical on every rank: all stop, or all skip, here
                 if config.on_nonfinite == "stop":
-                    if bar is not None:
-                        bar.close()
-                    error = _diverged_at_step(comm, config, run_dir, batch, epoch, step,
-                                              len(batches))
-                    if chief:
-                        chief.close()
-                    raise error
+                    raise _diverged_at_step(comm, config, run_dir, batch, epoch, step,
+                                            len(batches))
                 skips += 1  # the adapter did not apply it
             if math.isfinite(batch.loss_sum):  # a skipped NaN loss stays out of the averages
                 stats.append(batch)
@@ -374,20 +391,16 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
             signal_name = (agree_to_stop(comm, options.stop, f"stop.{epoch}.{step}")
                            if (step + 1) % STOP_CHECK_STEPS == 0 else None)
             if due or signal_name:
-                _check_parameters(adapter, comm, config, run_dir, chief, epoch)
+                _check_parameters(adapter, comm, config, run_dir, epoch)
                 mask = consumed_after(n, comm.size, config.batch_size, seed, consumed, step + 1)
                 step_file = _checkpoint(
                     adapter, comm, config, data, store, progress, False, mask,
                     None if sample_log is None else partial(sample_log.commit, epoch, mask))
                 if signal_name:
-                    if bar is not None:
-                        bar.close()
-                    if chief:
-                        chief.close()
                     raise _stopped(signal_name, f"at epoch {epoch + 1} step {step + 1} (of "
                                    f"{len(batches)})", step_file, run_dir)
-        if bar is not None:
-            bar.close()
+        if chief:
+            chief.end_progress()
         train_seconds = time.monotonic() - epoch_start
         train_loss, train_acc, seen = _reduce(comm, stats, f"train.{epoch}")
         eval_start = time.monotonic()
@@ -399,8 +412,6 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
                    f"after epoch {epoch + 1}"
                    if not math.isfinite(val_loss) else None)  # reduced: the same on all ranks
         if problem:
-            if chief:
-                chief.close()
             raise TrainingDivergedError(problem, hint=_hint(config, comm, run_dir))
         is_best = val_loss < progress.best_val_loss
         progress = Progress(epoch + 1, min(val_loss, progress.best_val_loss),
@@ -433,19 +444,17 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
         every = config.checkpoint_every
         written = None
         if (every and ((epoch + 1) % every == 0 or last)) or signal_name:
-            _check_parameters(adapter, comm, config, run_dir, chief, epoch)
+            _check_parameters(adapter, comm, config, run_dir, epoch)
             written = _checkpoint(
                 adapter, comm, config, data, store, progress, is_best, None,
                 None if sample_log is None else partial(sample_log.commit, epoch + 1, None))
         if signal_name and not last:
-            if chief:
-                chief.close()
             raise _stopped(signal_name, f"after epoch {epoch + 1}", str(written), run_dir)
         if stop:
             stopped_early = True
             if chief:
-                print(f"hvdtrain: early stop after epoch {epoch + 1}: no val_loss improvement "
-                      f"for {patience} epochs", flush=True)
+                logger.info("early stop after epoch %d: no val_loss improvement for %d epochs",
+                            epoch + 1, patience)
             break
     if sample_log is not None:
         sample_log.commit(progress.epoch, None)  # the final model holds them all
@@ -453,12 +462,12 @@ def train(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, dat
         val_loss, val_acc = evaluate(adapter, comm, data.x_val, data.y_val, "val.final")
         history.append({"epoch": progress.epoch, "val_loss": val_loss, "val_accuracy": val_acc,
                         "fp16_recoveries": 0, "nonfinite_skips": 0})
-    return _finish(adapter, comm, config, run_dir, chief, history, progress, stopped_early,
+    return _finish(adapter, comm, config, run_dir, history, progress, stopped_early,
                    step_losses if options.record_step_losses else None, started, ranks)
 
 
 def _finish(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, run_dir: Path,
-            chief: ChiefRecorder | None, history: list[dict[str, Any]], progress: Progress,
+            history: list[dict[str, Any]], progress: Progress,
             stopped_early: bool, step_losses: list[float] | None,
             started: float, ranks: list[dict[str, Any]] | None) -> dict[str, Any]:
     hashes = comm.allgather_object(adapter.parameter_hash())
@@ -486,13 +495,15 @@ def _finish(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, r
     # like a checkpoint: a full disk is one line on every rank, never half a summary.json
     on_chief(comm, partial(_write_run_file, run_dir, "summary.json",
                            json.dumps(summary, indent=2)))
-    if chief:
-        chief.close()
-        val = summary["val_accuracy"]
-        print(f"done: {progress.epoch} epochs on {comm.size} ranks in "
-              f"{summary['wall_seconds']:.1f} s, val_acc "
-              f"{'n/a' if val is None else f'{val:.4f}'}, parameters identical on all ranks: "
-              f"{summary['parameters_identical']}"
-              # under hvdtrain's launcher, the launcher says where (host:path, or copied)
-              f"{'' if JOB_DIR_ENV in os.environ else f'; results in {run_dir}'}", flush=True)
     return summary
+
+
+def _say_done(summary: dict[str, Any], run_dir: Path) -> None:
+    """Rank 0's last line (a result, on stdout)."""
+    val = summary["val_accuracy"]
+    print(f"done: {summary['epochs_run']} epochs on {summary['world_size']} ranks in "
+          f"{summary['wall_seconds']:.1f} s, val_acc "
+          f"{'n/a' if val is None else f'{val:.4f}'}, parameters identical on all ranks: "
+          f"{summary['parameters_identical']}"
+          # under hvdtrain's launcher, the launcher says where (host:path, or copied)
+          f"{'' if JOB_DIR_ENV in os.environ else f'; results in {run_dir}'}", flush=True)

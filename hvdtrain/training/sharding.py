@@ -3,8 +3,9 @@
 Every rank builds the same arrays from the same seed (cheap at these sizes) and then takes its
 own shard, so no rank needs another's files and the split never depends on the rank count.
 Tabular features are standardised with statistics of the *training* split only; those
-statistics travel with checkpoints. Readers for built-in sets and user files live in
-``datasets``; the ``Dataset`` container is a neutral type (``hvdtrain.types``).
+statistics travel with checkpoints. The built-in sets live in ``datasets``, the readers of
+users' files in ``hvdtrain.data``; the ``Dataset`` container is a neutral type
+(``hvdtrain.types``).
 """
 
 from __future__ import annotations

@@ -68,7 +68,9 @@ def run_worker(config: TrainConfig, options: LoopOptions | None = None,
     if comm.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     if is_pretrained(config.model):
-        data = load_text_dataset(config)
+        # each rank tokenizes its share; not under elastic, where a collective before the
+        # state's sync would deadlock a worker that joins a running job
+        data = load_text_dataset(config, None if elastic_commit_every is not None else comm)
     else:
         data = load_dataset(config.data, config.seed, config.val_fraction, config.label_column)
     elastic = elastic_commit_every is not None

@@ -187,8 +187,29 @@ def test_transformer_on_text_and_a_users_own_model(tmp_path: Path, framework: st
     user = _train(tmp_path, "user", framework, "--model", USER_MODELS[framework],
                   "--data", "breast-cancer", "--epochs", "5")
     assert float(str(user["val_accuracy"])) >= 0.9
-    assert (tmp_path / "user" / "tensorboard").is_dir()
-    assert len((tmp_path / "user" / "metrics.jsonl").read_text().splitlines()) == 5
+    rows = [json.loads(line) for line in (tmp_path / "user" / "metrics.jsonl").read_text()
+            .splitlines()]
+    assert len(rows) == 5
+    # the event files, read back as TensorBoard reads them: each epoch's metrics at its step
+    scalars = _tensorboard_scalars(tmp_path / "user" / "tensorboard")
+    for tag in ("train_loss", "val_accuracy", "lr"):
+        assert scalars[tag] == [(row["epoch"], pytest.approx(row[tag], rel=1e-6))
+                                for row in rows], (tag, scalars[tag])
+
+
+def _tensorboard_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in ``directory``'s event files, through TensorBoard's own loader (which
+    reads tensorboardX's and ``tf.summary``'s alike)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    events = EventAccumulator(str(directory), size_guidance={"tensors": 0})  # 0: keep all
+    events.Reload()
+    return {tag: [(e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
+                  for e in events.Tensors(tag)]
+            for tag in events.Tags()["tensors"]
+            if events.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"}
 
 
 def test_same_command_in_both_frameworks_lands_within_two_points(tmp_path: Path) -> None:

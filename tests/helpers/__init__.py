@@ -11,4 +11,8 @@ a test imports what it needs from here, never from another directory's ``conftes
   registered once, in ``tests/conftest.py``.
 - ``slurm_lab``: a real Slurm cluster on those hosts; its fixture is registered in
   ``tests/slurm/conftest.py``.
+- ``image_lab``: the container image built with podman, and containers removed at the end;
+  its fixtures are registered in ``tests/image/conftest.py``.
+- ``teardown``: a lab's teardown run exactly once, however the session ends (finalizer,
+  atexit, SIGTERM); used by the three labs.
 """

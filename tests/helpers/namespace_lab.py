@@ -21,13 +21,10 @@ exclusive lock (``LAB_LOCK``) for its whole life; a second session waits for it 
 
 from __future__ import annotations
 
-import atexit
 import fcntl
 import os
 import shlex
-import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.jobs import REPO
+from tests.helpers.teardown import register_teardown
 
 SCRIPT = REPO / "scripts" / "netns_hosts.sh"
 STATE_DIR = Path("/tmp/hvdtrain-netns")
@@ -155,42 +153,32 @@ def lab_leftovers() -> list[str]:
     return left
 
 
-class _Teardown:
-    """Runs `netns_hosts.sh down` once, however the session ends."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._done = False
-
-    def __call__(self) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self._done = True
-            # Own session: a second Ctrl-C in the terminal must not kill the teardown itself.
-            proc = subprocess.Popen(
-                ["bash", str(SCRIPT), "down", "--state-dir", str(STATE_DIR)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-            )
-            while True:
-                try:
-                    out, _ = proc.communicate(timeout=DOWN_TIMEOUT_S)
-                    break
-                except KeyboardInterrupt:
-                    continue  # finish tearing down first
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    out, _ = proc.communicate()
-                    raise RuntimeError(f"netns_hosts.sh down timed out:\n{out}") from None
-            left = lab_leftovers()
-            if proc.returncode != 0 or left:
-                raise RuntimeError(
-                    f"netns_hosts.sh down exited {proc.returncode}; left behind: {left}\n{out}"
-                )
+def _lab_down() -> None:
+    """`netns_hosts.sh down`, then fail loudly if anything of the lab is left."""
+    # Own session: a second Ctrl-C in the terminal must not kill the teardown itself.
+    proc = subprocess.Popen(
+        ["bash", str(SCRIPT), "down", "--state-dir", str(STATE_DIR)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    while True:
+        try:
+            out, _ = proc.communicate(timeout=DOWN_TIMEOUT_S)
+            break
+        except KeyboardInterrupt:
+            continue  # finish tearing down first
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            raise RuntimeError(f"netns_hosts.sh down timed out:\n{out}") from None
+    left = lab_leftovers()
+    if proc.returncode != 0 or left:
+        raise RuntimeError(
+            f"netns_hosts.sh down exited {proc.returncode}; left behind: {left}\n{out}"
+        )
 
 
 def _skip_reason() -> str | None:
@@ -232,18 +220,9 @@ def namespace_hosts(request: pytest.FixtureRequest) -> Iterator[NamespaceHosts]:
         pytest.skip(reason)
 
     _hold_lab_lock(request)
-    teardown = _Teardown()
-    # Registered before `up` runs, so a half-built lab (or Ctrl-C during up) is removed too.
-    request.addfinalizer(teardown)
-    atexit.register(teardown)
-    # SIGTERM (CI cancelling the job) would skip both. As KeyboardInterrupt, pytest stops the
-    # session and still runs the finalizers (a SystemExit would only fail the current test).
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-
-        def _on_sigterm(signum: int, frame: object) -> None:
-            raise KeyboardInterrupt(f"signal {signum}")
-
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    # Once, however the session ends (finalizer, atexit, SIGTERM); registered before `up`
+    # runs, so a half-built lab (or Ctrl-C during up) is removed too.
+    register_teardown(request, _lab_down)
 
     try:
         # From a clean slate: a lab left up by hand would carry files in its private dirs.

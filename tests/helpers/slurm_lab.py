@@ -4,19 +4,17 @@ The session fixture ``slurm_cluster`` (registered in tests/slurm/conftest.py) in
 and munge if missing, then starts munged and slurmctld in the root namespace (the "login node",
 where sbatch/salloc/srun run) and one slurmd inside each namespace host, so ``-N2`` is two hosts
 with their own hostname and address. It stops everything by pid file afterwards, also on
-failure (finalizer, atexit; SIGTERM is turned into KeyboardInterrupt by namespace_hosts), and
-then fails loudly if any Slurm daemon, step daemon, job or rank process is left.
+failure (once, by tests/helpers/teardown.py: finalizer, atexit, SIGTERM), and then fails
+loudly if any Slurm daemon, step daemon, job or rank process is left.
 
 Needs root (namespace_hosts skips otherwise). Traffic: only the lab's bridge subnet.
 """
 
 from __future__ import annotations
 
-import atexit
 import re
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ import pytest
 
 from tests.helpers.jobs import REPO, VENV_BIN, clean_env, finish, spawn
 from tests.helpers.namespace_lab import NamespaceHosts
+from tests.helpers.teardown import register_teardown
 
 SCRIPT = REPO / "scripts" / "slurm_lab.sh"
 STATE_DIR = Path("/tmp/hvdtrain-slurm")
@@ -166,36 +165,24 @@ def slurm_leftovers(lab: NamespaceHosts) -> list[str]:
     return left
 
 
-class _Teardown:
-    """Stops the cluster once, however the session ends; fails if anything is left."""
-
-    def __init__(self, lab: NamespaceHosts, keep_logs: Path) -> None:
-        self._lab = lab
-        self._keep_logs = keep_logs
-        self._lock = threading.Lock()
-        self._done = False
-
-    def __call__(self) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self._done = True
-            # The daemons' logs outlive the cluster (pytest's basetemp), for post-mortems.
-            for log in STATE_DIR.glob("**/*.log"):
-                target = self._keep_logs / log.relative_to(STATE_DIR)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(log, target)
-            try:
-                down = _script("down", timeout=DOWN_TIMEOUT_S)
-                out = down.stdout + down.stderr
-            except subprocess.TimeoutExpired as exc:
-                out = f"slurm_lab.sh down timed out: {exc.stdout!r}"
-                down = None
-            deadline = time.monotonic() + 20  # killed processes take a moment to go
-            while (left := slurm_leftovers(self._lab)) and time.monotonic() < deadline:
-                time.sleep(0.5)
-            if (down is None or down.returncode != 0) or left:
-                raise RuntimeError(f"Slurm lab teardown: left behind {left}\n{out}")
+def _stop_cluster(lab: NamespaceHosts, keep_logs: Path) -> None:
+    """Stop the cluster; fail if anything of it (or of a job) is left."""
+    # The daemons' logs outlive the cluster (pytest's basetemp), for post-mortems.
+    for log in STATE_DIR.glob("**/*.log"):
+        target = keep_logs / log.relative_to(STATE_DIR)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, target)
+    try:
+        down = _script("down", timeout=DOWN_TIMEOUT_S)
+        out = down.stdout + down.stderr
+    except subprocess.TimeoutExpired as exc:
+        out = f"slurm_lab.sh down timed out: {exc.stdout!r}"
+        down = None
+    deadline = time.monotonic() + 20  # killed processes take a moment to go
+    while (left := slurm_leftovers(lab)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if (down is None or down.returncode != 0) or left:
+        raise RuntimeError(f"Slurm lab teardown: left behind {left}\n{out}")
 
 
 @pytest.fixture(scope="session")
@@ -209,11 +196,11 @@ def slurm_cluster(namespace_hosts: NamespaceHosts, request: pytest.FixtureReques
     if installed.returncode != 0:
         pytest.fail(f"installing Slurm failed:\n{installed.stdout}{installed.stderr}")
 
-    teardown = _Teardown(lab, tmp_path_factory.mktemp("slurm-logs"))
-    # Registered before `up`, so a half-started cluster is stopped too. pytest runs this
-    # finalizer before namespace_hosts' (which removes the hosts), as it depends on it.
-    request.addfinalizer(teardown)
-    atexit.register(teardown)
+    keep_logs = tmp_path_factory.mktemp("slurm-logs")
+    # Once, however the session ends; registered before `up`, so a half-started cluster is
+    # stopped too. pytest runs this finalizer before namespace_hosts' (which removes the
+    # hosts), as it depends on it.
+    register_teardown(request, lambda: _stop_cluster(lab, keep_logs))
     args = ["up", "--controller-address", lab.bridge_address]
     for host, address in zip(lab.hosts, lab.addresses, strict=True):
         args += ["--node", f"{host}={address}"]

@@ -377,7 +377,7 @@ class _Scripted:
 
 
 def _fake_run(tmp_path: Path, adapter: _Scripted, **options: object) -> dict[str, object]:
-    pytest.importorskip("tensorboard")
+    pytest.importorskip("tensorboardX")  # the event writer of a framework-free run
     pytest.importorskip("tqdm")
     from hvdtrain.training.loop import train
     from hvdtrain.types import Dataset, TrainConfig

@@ -130,17 +130,17 @@ def test_the_ranks_loader_rejects_non_finite_values_naming_row_and_column(
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_npz_streaming_check_finds_the_same_value_as_loading(tmp_path: Path,
                                                              order: str) -> None:
-    from hvdtrain.training.datasets import _npz_headers, _open_npz, _scan_npy
+    from hvdtrain.data.npy import npz_headers, open_npz, scan_member
 
     x = np.asarray(np.random.default_rng(0).normal(size=(50, 7)), order=order)
     x[33, 4] = -np.inf
     path = tmp_path / "d.npz"
     np.savez_compressed(path, x=x, y=np.arange(50) % 3)
-    with _open_npz(path) as archive:
-        header = _npz_headers(path, archive)["x"]
+    with open_npz(path) as archive:
+        header = npz_headers(path, archive)["x"]
         assert header.fortran_order == (order == "F")
         with pytest.raises(DataError, match=r"x\[33, 4\] is infinite"):
-            _scan_npy(path, archive, "x", header, keep=False, chunk_bytes=40)  # many chunks
+            scan_member(path, archive, "x", header, keep=False, chunk_bytes=40)  # many chunks
     with pytest.raises(DataError, match=r"x\[33, 4\] is infinite"):
         load_dataset(str(path), 0, 0.2)
 
@@ -164,9 +164,9 @@ def test_npz_check_streams_and_keeps_y(tmp_path: Path) -> None:
     (["yes", "no", "yes", "maybe"], [2, 1, 2, 0]),  # names, in sorted order
 ])
 def test_labels(labels: list[str], classes: list[int]) -> None:
-    from hvdtrain.training.datasets import _labels_as_ints
+    from hvdtrain.data.schema import labels_as_ints
 
-    assert _labels_as_ints(labels, [f"f:{i}" for i in range(len(labels))]).tolist() == classes
+    assert labels_as_ints(labels, [f"f:{i}" for i in range(len(labels))]).tolist() == classes
 
 
 def test_jsonl_text_must_be_a_string(tmp_path: Path) -> None:

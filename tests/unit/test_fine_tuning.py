@@ -133,3 +133,16 @@ def test_memory_estimate_counts_each_part() -> None:
     assert 1 * 2**30 < parts["activations"] < 8 * 2**30
     half = rank_memory(size, 32, 128, "bf16")["activations"]
     assert math.isclose(half * 2, parts["activations"], rel_tol=0.01)
+
+
+def test_each_ranks_tokenized_share_goes_back_in_file_order() -> None:
+    import numpy as np
+
+    from hvdtrain.training.text_data import interleave
+
+    whole = np.arange(7 * 3 * 4, dtype=np.int32).reshape(7, 3, 4)
+    parts = [whole[0::2], whole[1::2, :, :3]]  # rank 1's rows were shorter
+    got = interleave(parts, 7)
+    assert got.shape == (7, 3, 4)
+    assert np.array_equal(got[0::2], whole[0::2])
+    assert np.array_equal(got[1::2, :, :3], whole[1::2, :, :3]) and not got[1::2, :, 3].any()

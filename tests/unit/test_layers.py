@@ -41,6 +41,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "hvdtrain"
 # Highest first. A module belongs to the first layer with a prefix matching its name.
 LAYERS: list[tuple[str, ...]] = [
     ("hvdtrain.commands", "hvdtrain.__main__"),
+    # the inference server: reads checkpoints and exports with inference's own code
+    ("hvdtrain.serving",),
     # the launcher's side of train: reads data and checkpoints with training's own code
     ("hvdtrain.train_launcher",),
     # inference: evaluate/predict/export, on the training data and checkpoints
@@ -48,32 +50,42 @@ LAYERS: list[tuple[str, ...]] = [
     ("hvdtrain.diagnostics",),
     ("hvdtrain.launch",),
     ("hvdtrain.frameworks",),
+    # users' data files, one reader per format (stdlib and NumPy): for everything above
+    ("hvdtrain.data",),
     ("hvdtrain.comm", "hvdtrain.compression"),
     ("hvdtrain.cluster",),
     ("hvdtrain.types",),
-    ("hvdtrain.catalog",),
+    ("hvdtrain.catalog", "hvdtrain.pretrained"),
     ("hvdtrain.errors", "hvdtrain"),
 ]
-STDLIB_ONLY = ("hvdtrain.cluster", "hvdtrain.types", "hvdtrain.catalog", "hvdtrain.errors")
+STDLIB_ONLY = ("hvdtrain.cluster", "hvdtrain.types", "hvdtrain.catalog", "hvdtrain.errors",
+               "hvdtrain.pretrained")
 
 # Which processes run a module: its own entry, else its nearest package's. LAUNCHER is the
 # ``hvdtrain`` command a user types (with the helper processes it starts for its checks, such
 # as the model check), WRAPPER the thin process around each rank, RANK a process that trains,
-# evaluates, predicts or measures, HOST ``launch.probe`` run on a host over ssh. (An inference
-# server will be a process of its own.) Every module must be in here: a new package says where
-# it runs, and a module a rank runs may import only modules declared for ranks.
-LAUNCHER, WRAPPER, RANK, HOST = "launcher", "wrapper", "rank", "host"
-EVERY = frozenset({LAUNCHER, WRAPPER, RANK, HOST})
+# evaluates, predicts or measures, HOST ``launch.probe`` run on a host over ssh, SERVER the
+# inference server (``hvdtrain serve``). Every module must be in here: a new package says where
+# it runs, and a module a rank runs may import only modules declared for ranks. SERVER is
+# ``hvdtrain serve``'s process: it may import modules declared for it or for ranks, never
+# launcher-only ones.
+LAUNCHER, WRAPPER, RANK, HOST, SERVER = "launcher", "wrapper", "rank", "host", "server"
+EVERY = frozenset({LAUNCHER, WRAPPER, RANK, HOST, SERVER})
 PROCESSES: dict[str, frozenset[str]] = {
     "hvdtrain": EVERY, "hvdtrain.types": EVERY, "hvdtrain.catalog": EVERY,
-    "hvdtrain.errors": EVERY, "hvdtrain.atomic": EVERY,
+    "hvdtrain.errors": EVERY, "hvdtrain.atomic": EVERY, "hvdtrain.pretrained": EVERY,
+    "hvdtrain.log": EVERY,  # the logger: configured by the CLI, used everywhere
     # a rank is started as ``python -m hvdtrain train ...``: the same command, inside a rank
-    "hvdtrain.__main__": frozenset({LAUNCHER, RANK}),
-    "hvdtrain.commands": frozenset({LAUNCHER, RANK}),
+    "hvdtrain.__main__": frozenset({LAUNCHER, RANK, SERVER}),
+    "hvdtrain.commands": frozenset({LAUNCHER, RANK, SERVER}),
+    "hvdtrain.serving": frozenset({SERVER}),
+    "hvdtrain.serving.bench": frozenset({LAUNCHER}),  # starts a server, is its client
     "hvdtrain.train_launcher": frozenset({LAUNCHER}),
     "hvdtrain.training": frozenset({RANK}),
     "hvdtrain.benchmarks": frozenset({LAUNCHER, RANK}),
-    "hvdtrain.inference": frozenset({LAUNCHER, RANK}),  # the checks before the ranks, the ranks
+    # the checks before the ranks, the ranks, and the server (model cards, preparing rows)
+    "hvdtrain.inference": frozenset({LAUNCHER, RANK, SERVER}),
+    "hvdtrain.data": frozenset({LAUNCHER, RANK, SERVER}),  # whoever reads --data or a request
     "hvdtrain.diagnostics": frozenset({LAUNCHER}),
     "hvdtrain.launch": frozenset({LAUNCHER}),
     "hvdtrain.launch.protocol": frozenset({LAUNCHER, WRAPPER, RANK}),
@@ -87,7 +99,7 @@ PROCESSES: dict[str, frozenset[str]] = {
     # the argv builders, and ``detect_mpi_flavour``, which rank_env asks in a rank
     "hvdtrain.launch.commands": frozenset({LAUNCHER, WRAPPER, RANK}),
     "hvdtrain.launch.probe": frozenset({LAUNCHER, HOST}),
-    "hvdtrain.frameworks": frozenset({LAUNCHER, RANK}),
+    "hvdtrain.frameworks": frozenset({LAUNCHER, RANK, SERVER}),  # the server's exports
     "hvdtrain.comm": frozenset({RANK}),
     "hvdtrain.compression": frozenset({RANK}),
     "hvdtrain.cluster": frozenset({LAUNCHER, WRAPPER, RANK}),  # a rank checks its pinning
@@ -211,6 +223,26 @@ def rank_imports_of_launcher_code(package: Path) -> list[str]:
     return sorted(set(problems))
 
 
+def server_imports_of_launcher_code(package: Path) -> list[str]:
+    """Imports, by a module that runs in ``hvdtrain serve``'s process, of a module declared
+    neither for the server nor for ranks (annotations aside): the server shares the ranks' code
+    (checkpoints, data, inference), which imports only rank code itself, never the launcher's."""
+    packages = {module_name(p, package) for p in package.rglob("__init__.py")}
+    problems = []
+    for module, edges in import_graph(package).items():
+        if SERVER not in processes_of(module) or module.startswith("hvdtrain.commands") \
+                or module == "hvdtrain.__main__":
+            continue
+        for target, line, path in edges:
+            if (target in packages or processes_of(target) & {SERVER, RANK}
+                    or line in type_checking_lines(path)):
+                continue
+            problems.append(f"{path.relative_to(package.parent)}:{line}: {module} (runs in the "
+                            f"server) imports {target}, which runs only in "
+                            f"{', '.join(sorted(processes_of(target)))}")
+    return sorted(set(problems))
+
+
 def cycles(package: Path) -> list[list[str]]:
     graph = {m: sorted({t for t, _, _ in edges if not m.startswith(t + ".")})
              for m, edges in import_graph(package).items()}
@@ -291,6 +323,10 @@ def test_every_module_runs_in_a_declared_process() -> None:
 
 def test_rank_side_code_imports_no_launcher_only_module() -> None:
     assert rank_imports_of_launcher_code(PACKAGE) == []
+
+
+def test_server_code_imports_no_launcher_only_module() -> None:
+    assert server_imports_of_launcher_code(PACKAGE) == []
 
 
 def test_a_rank_importing_launcher_code_is_caught(tmp_path: Path) -> None:

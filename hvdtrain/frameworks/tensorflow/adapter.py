@@ -6,8 +6,13 @@ Horovod's core ops directly: a compiled (``tf.function``) train step computes gr
 a plain ``GradientTape`` and averages them with ``hvd.grouped_allreduce`` (``comm.fp16`` for
 overflow-safe fp16); model and optimizer variables are broadcast through their backing
 ``tf.Variable`` (``v.value``) once they exist. Options behave as in the torch adapter:
-weight decay is L2 on the gradient for adam/sgd and decoupled for adamw, SGD uses momentum
-0.9, Adam's epsilon is 1e-8, gradient accumulation sums N passes before one allreduce.
+weight decay is L2 on the gradient for adam/sgd and decoupled for adamw, in both cases for
+weight matrices only (no decay on biases and normalisation weights, every variable of one
+dimension), SGD uses momentum 0.9, Adam's epsilon is 1e-8, gradient accumulation sums N
+passes before one allreduce, ``--clip-grad-norm`` clips the averaged gradient (the same on
+every rank) before the step, only trainable variables (not frozen ones) are trained.
+``--precision bf16`` is a ``mixed_bfloat16`` model (float32 variables, float32 loss);
+``fp16`` is ``mixed_float16`` with a dynamic loss scale, on a GPU only.
 Checkpoints are ``.npz`` files read with ``allow_pickle=False`` (no code runs on load).
 """
 
@@ -22,9 +27,13 @@ from typing import Any
 import numpy as np
 
 from hvdtrain import comm
-from hvdtrain.errors import CheckpointError
+from hvdtrain.errors import CheckpointError, ConfigError
 from hvdtrain.frameworks.tensorflow.offline import OFFLINE, pin_device
 from hvdtrain.types import BatchStats, Dataset, DeviceChoice, TrainConfig
+
+# fp16's dynamic loss scale (as torch's GradScaler): start, halved after a non-finite
+# gradient, doubled after this many good steps
+LOSS_SCALE, LOSS_SCALE_GROWTH_STEPS = 2.0 ** 16, 2000
 
 # name → (keras.optimizers class name, extra keyword arguments, weight decay applied as L2)
 OPTIMIZERS: dict[str, tuple[str, dict[str, Any], bool]] = {
@@ -58,6 +67,8 @@ class TensorFlowAdapter:
         import keras
 
         tf = self.tf
+        if config.precision == "fp16" and self.device == "cpu":
+            raise ConfigError("--precision fp16 needs a CUDA GPU; on a CPU use --precision bf16")
         self.binary = data.num_classes == 2
         self.model = OFFLINE.build(config, data)  # seeded: same init everywhere
         kind, extra, decay_as_l2 = OPTIMIZERS[config.optimizer]
@@ -65,8 +76,18 @@ class TensorFlowAdapter:
             extra = {**extra, "weight_decay": config.weight_decay}
         self.optimizer = getattr(keras.optimizers, kind)(config.scaled_lr(self.comm.size),
                                                          **extra)
+        trained = self.model.trainable_variables
+        # weight matrices only: biases and normalisation weights are left undecayed
+        self.decayed = [len(v.shape) > 1 for v in trained]
+        if not decay_as_l2 and config.weight_decay:
+            self.optimizer.exclude_from_weight_decay(
+                var_list=[v for v in trained if len(v.shape) <= 1])
         self.l2 = config.weight_decay if decay_as_l2 else 0.0
-        self.optimizer.build(self.model.trainable_variables)
+        self.clip_grad_norm = config.clip_grad_norm
+        self.loss_scale = (tf.Variable(LOSS_SCALE, trainable=False, dtype=tf.float32)
+                           if config.precision == "fp16" else None)
+        self._good_steps = tf.Variable(0, trainable=False, dtype=tf.int64)
+        self.optimizer.build(trained)
         self.accumulation = config.grad_accumulation
         self.compression = config.compression
         self.accumulated = [tf.Variable(tf.zeros_like(v.value), trainable=False)
@@ -89,6 +110,7 @@ class TensorFlowAdapter:
     # -- compiled pieces -----------------------------------------------------------------
     def _loss(self, logits: Any, y: Any) -> tuple[Any, Any]:
         tf = self.tf
+        logits = tf.cast(logits, tf.float32)  # a mixed-precision model's are bf16/fp16
         if self.binary:
             logits = tf.squeeze(logits, 1)
             labels = tf.cast(y, tf.float32)
@@ -114,6 +136,8 @@ class TensorFlowAdapter:
             # samples) adds a zero gradient instead of 0/0
             scaled = loss_sum * poison / (tf.cast(tf.maximum(tf.shape(y)[0], 1), tf.float32)
                                           * self.accumulation)
+            if self.loss_scale is not None:  # fp16: keeps small gradients from underflowing
+                scaled = scaled * self.loss_scale
         return loss_sum, correct, tape.gradient(scaled, [v.value for v in variables])
 
     def _accumulate(self, x: Any, y: Any) -> tuple[Any, Any]:
@@ -144,16 +168,37 @@ class TensorFlowAdapter:
         variables = self.model.trainable_variables
         grads, recovered = tf_allreduce_gradients(local_grads, self.comm.hvd, self.comm.size,
                                                   self.compression)
-        if self.l2:
-            grads = [g + self.l2 * v.value for g, v in zip(grads, variables, strict=True)]
+        if self.loss_scale is not None:
+            grads = [g / self.loss_scale for g in grads]
         # identical on every rank (averaged gradients): all take the same branch
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
 
         def apply() -> Any:
-            self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+            step = grads
+            if self.clip_grad_norm:  # of the averaged gradient: the same on every rank
+                step, _ = tf.clip_by_global_norm(step, self.clip_grad_norm)
+            if self.l2:
+                step = [g + self.l2 * v.value if decayed else g
+                        for g, v, decayed in zip(step, variables, self.decayed, strict=True)]
+            self.optimizer.apply_gradients(zip(step, variables, strict=True))
             return tf.constant(True)
 
-        return recovered, tf.cond(finite, apply, lambda: tf.constant(False))
+        applied = tf.cond(finite, apply, lambda: tf.constant(False))
+        if self.loss_scale is not None:
+            self._update_loss_scale(applied)
+        return recovered, applied
+
+    def _update_loss_scale(self, applied: Any) -> None:
+        """Halve the fp16 loss scale after a non-finite gradient, double it after
+        ``LOSS_SCALE_GROWTH_STEPS`` good steps in a row (identical on every rank)."""
+        tf = self.tf
+        assert self.loss_scale is not None
+        good = tf.where(applied, self._good_steps + 1, tf.zeros_like(self._good_steps))
+        grow = good >= LOSS_SCALE_GROWTH_STEPS
+        self.loss_scale.assign(tf.where(applied, tf.where(grow, self.loss_scale * 2,
+                                                          self.loss_scale),
+                                        tf.maximum(self.loss_scale / 2, 1.0)))
+        self._good_steps.assign(tf.where(grow, tf.zeros_like(good), good))
 
     def _evaluate(self, x: Any, y: Any) -> tuple[Any, Any]:
         return self._loss(self.model(x, training=False), y)

@@ -5,12 +5,16 @@ probabilities, and a rank that computes them the same way whatever the rank coun
 layers only (binary: sigmoid, then a fixed ``Dense(2)`` giving exactly ``[1 - p, p]``; k
 logits: softmax), so a ``.keras`` export loads without hvdtrain and the predictor computes the
 very same operations. A rank runs on one CPU thread with deterministic ops: batches are the
-same at any rank count, and so is every result. Importing this module does not import TF.
+same at any rank count, and so is every result. A model computes in float32 here whatever
+``--precision`` it was trained with (its variables are float32 either way), as the torch
+predictor does; a fine-tuned ``keras-hub:`` model takes the packed token batches its preset's
+preprocessor makes (``pretrained.encode_texts``). Importing this module does not import TF.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +40,7 @@ def probability_layers(binary: bool) -> list[Any]:
 def load_model(config: TrainConfig, data: Dataset, checkpoint: Path) -> Any:
     """The checkpoint's model, built as training built it, with its weights (the model's
     variables come first in a checkpoint, the optimizer's after them)."""
-    model = OFFLINE.build(config, data)
+    model = OFFLINE.build(replace(config, precision="fp32"), data)
     payload = OFFLINE.read_checkpoint(checkpoint)
     OFFLINE.check_checkpoint_fits(model, payload)
     for variable, array in zip(model.variables, payload["arrays"], strict=False):

@@ -19,7 +19,11 @@ import numpy as np
 
 from hvdtrain.errors import CheckpointError
 from hvdtrain.frameworks.models import build_model
+from hvdtrain.pretrained import is_pretrained
 from hvdtrain.types import Dataset, DeviceChoice, TrainConfig
+
+# --precision → Keras dtype policy: float32 variables, the computation in the named type
+POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def _first_line(exc: BaseException) -> str:
@@ -69,12 +73,28 @@ class TensorFlowOffline:
         return None
 
     def build(self, config: TrainConfig, data: Dataset) -> Any:
+        """The model, seeded, its layers under ``--precision``'s dtype policy (float32
+        variables); a ``keras-hub:`` preset with the frozen parts not trainable."""
+        if is_pretrained(config.model):
+            from hvdtrain.frameworks.tensorflow import pretrained
+
+            pretrained.keras_hub()  # KERAS_BACKEND and offline mode before Keras loads
         import keras
 
+        keras.utils.set_random_seed(config.seed)  # same init everywhere; broadcast makes sure
+        if is_pretrained(config.model):
+            model = pretrained.build(config.model, data.num_classes, data.label_names,
+                                     POLICIES[config.precision])
+            pretrained.freeze(model, config.freeze_embeddings, config.freeze_layers)
+            return model
         from hvdtrain.frameworks.tensorflow.models import BUILDERS
 
-        keras.utils.set_random_seed(config.seed)  # same init everywhere; broadcast makes sure
-        return build_model(config.model, data, BUILDERS, keras.Model, "keras.Model")
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(POLICIES[config.precision])  # layers keep it when made
+        try:
+            return build_model(config.model, data, BUILDERS, keras.Model, "keras.Model")
+        finally:
+            keras.config.set_dtype_policy(previous)
 
     def output_shape(self, model: Any, x: np.ndarray) -> tuple[int, ...]:
         out = model(x, training=False)

@@ -1,0 +1,122 @@
+"""The servable seam and the loading rules, without a server or a framework: rows sent in a
+request are prepared by ``predict``'s own code (the same standardisation, the same checks),
+outputs split per request, and ``--model-dir`` finds exactly one export or says why not.
+
+(KServe is not imported here: its gRPC protobuf names clash with Triton's client, which other
+tests of this directory import; the protocol's checks are tested through a real server.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hvdtrain.errors import CheckpointError, DataError
+from hvdtrain.inference.card import ModelCard
+from hvdtrain.inference.inputs import Inputs
+from hvdtrain.serving.loading import (
+    card_from_sidecar,
+    default_name,
+    find_export,
+    training_metrics,
+)
+from hvdtrain.serving.servable import Classifier, TrainedInfo
+from hvdtrain.types import TrainConfig
+
+MEAN = np.array([1.0, -2.0, 0.5], np.float32)
+STD = np.array([2.0, 0.5, 3.0], np.float32)
+
+
+def card(tmp_path: Path, kind: str = "tabular", model: str = "mlp") -> ModelCard:
+    data = tmp_path / "data.csv"
+    return ModelCard(tmp_path / "epoch-0003.ckpt", "torch",
+                     TrainConfig(model=model, data=str(data)), 3, "data.csv", kind, 3, 3, None,
+                     MEAN if kind != "text" else None, STD if kind != "text" else None,
+                     ("cat", "dog", "eel"))
+
+
+def classifier(tmp_path: Path, kind: str = "tabular") -> Classifier:
+    return Classifier(card(tmp_path, kind), lambda x: x, "identity",
+                      TrainedInfo("here", "onnx", {"val_accuracy": 0.5}))
+
+
+def test_rows_are_prepared_exactly_as_predict_prepares_a_file(tmp_path: Path) -> None:
+    rows = np.array([[3.5, 1.25, -7.0], [0.1, 0.2, 0.3]], np.float32)
+    data = tmp_path / "data.csv"
+    data.write_text("a,b,c,label\n" + "".join(f"{r[0]!r},{r[1]!r},{r[2]!r},0\n"
+                                                for r in rows.tolist()))
+    the_card = card(tmp_path)
+    (batch,) = [b for b in Inputs(the_card, str(data), "all").batches(10) if b is not None]
+    served = classifier(tmp_path).prepare({"x": rows})
+    assert served.dtype == np.float32
+    np.testing.assert_array_equal(served, batch.x)  # bit for bit
+    np.testing.assert_array_equal(served, ((rows - MEAN) / STD).astype(np.float32))
+
+
+def test_a_value_that_is_not_finite_names_its_row(tmp_path: Path) -> None:
+    rows = np.zeros((3, 3), np.float32)
+    rows[2, 1] = np.inf
+    with pytest.raises(DataError, match=r"input 'x' row 2: feature 1 is"):
+        classifier(tmp_path).prepare({"x": rows})
+
+
+def test_outputs_are_class_label_and_probabilities(tmp_path: Path) -> None:
+    servable = classifier(tmp_path)
+    out = servable.finish(np.array([[0.1, 0.7, 0.2], [0.5, 0.5, 0.0]], np.float32))
+    assert out["class"].tolist() == [1, 0]  # a tie goes to the first class, as argmax
+    assert out["label"].tolist() == [b"dog", b"cat"]
+    assert [s.name for s in servable.outputs] == ["class", "label", "probabilities"]
+    assert servable.parameters()["class_names"] == json.dumps(["cat", "dog", "eel"])
+    assert servable.parameters()["trained_val_accuracy"] == 0.5
+    assert servable.version == "3"
+    assert servable.finish(servable.run(servable.prepare(servable.probe())))["class"].shape \
+        == (1,)
+
+
+def test_text_is_utf8_and_tokenized_as_in_training(tmp_path: Path) -> None:
+    servable = classifier(tmp_path, kind="text")
+    assert [s.as_v2() for s in servable.inputs] == [{"name": "text", "datatype": "BYTES",
+                                                    "shape": [-1]}]
+    tokens = servable.prepare({"text": np.array([b"hi", "ok"], dtype=object)})
+    assert tokens.dtype == np.int64 and tokens[0, :3].tolist() == [ord("h") + 1,
+                                                                  ord("i") + 1, 0]
+    with pytest.raises(DataError, match=r"input 'text' row 1: not UTF-8 text"):
+        servable.prepare({"text": np.array([b"fine", b"\xff\xfe"], dtype=object)})
+
+
+def test_the_default_name_is_url_safe(tmp_path: Path) -> None:
+    assert default_name(card(tmp_path)) == "mlp-data"
+    assert default_name(card(tmp_path, model="my.models:build")) == "my.models-build-data"
+
+
+def test_training_metrics_come_from_the_run_directory(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run" / "checkpoints" / "epoch-0002.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    (tmp_path / "run" / "metrics.jsonl").write_text(
+        json.dumps({"epoch": 1, "val_loss": 0.9}) + "\nnot json\n"
+        + json.dumps({"epoch": 2, "val_loss": 0.4, "val_accuracy": 0.9, "lr": 0.1}) + "\n")
+    assert training_metrics(checkpoint, 2) == {"val_loss": 0.4, "val_accuracy": 0.9}
+    assert training_metrics(checkpoint, 5) == {}
+    assert training_metrics(tmp_path / "elsewhere.ckpt", 2) == {}
+
+
+def test_a_model_dir_must_hold_exactly_one_export(tmp_path: Path) -> None:
+    sidecar = {"format": "onnx", "framework": "torch", "class_names": ["a", "b"],
+               "input": {"shape": [None, 4], "kind": "tabular"},
+               "standardisation": {"mean": [0, 0, 0, 0], "std": [1, 1, 1, 1]},
+               "trained": {"model": "mlp", "data": "x.csv", "epoch": 7}}
+    for name in ("one.onnx", "two.onnx"):
+        (tmp_path / name).write_bytes(b"")
+        (tmp_path / f"{name}.json").write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match=r"holds 2 exports \(one.onnx, two.onnx\)"):
+        find_export(str(tmp_path))
+    model, meta = find_export(str(tmp_path / "two.onnx"))
+    assert meta.name == "two.onnx.json"
+    found = card_from_sidecar(model, meta, sidecar)
+    assert (found.num_features, found.num_classes, found.epoch) == (4, 2, 7)
+    assert found.class_names == ("a", "b") and found.mean is not None
+    with pytest.raises(CheckpointError, match="not a usable hvdtrain export sidecar"):
+        card_from_sidecar(model, meta, {**sidecar, "input": {"shape": [None]}})
