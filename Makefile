@@ -31,7 +31,7 @@ SHELL_SCRIPTS = $(wildcard docker/*.sh docker/slurm/* scripts/*.sh) .ci/run
 DOCKERFILES = $(wildcard docker/Dockerfile*)
 
 lint: setup
-	$(VENV)/bin/ruff check hvdtrain scripts tests bench
+	$(VENV)/bin/ruff check hvdtrain scripts tests
 	$(VENV)/bin/mypy
 	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: sudo apt-get install shellcheck" >&2; exit 1; }
 	shellcheck $(SHELL_SCRIPTS)

@@ -18,7 +18,7 @@ from typing import Any
 
 from hvdtrain import __version__
 from hvdtrain.cluster.sources import count_local_gpus
-from hvdtrain.launch.commands import mpirun_version
+from hvdtrain.launch.argv import mpirun_version
 from hvdtrain.launch.probe import horovod_build, installed_version
 
 SETUP_FIX = "run 'bash scripts/setup.sh' (or 'make setup') in the hvdtrain checkout"

@@ -279,8 +279,9 @@ def _hvdtrain_steps(framework: str, model: str, x: Any, y: Any, config: TrainBen
     Dataset holding exactly the benchmark's batch. Every adapter is pinned before any is set
     up, and ``after_pin`` runs between, to override the adapters' thread count: TensorFlow
     accepts thread settings only before its runtime starts."""
+    from hvdtrain.config import TrainConfig
     from hvdtrain.frameworks.registry import create_adapter
-    from hvdtrain.types import Dataset, DeviceChoice, TrainConfig
+    from hvdtrain.types import Dataset, DeviceChoice
 
     wanted = [(name, compression) for name, compression in (("hvdtrain", "none"),
                                                              (FP16, "fp16"))

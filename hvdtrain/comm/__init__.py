@@ -62,10 +62,11 @@ class Comm:
 
 # Horovod's background thread starts the collectives queued since its last cycle every
 # HOROVOD_CYCLE_TIME ms (Horovod's default: 1). hvdtrain's default, measured with
-# bench/compare_launches.py (docs/BENCHMARKS.md, "Cycle time"): 0.2 ms gave the default 2-rank
-# job 1.36x the samples/s of 1 ms on one host and 1.15x between two hosts over a 1 Gbit/s
-# link, and changed nothing measurable on a 30 ms step. A value the user set wins (the
-# launchers' --cycle-time-ms sets the variable); with autotune Horovod tunes it itself.
+# scripts/bench_compare_launches.py (docs/BENCHMARKS.md, "Cycle time"): 0.2 ms gave the
+# default 2-rank job 1.36x the samples/s of 1 ms on one host and 1.15x between two hosts
+# over a 1 Gbit/s link, and changed nothing measurable on a 30 ms step. A value the user set
+# wins (the launchers' --cycle-time-ms sets the variable); with autotune Horovod tunes it
+# itself.
 DEFAULT_CYCLE_TIME_MS = "0.2"
 
 

@@ -26,7 +26,7 @@ from hvdtrain.commands.options import (
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import table
 from hvdtrain.errors import ConfigError
-from hvdtrain.launch.job import launch, layout_for
+from hvdtrain.launch.job import layout_for, run_supervised
 
 DEFAULT_SIZES = "4K,64K,1M,16M,64M"
 
@@ -127,7 +127,7 @@ def bench_allreduce(sizes: str, dtypes: str, compressions: str, repeats: int,
             out = Path(tmp) / "allreduce.json"
             program = [sys.executable, "-m", "hvdtrain.benchmarks.allreduce", str(out),
                        json.dumps(config.__dict__)]
-            launch(plan, program, launch_settings(kw), layout_for(Path(tmp) / "run"))
+            run_supervised(plan, program, launch_settings(kw), layout_for(Path(tmp) / "run"))
             return dict(json.loads(out.read_text()))
 
     if shaped_link:
@@ -276,7 +276,8 @@ def bench_train(framework: str, bench_model: str, batch_size: int, hidden: int |
                     out = Path(tmp) / f"train-{size}-{index}.json"
                     program = [sys.executable, "-m", "hvdtrain.benchmarks.train", str(out),
                                json.dumps(config.__dict__)]
-                    launch(each, program, settings, layout_for(Path(tmp) / f"run-{size}-{index}"))
+                    run_supervised(each, program, settings,
+                                   layout_for(Path(tmp) / f"run-{size}-{index}"))
                     runs[size].append(json.loads(out.read_text()))
         return runs
 

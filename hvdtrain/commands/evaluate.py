@@ -29,7 +29,7 @@ from hvdtrain.commands.options import (
     verbosity_options,
 )
 from hvdtrain.commands.render import show_dry_run
-from hvdtrain.launch.job import job_command, launch, layout_for, where_logs_are
+from hvdtrain.launch.job import job_command, layout_for, run_supervised, where_logs_are
 from hvdtrain.launch.rank_env import detect_rank, refuse_bare_srun_task
 from hvdtrain.log import logger
 
@@ -78,7 +78,7 @@ def launch_inference(name: str, kw: dict[str, Any], request: Any, dry_run: bool)
         return
     logger.info("%s %s on %s samples of %s; %d ranks from %s", name, card.describe(), samples,
                 request.data, the_plan.placement.size, the_plan.source.description)
-    result = launch(the_plan, program, settings, layout)
+    result = run_supervised(the_plan, program, settings, layout)
     if temporary:
         shutil.rmtree(root, ignore_errors=True)
     else:

@@ -21,8 +21,13 @@ from hvdtrain.commands.options import (
 )
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import show_dry_run
-from hvdtrain.launch.job import check_program, job_command, layout_for, where_logs_are
-from hvdtrain.launch.job import launch as run
+from hvdtrain.launch.job import (
+    check_program,
+    job_command,
+    layout_for,
+    run_supervised,
+    where_logs_are,
+)
 from hvdtrain.launch.rank_env import detect_rank, refuse_bare_srun_task
 from hvdtrain.log import logger
 
@@ -51,7 +56,7 @@ def launch(program: tuple[str, ...], run_dir: str | None, dry_run: bool, **kw: A
     if dry_run:
         show_dry_run(the_plan, job_command(the_plan, argv, settings, layout))
         return
-    result = run(the_plan, argv, settings, layout)
+    result = run_supervised(the_plan, argv, settings, layout)
     logger.info("%d ranks finished in %.1f s; logs in %s", len(result.ranks),
                 result.wall_seconds, where_logs_are(result, layout))
 

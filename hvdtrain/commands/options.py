@@ -24,8 +24,8 @@ from hvdtrain import catalog
 from hvdtrain.cluster.planning import PlacementRequest
 from hvdtrain.data.text import TEXT_SUFFIXES
 from hvdtrain.errors import ConfigError
-from hvdtrain.launch.commands import HorovodTuning
-from hvdtrain.launch.elastic import ElasticSettings
+from hvdtrain.launch.argv import HorovodTuning
+from hvdtrain.launch.elastic_hosts import ElasticSettings
 from hvdtrain.launch.job import LaunchSettings
 from hvdtrain.launch.protocol import encode_rank_options, rank_options
 from hvdtrain.launch.supervisor import Watchdog

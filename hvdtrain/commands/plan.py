@@ -93,7 +93,7 @@ def plan(json_output: bool, run_dir: str | None, estimate: bool, **kw: Any) -> N
     click.echo(f"  plus {RANK_OPTIONS_ENV}, train's options as resolved on this host "
                "('hvdtrain train ... --dry-run' shows it)")
     if settings.elastic is not None:
-        from hvdtrain.launch.elastic import hostfile_path, script_path
+        from hvdtrain.launch.elastic_hosts import hostfile_path, script_path
 
         click.echo(f"\nhost discovery (written at launch): {script_path(layout.root)}, "
                    f"re-reading {hostfile_path(layout.root, settings.elastic)} on every call")

@@ -9,7 +9,7 @@ import click
 
 from hvdtrain.cluster.placement import Placement
 from hvdtrain.cluster.planning import Plan
-from hvdtrain.launch.commands import LaunchCommand
+from hvdtrain.launch.argv import LaunchCommand
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

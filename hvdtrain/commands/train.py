@@ -42,6 +42,7 @@ from hvdtrain.commands.options import (
 )
 from hvdtrain.commands.precedence import config_option, mirror_env
 from hvdtrain.commands.render import show_dry_run
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import TrainingStoppedError
 from hvdtrain.launch.job import job_command, layout_for, where_logs_are
 from hvdtrain.launch.network import is_local
@@ -50,7 +51,6 @@ from hvdtrain.launch.rank_env import detect_rank, refuse_bare_srun_task
 from hvdtrain.launch.results import fetch_results, rank_hosts, remote_hosts, where_results_are
 from hvdtrain.log import logger
 from hvdtrain.pretrained import FINE_TUNING_DEFAULTS, is_pretrained
-from hvdtrain.types import TrainConfig
 
 STOP_EXIT_GRACE_S = 3.0  # ranks other than 0 wait this long before exiting 75 (see train())
 

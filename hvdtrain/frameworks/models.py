@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from hvdtrain.catalog import MODELS
+from hvdtrain.config import is_user_model
 from hvdtrain.errors import ConfigError
-from hvdtrain.types import Dataset, is_user_model
+from hvdtrain.types import Dataset
 
 Builder = Callable[[Dataset], Any]
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import CheckpointError
 from hvdtrain.training.checkpoint import FORMAT, CheckpointStore, read_checkpoint_meta
-from hvdtrain.types import TOKENS, Dataset, TrainConfig
+from hvdtrain.types import TOKENS, Dataset
 
 NO_SHAPE_HINT = ("this checkpoint was written before checkpoints carried the data's shape; "
                  "train again (or --resume it for one more epoch) to get one that does")

@@ -29,6 +29,7 @@ import numpy as np
 
 from hvdtrain.atomic import atomic_write
 from hvdtrain.catalog import FRAMEWORKS, PREDICTION_FILES
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import ConfigError, DataError, OutputError
 from hvdtrain.inference.card import ModelCard, load_card
 from hvdtrain.inference.inputs import Batch, Inputs
@@ -38,7 +39,7 @@ from hvdtrain.log import logger
 from hvdtrain.training.commits import raise_agreed
 from hvdtrain.training.host_identity import device_choice
 from hvdtrain.training.progress import Progress, progress
-from hvdtrain.types import Collectives, Dataset, DeviceChoice, TrainConfig
+from hvdtrain.types import Collectives, Dataset, DeviceChoice
 
 
 class Predictor(Protocol):

@@ -8,7 +8,7 @@ it returns, and ``launch`` executes it (and records it in ``launch.json``), so w
 what runs; a test compares the three.
 
 ``--elastic`` (``LaunchSettings.elastic``) builds horovodrun's elastic command instead
-(``launch.elastic``: Gloo, a generated host-discovery script), and ``launch`` writes that
+(``launch.elastic_hosts``: Gloo, a generated host-discovery script), and ``launch`` writes that
 script into the run directory before starting it.
 
 Defaults, measured on this project's 2-core machine (see docs/LAUNCHING.md, "Choosing a launcher"):
@@ -31,7 +31,7 @@ from pathlib import Path
 from hvdtrain.cluster.pinning import encode_plan
 from hvdtrain.cluster.planning import Plan
 from hvdtrain.errors import ConfigError, LaunchError, PreflightError
-from hvdtrain.launch.commands import (
+from hvdtrain.launch.argv import (
     ALWAYS_EXPORT,
     HorovodTuning,
     LaunchCommand,
@@ -39,7 +39,7 @@ from hvdtrain.launch.commands import (
     horovodrun_command,
     mpirun_command,
 )
-from hvdtrain.launch.elastic import ElasticSettings, elastic_command, write_discovery
+from hvdtrain.launch.elastic_hosts import ElasticSettings, elastic_command, write_discovery
 from hvdtrain.launch.network import interface_in, is_local, rendezvous_address
 from hvdtrain.launch.preflight.run import run_preflight
 from hvdtrain.launch.protocol import (
@@ -212,7 +212,7 @@ def check_hosts(plan: Plan, settings: LaunchSettings, layout: RunLayout) -> None
             "(--write-good-hostfile keeps the hosts that passed); --no-preflight skips this")
 
 
-def launch(plan: Plan, program: list[str], settings: LaunchSettings,
+def run_supervised(plan: Plan, program: list[str], settings: LaunchSettings,
            layout: RunLayout) -> JobResult:
     check_hosts(plan, settings, layout)
     layout.root.mkdir(parents=True, exist_ok=True)

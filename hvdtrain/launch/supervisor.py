@@ -56,7 +56,7 @@ from typing import TextIO
 
 from hvdtrain.errors import ConfigError, ExitCode, LaunchError
 from hvdtrain.launch import failures
-from hvdtrain.launch.commands import LaunchCommand
+from hvdtrain.launch.argv import LaunchCommand
 from hvdtrain.launch.failures import JobFailure
 from hvdtrain.launch.lifeline import die_with_parent, launcher_death_signal
 from hvdtrain.launch.network import is_local

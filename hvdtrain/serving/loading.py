@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from hvdtrain import __version__
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import CheckpointError, ConfigError, HvdtrainError, OutputError
 from hvdtrain.inference.card import ModelCard, load_card
 from hvdtrain.inference.exporting import export, sidecar_path
 from hvdtrain.serving.servable import Classifier, Parameter, TrainedInfo
-from hvdtrain.types import TrainConfig
 
 # the export format a checkpoint of each framework is served from
 EXPORT_FOR = {"torch": "onnx", "tensorflow": "keras"}

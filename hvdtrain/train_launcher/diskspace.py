@@ -25,8 +25,9 @@ from pathlib import Path
 
 from hvdtrain.atomic import free_bytes, human_bytes
 from hvdtrain.catalog import DATASETS
+from hvdtrain.config import TrainConfig
 from hvdtrain.training.datasets import inspect_npz
-from hvdtrain.types import TEXT_LENGTH, TEXT_VOCAB, TrainConfig
+from hvdtrain.types import TEXT_LENGTH, TEXT_VOCAB
 
 META_BYTES = 64 * 1024  # the metadata: config, every rank's RNG state, a sampler mask
 OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "sgd": 1}  # float32 values kept per parameter

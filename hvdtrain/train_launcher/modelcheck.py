@@ -23,13 +23,14 @@ from typing import Any
 from hvdtrain import errors
 from hvdtrain.atomic import atomic_write_text
 from hvdtrain.catalog import FRAMEWORKS
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import CheckpointError, ConfigError, HvdtrainError
 from hvdtrain.frameworks.models import describe_exception
 from hvdtrain.pretrained import ModelSize, parse_pretrained, rank_memory
 from hvdtrain.training.checkpoint import check_compatible
 from hvdtrain.training.datasets import load_dataset
 from hvdtrain.training.text_data import load_text_dataset
-from hvdtrain.types import OfflineFramework, TrainConfig
+from hvdtrain.types import OfflineFramework
 
 PROBE_SAMPLES = 2
 

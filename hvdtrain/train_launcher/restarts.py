@@ -38,7 +38,7 @@ from hvdtrain.cluster.placement import plan_placement
 from hvdtrain.cluster.planning import Plan
 from hvdtrain.errors import ConfigError, ExitCode
 from hvdtrain.launch.failures import FailureKind, JobFailedError, JobFailure
-from hvdtrain.launch.job import LaunchSettings, launch
+from hvdtrain.launch.job import LaunchSettings, run_supervised
 from hvdtrain.launch.network import is_local
 from hvdtrain.launch.preflight.run import run_preflight
 from hvdtrain.launch.protocol import RunLayout
@@ -150,7 +150,7 @@ def train_with_restarts(plan: Plan, program: Callable[[str | None], list[str]],
     attempt = 0
     while True:
         try:
-            result = launch(current, program(resume), settings, layout)
+            result = run_supervised(current, program(resume), settings, layout)
         except JobFailedError as exc:
             failure = exc.failure
             final = worth_restarting(failure)

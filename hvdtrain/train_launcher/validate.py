@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from hvdtrain.catalog import DATA_FILES, DATASETS
+from hvdtrain.config import TrainConfig, is_user_model
 from hvdtrain.errors import ConfigError
 from hvdtrain.frameworks.models import check_model_kind, check_user_module_exists
 from hvdtrain.launch.processes import signal_group
@@ -40,7 +41,6 @@ from hvdtrain.train_launcher.modelcheck import error_from
 from hvdtrain.training.checkpoint import CheckpointStore, check_compatible, read_checkpoint_meta
 from hvdtrain.training.datasets import Loader, check_data_source
 from hvdtrain.training.text_data import check_text_data
-from hvdtrain.types import TrainConfig, is_user_model
 
 MODEL_CHECK_TIMEOUT = 300.0  # seconds; a factory may download weights
 CHECK_MODULE = "hvdtrain.train_launcher.modelcheck"

@@ -45,6 +45,7 @@ import numpy as np
 
 from hvdtrain import __version__
 from hvdtrain.atomic import atomic_write_text, write_failure
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import (
     CheckpointError,
     HvdtrainError,
@@ -75,7 +76,7 @@ from hvdtrain.training.sharding import (
     eval_shard,
     shard_batches,
 )
-from hvdtrain.types import BatchStats, Collectives, Dataset, FrameworkAdapter, TrainConfig
+from hvdtrain.types import BatchStats, Collectives, Dataset, FrameworkAdapter
 
 EVAL_BATCH = 1024
 T = TypeVar("T")
@@ -92,7 +93,7 @@ class LoopOptions:
     # commit, the final model) to samples/committed.jsonl, for exactly-once checks
     record_samples: bool = False
     step_delay: float = 0.0  # seconds of sleep per step: a slow job for fault-tolerance demos
-    # Horovod elastic (``training.elastic``): start from an in-memory position instead of a
+    # Horovod elastic (``training.elastic_loop``): start from an in-memory position instead of a
     # checkpoint (the adapter's state is already restored), and hand every ``commit_every``-th
     # step boundary (and every epoch's end) to ``on_commit`` on every rank, which may raise
     # Horovod's interrupt when hosts changed.

@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import IO, Any, Protocol
 
+from hvdtrain.config import TrainConfig
 from hvdtrain.launch.protocol import TERMINAL_ENV
-from hvdtrain.types import TrainConfig
 
 DEFAULT_EVERY_SECONDS = TrainConfig.log_every_seconds  # evaluate and predict use it as is
 

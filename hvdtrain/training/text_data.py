@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from hvdtrain.config import TrainConfig
 from hvdtrain.data.text import label_ids, label_names, read_labelled_text
 from hvdtrain.errors import ConfigError, DataError
 from hvdtrain.pretrained import parse_pretrained
 from hvdtrain.training.sharding import split_and_standardise
-from hvdtrain.types import TOKENS, Collectives, Dataset, TrainConfig
+from hvdtrain.types import TOKENS, Collectives, Dataset
 
 
 def encoder_for(model_name: str) -> Any:

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from hvdtrain.config import TrainConfig
 from hvdtrain.frameworks.registry import create_adapter
 from hvdtrain.launch.protocol import RunLayout
 from hvdtrain.log import logger
@@ -27,7 +28,6 @@ from hvdtrain.training.datasets import load_dataset
 from hvdtrain.training.host_identity import device_choice
 from hvdtrain.training.loop import LoopOptions, train
 from hvdtrain.training.text_data import load_text_dataset
-from hvdtrain.types import TrainConfig
 
 
 def stop_on_signals(stop: StopRequest) -> None:
@@ -47,7 +47,7 @@ def stop_on_signals(stop: StopRequest) -> None:
 def run_worker(config: TrainConfig, options: LoopOptions | None = None,
                env: Mapping[str, str] | None = None,
                elastic_commit_every: int | None = None) -> dict[str, Any]:
-    """``elastic_commit_every``: run under Horovod elastic (``training.elastic``), committing
+    """``elastic_commit_every``: run under Horovod elastic (``training.elastic_loop``), committing
     every that many steps."""
     env = os.environ if env is None else env
     options = options or LoopOptions()
@@ -98,7 +98,7 @@ def run_worker(config: TrainConfig, options: LoopOptions | None = None,
         return placed
 
     if elastic_commit_every is not None:
-        from hvdtrain.training.elastic import train_elastic  # imports Horovod's elastic API
+        from hvdtrain.training.elastic_loop import train_elastic  # imports Horovod's elastic API
 
         return train_elastic(adapter, config, data, run_dir, options, place_ranks,
                              elastic_commit_every)

@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 
 from hvdtrain.catalog import MODELS, OPTIMIZERS
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import CheckpointError
 from hvdtrain.frameworks.registry import create_adapter
 from hvdtrain.training.checkpoint import FORMAT, check_compatible
 from hvdtrain.training.datasets import load_dataset
-from hvdtrain.types import DeviceChoice, FrameworkAdapter, TrainConfig
+from hvdtrain.types import DeviceChoice, FrameworkAdapter
 
 
 def main(framework: str, out: Path) -> dict[str, object]:

@@ -19,12 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import ConfigError
 from hvdtrain.frameworks.registry import create_adapter
 from hvdtrain.frameworks.tensorflow import pretrained
 from hvdtrain.training.datasets import load_dataset
 from hvdtrain.training.text_data import load_text_dataset
-from hvdtrain.types import DeviceChoice, TrainConfig
+from hvdtrain.types import DeviceChoice
 from tests.fixtures.language_models import make_keras_bert, reviews, write_reviews
 
 

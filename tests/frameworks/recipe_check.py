@@ -13,9 +13,10 @@ import sys
 
 import numpy as np
 
+from hvdtrain.config import TrainConfig
 from hvdtrain.frameworks.registry import create_adapter
 from hvdtrain.training.datasets import load_dataset
-from hvdtrain.types import DeviceChoice, TrainConfig
+from hvdtrain.types import DeviceChoice
 
 
 def parameters(adapter: object) -> np.ndarray:

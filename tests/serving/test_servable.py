@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import CheckpointError, DataError
 from hvdtrain.inference.card import ModelCard
 from hvdtrain.inference.inputs import Inputs
@@ -24,7 +25,6 @@ from hvdtrain.serving.loading import (
     training_metrics,
 )
 from hvdtrain.serving.servable import Classifier, TrainedInfo
-from hvdtrain.types import TrainConfig
 
 MEAN = np.array([1.0, -2.0, 0.5], np.float32)
 STD = np.array([2.0, 0.5, 3.0], np.float32)

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from hvdtrain.commands import main
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import ConfigError, DataError
 from hvdtrain.inference.card import load_card
 from hvdtrain.inference.inputs import Batch, Inputs
@@ -25,7 +26,6 @@ from hvdtrain.inference.metrics import roc_auc, summarise
 from hvdtrain.inference.runner import _Rows
 from hvdtrain.training.checkpoint import FORMAT
 from hvdtrain.training.datasets import load_dataset
-from hvdtrain.types import TrainConfig
 
 
 def make_checkpoint(path: Path, data: str = "breast-cancer", framework: str = "tensorflow",

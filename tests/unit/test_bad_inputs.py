@@ -379,8 +379,9 @@ class _Scripted:
 def _fake_run(tmp_path: Path, adapter: _Scripted, **options: object) -> dict[str, object]:
     pytest.importorskip("tensorboardX")  # the event writer of a framework-free run
     pytest.importorskip("tqdm")
+    from hvdtrain.config import TrainConfig
     from hvdtrain.training.loop import train
-    from hvdtrain.types import Dataset, TrainConfig
+    from hvdtrain.types import Dataset
 
     x = np.zeros((40, 2), np.float32)
     y = np.zeros(40, np.int64)
@@ -427,9 +428,9 @@ def test_no_checkpoint_is_written_with_non_finite_parameters(tmp_path: Path) -> 
 
 
 def test_a_model_check_that_takes_too_long_is_stopped() -> None:
+    from hvdtrain.config import TrainConfig
     from hvdtrain.errors import ConfigError
     from hvdtrain.train_launcher.validate import check_user_model
-    from hvdtrain.types import TrainConfig
 
     config = TrainConfig(model=f"{USER}:make_torch", data="breast-cancer")
     start = time.monotonic()

@@ -5,7 +5,7 @@ import pytest
 from hvdtrain.cluster.hosts import Host
 from hvdtrain.cluster.placement import plan_placement
 from hvdtrain.errors import ConfigError, LaunchError
-from hvdtrain.launch.commands import HorovodTuning, horovodrun_command, mpirun_command
+from hvdtrain.launch.argv import HorovodTuning, horovodrun_command, mpirun_command
 from hvdtrain.launch.job import LaunchSettings, resolve_backend
 
 PLACEMENT = plan_placement([Host("a", 2, (0, 1)), Host("b", 2, (0, 1))])

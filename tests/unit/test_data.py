@@ -239,8 +239,8 @@ def test_checkpoint_meta_reader_runs_nothing_from_the_file(tmp_path: Path) -> No
 
 
 def test_data_only_the_ranks_hosts_have_is_checked_by_them(tmp_path: Path) -> None:
+    from hvdtrain.config import TrainConfig
     from hvdtrain.train_launcher.validate import validate_run
-    from hvdtrain.types import TrainConfig
 
     config = TrainConfig(data=str(tmp_path / "on-the-workers.csv"))
     notes = validate_run(config, tmp_path, data_may_be_elsewhere=True)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from hvdtrain.config import TrainConfig
 from hvdtrain.train_launcher import diskspace
 from hvdtrain.train_launcher.diskspace import (
     BUILTIN_INPUTS,
@@ -20,7 +21,6 @@ from hvdtrain.train_launcher.diskspace import (
 )
 from hvdtrain.train_launcher.validate import validate_run
 from hvdtrain.training.datasets import load_dataset
-from hvdtrain.types import TrainConfig
 from tests.helpers.small_fs import small_filesystem
 
 MIB = 1 << 20

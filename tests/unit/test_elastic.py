@@ -18,8 +18,8 @@ import pytest
 from hvdtrain.cluster.planning import PlacementRequest, make_plan
 from hvdtrain.commands.options import elastic_settings
 from hvdtrain.errors import ConfigError, RankFailedError
-from hvdtrain.launch.commands import LaunchCommand
-from hvdtrain.launch.elastic import (
+from hvdtrain.launch.argv import LaunchCommand
+from hvdtrain.launch.elastic_hosts import (
     ElasticSettings,
     hostfile_path,
     script_path,
@@ -224,7 +224,7 @@ class _Adapter:
 
 
 def test_loop_state_commits_restores_resets_and_syncs() -> None:
-    from hvdtrain.training.elastic import LoopState
+    from hvdtrain.training.elastic_loop import LoopState
     from hvdtrain.training.loop import Progress
 
     adapter = _Adapter(_Comm())
@@ -249,7 +249,7 @@ def test_loop_state_commits_restores_resets_and_syncs() -> None:
 
 
 def test_only_tensorflow_errors_about_horovod_are_lost_peers() -> None:
-    from hvdtrain.training.elastic import is_lost_peer
+    from hvdtrain.training.elastic_loop import is_lost_peer
 
     lost = type("UnknownError", (Exception,), {"__module__": "tensorflow.python.framework"})
     assert is_lost_peer(lost("HorovodAllreduce failed: Gloo connection closed"))

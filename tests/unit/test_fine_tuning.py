@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hvdtrain.config import TrainConfig, is_user_model
 from hvdtrain.data.text import label_ids, label_names, read_labelled_text
 from hvdtrain.errors import ConfigError, DataError
 from hvdtrain.pretrained import (
@@ -18,7 +19,6 @@ from hvdtrain.pretrained import (
     parse_pretrained,
     rank_memory,
 )
-from hvdtrain.types import TrainConfig, is_user_model
 
 
 def test_names_and_frameworks() -> None:

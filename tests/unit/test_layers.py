@@ -55,10 +55,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("hvdtrain.comm", "hvdtrain.compression"),
     ("hvdtrain.cluster",),
     ("hvdtrain.types",),
+    ("hvdtrain.config",),
     ("hvdtrain.catalog", "hvdtrain.pretrained"),
     ("hvdtrain.errors", "hvdtrain"),
 ]
-STDLIB_ONLY = ("hvdtrain.cluster", "hvdtrain.types", "hvdtrain.catalog", "hvdtrain.errors",
+STDLIB_ONLY = ("hvdtrain.cluster", "hvdtrain.types", "hvdtrain.config", "hvdtrain.catalog",
+               "hvdtrain.errors",
                "hvdtrain.pretrained")
 
 # Which processes run a module: its own entry, else its nearest package's. LAUNCHER is the
@@ -74,6 +76,7 @@ EVERY = frozenset({LAUNCHER, WRAPPER, RANK, HOST, SERVER})
 PROCESSES: dict[str, frozenset[str]] = {
     "hvdtrain": EVERY, "hvdtrain.types": EVERY, "hvdtrain.catalog": EVERY,
     "hvdtrain.errors": EVERY, "hvdtrain.atomic": EVERY, "hvdtrain.pretrained": EVERY,
+    "hvdtrain.config": EVERY,
     "hvdtrain.log": EVERY,  # the logger: configured by the CLI, used everywhere
     # a rank is started as ``python -m hvdtrain train ...``: the same command, inside a rank
     "hvdtrain.__main__": frozenset({LAUNCHER, RANK, SERVER}),
@@ -97,7 +100,7 @@ PROCESSES: dict[str, frozenset[str]] = {
     "hvdtrain.launch.allocator": frozenset({LAUNCHER, WRAPPER}),
     "hvdtrain.launch.mpi_tuning": frozenset({LAUNCHER, WRAPPER}),
     # the argv builders, and ``detect_mpi_flavour``, which rank_env asks in a rank
-    "hvdtrain.launch.commands": frozenset({LAUNCHER, WRAPPER, RANK}),
+    "hvdtrain.launch.argv": frozenset({LAUNCHER, WRAPPER, RANK}),
     "hvdtrain.launch.probe": frozenset({LAUNCHER, HOST}),
     "hvdtrain.frameworks": frozenset({LAUNCHER, RANK, SERVER}),  # the server's exports
     "hvdtrain.comm": frozenset({RANK}),

@@ -112,7 +112,7 @@ DEAF_RANK = textwrap.dedent("""
 DRIVER = textwrap.dedent("""
     import shlex, sys
     from pathlib import Path
-    from hvdtrain.launch.commands import LaunchCommand
+    from hvdtrain.launch.argv import LaunchCommand
     from hvdtrain.launch.protocol import RunLayout
     from hvdtrain.launch.supervisor import Watchdog, run_job
 

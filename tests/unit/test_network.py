@@ -7,7 +7,7 @@ import pytest
 from hvdtrain.cluster.hosts import Host
 from hvdtrain.cluster.placement import plan_placement
 from hvdtrain.errors import ConfigError
-from hvdtrain.launch.commands import HorovodTuning, horovodrun_command, mpirun_command
+from hvdtrain.launch.argv import HorovodTuning, horovodrun_command, mpirun_command
 from hvdtrain.launch.network import interface_in, rendezvous_address, route_source_address
 from hvdtrain.launch.protocol import NETWORK_ENV, RENDEZVOUS_ENV
 from hvdtrain.launch.rank_wrapper import child_environment

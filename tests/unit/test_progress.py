@@ -19,12 +19,12 @@ from typing import IO
 import pytest
 
 from hvdtrain.cluster.planning import PlacementRequest, make_plan
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import ConfigError
-from hvdtrain.launch.elastic import ElasticSettings
+from hvdtrain.launch.elastic_hosts import ElasticSettings
 from hvdtrain.launch.job import LaunchSettings, job_command
 from hvdtrain.launch.protocol import TERMINAL_ENV, RunLayout, terminal_environment
 from hvdtrain.training.progress import LogProgress, on_terminal, progress
-from hvdtrain.types import TrainConfig
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 
 from hvdtrain.errors import ExitCode, RankFailedError
 from hvdtrain.launch import failures
-from hvdtrain.launch.commands import LaunchCommand
+from hvdtrain.launch.argv import LaunchCommand
 from hvdtrain.launch.protocol import (
     JOB_DIR_ENV,
     PLAN_ENV,

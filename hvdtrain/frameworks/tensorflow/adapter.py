@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from hvdtrain import comm
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import CheckpointError, ConfigError
 from hvdtrain.frameworks.tensorflow.offline import OFFLINE, pin_device
-from hvdtrain.types import BatchStats, Dataset, DeviceChoice, TrainConfig
+from hvdtrain.types import BatchStats, Dataset, DeviceChoice
 
 # fp16's dynamic loss scale (as torch's GradScaler): start, halved after a non-finite
 # gradient, doubled after this many good steps

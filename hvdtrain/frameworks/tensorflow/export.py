@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import ConfigError
 from hvdtrain.frameworks.tensorflow.inference import load_model, probabilities_model
-from hvdtrain.types import TOKENS, Dataset, TrainConfig
+from hvdtrain.types import TOKENS, Dataset
 
 TOLERANCE = 1e-5
 

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from hvdtrain import comm
+from hvdtrain.config import TrainConfig
 from hvdtrain.frameworks.tensorflow.offline import OFFLINE, pin_device
-from hvdtrain.types import Collectives, Dataset, DeviceChoice, TrainConfig
+from hvdtrain.types import Collectives, Dataset, DeviceChoice
 
 
 def probability_layers(binary: bool) -> list[Any]:

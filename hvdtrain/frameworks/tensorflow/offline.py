@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import CheckpointError
 from hvdtrain.frameworks.models import build_model
 from hvdtrain.pretrained import is_pretrained
-from hvdtrain.types import Dataset, DeviceChoice, TrainConfig
+from hvdtrain.types import Dataset, DeviceChoice
 
 # --precision → Keras dtype policy: float32 variables, the computation in the named type
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from hvdtrain import comm
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import CheckpointError, ConfigError
 from hvdtrain.frameworks.torch.offline import OFFLINE
-from hvdtrain.types import BatchStats, Dataset, DeviceChoice, TrainConfig
+from hvdtrain.types import BatchStats, Dataset, DeviceChoice
 
 # name → (torch.optim class name, extra keyword arguments)
 OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import ConfigError
 from hvdtrain.frameworks.torch.inference import load_model, probabilities_module
-from hvdtrain.types import TOKENS, Dataset, TrainConfig
+from hvdtrain.types import TOKENS, Dataset
 
 TOLERANCE = 1e-5
 PROBE_ROWS = 16

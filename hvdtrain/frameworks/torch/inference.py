@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from hvdtrain import comm
+from hvdtrain.config import TrainConfig
 from hvdtrain.frameworks.torch.offline import OFFLINE
-from hvdtrain.types import Collectives, Dataset, DeviceChoice, TrainConfig
+from hvdtrain.types import Collectives, Dataset, DeviceChoice
 
 
 def probabilities_module(model: Any, binary: bool) -> Any:

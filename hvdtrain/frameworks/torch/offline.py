@@ -20,11 +20,12 @@ from typing import IO, Any
 
 import numpy as np
 
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import CheckpointError
 from hvdtrain.frameworks.models import build_model
 from hvdtrain.frameworks.torch.models import BUILDERS
 from hvdtrain.pretrained import is_pretrained
-from hvdtrain.types import Dataset, TrainConfig
+from hvdtrain.types import Dataset
 
 PICKLE_MEMBER = "data.pkl"  # catalog.FRAMEWORKS' checkpoint_marker for torch
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from hvdtrain.cluster.planning import Plan
 from hvdtrain.launch import probe as probe_module
-from hvdtrain.launch.commands import ALWAYS_EXPORT, detect_mpi_flavour, mpirun_command
+from hvdtrain.launch.argv import ALWAYS_EXPORT, detect_mpi_flavour, mpirun_command
 from hvdtrain.launch.network import is_local
 from hvdtrain.launch.preflight.checks import (
     SMOKE_PROGRAM,

@@ -5,7 +5,7 @@ that choice on the machine at hand instead of trusting a number from elsewhere. 
 controllers are timed in the same invocation (each the other's baseline); medians of
 repeated timings are reported, and the ratio is what to read on a shared, noisy machine.
 
-    .venv/bin/python bench/allreduce_controllers.py [--sizes-mb 1 4 16 64] [--repeats 15]
+    .venv/bin/python scripts/bench_allreduce_controllers.py [--sizes-mb 1 4 16 64] [--repeats 15]
 """
 
 from __future__ import annotations

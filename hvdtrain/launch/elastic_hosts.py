@@ -32,7 +32,7 @@ from hvdtrain.cluster.discover import discovery_lines
 from hvdtrain.cluster.hosts import Host
 from hvdtrain.cluster.planning import Plan
 from hvdtrain.errors import ConfigError
-from hvdtrain.launch.commands import HorovodTuning, LaunchCommand
+from hvdtrain.launch.argv import HorovodTuning, LaunchCommand
 from hvdtrain.launch.network import is_local
 
 SCRIPT_NAME = "discover-hosts.sh"

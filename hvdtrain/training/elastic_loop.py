@@ -48,12 +48,13 @@ from horovod.common.exceptions import HorovodInternalError, HostsUpdatedInterrup
 
 from hvdtrain.atomic import atomic_write_text
 from hvdtrain.comm import Comm
+from hvdtrain.config import TrainConfig
 from hvdtrain.errors import ConfigError
 from hvdtrain.launch.protocol import claim_voice
 from hvdtrain.log import logger
 from hvdtrain.training.checkpoint import CheckpointStore, refuse_to_overwrite
 from hvdtrain.training.loop import LoopOptions, Progress, on_chief, resume_progress, train
-from hvdtrain.types import Dataset, FrameworkAdapter, TrainConfig
+from hvdtrain.types import Dataset, FrameworkAdapter
 
 RESETS_FILE = "elastic.json"  # rank 0's record of every reset, kept up to date as they happen
 

@@ -8,15 +8,15 @@ measurement the median of each variant and each variant's speed against the firs
 median (min–max) of the ratios of launches that ran back to back: the first variant is the
 baseline, measured in the same run.
 
-    .venv/bin/python bench/compare_launches.py --repeats 3 \\
+    .venv/bin/python scripts/bench_compare_launches.py --repeats 3 \\
         --variant glibc "HVDTRAIN_ALLOCATOR=system" --variant tcmalloc "" \\
         -- bench allreduce -np 2 --sizes 16M,64M
 
-    .venv/bin/python bench/compare_launches.py --repeats 3 \\
+    .venv/bin/python scripts/bench_compare_launches.py --repeats 3 \\
         --variant 1ms "--cycle-time-ms 1" --variant 0.1ms "--cycle-time-ms 0.1" \\
         -- bench train -np 2 --launches 1 --rounds 5
 
-    .venv/bin/python bench/compare_launches.py --repeats 5 \\
+    .venv/bin/python scripts/bench_compare_launches.py --repeats 5 \\
         --variant 1ms "" --variant 0.5ms "--cycle-time-ms 0.5" -- train -np 2
 
 The command after ``--`` is ``bench allreduce ...``, ``bench train ...`` (their ``--json``
