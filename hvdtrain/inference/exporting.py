@@ -97,7 +97,10 @@ def sidecar(card: ModelCard, fmt: str, output: Path, info: dict[str, Any]) -> di
         "class_names": list(card.class_names),
         "trained": {"checkpoint": str(card.path), "epoch": card.epoch,
                     "model": card.config.model, "data": card.config.data,
-                    "seed": card.config.seed, "val_fraction": card.config.val_fraction},
+                    "seed": card.config.seed, "val_fraction": card.config.val_fraction,
+                    **({"text_column": card.config.text_column,
+                        "text_pair_column": card.config.text_pair_column,
+                        "max_length": card.config.max_length} if card.kind == TOKENS else {})},
         "hvdtrain_version": __version__,
         "check": info["check"],
     }

@@ -15,11 +15,13 @@ prepared it, so a checkpoint sees exactly what it was validated on.
 * Every problem is a one-line ``DataError`` naming the place (``file:line``, ``x[i]``): a wrong
   feature count, a value that is not a finite number, a label outside the trained classes.
   The launching host runs the same pass (``check``) before any rank starts.
+* ``prepare_rows`` is the one preparation path: these batches go through it, and so do the
+  rows a request brings to ``hvdtrain serve`` (``serving.servable``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,8 @@ from hvdtrain.types import TOKENS
 
 # One sample as read: (features: list of cells, ndarray row or text; raw label or None; place)
 Row = tuple[Any, Any, str]
+# A language model's tokenizer: (texts, second texts or None) -> packed (rows, 3, length)
+Tokenize = Callable[[Sequence[str], Sequence[str] | None], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -156,37 +160,6 @@ class Inputs:
                     yield x[i], int(y[i, 0]), f"{path}: x[{start + i}]"
 
     # -- preparing -------------------------------------------------------------------------
-    def _features(self, rows: list[Row]) -> np.ndarray:
-        card = self.card
-        if card.kind == "text":
-            return datasets.encode_texts([str(r[0]) for r in rows])
-        if card.kind == TOKENS:
-            pairs = [r[0][1] for r in rows]
-            return encoder_for(card.config.model)(
-                card.config.model, [r[0][0] for r in rows],
-                pairs if card.config.text_pair_column else None,
-                card.config.max_length).astype(np.int64)
-        width = card.num_features
-        out = np.zeros((len(rows), width), dtype=np.float32)
-        for i, (cells, _, place) in enumerate(rows):
-            if len(cells) != width:
-                raise DataError(f"{place}: {len(cells)} features; the checkpoint's model reads "
-                                f"{width} ({card.describe()})")
-            if isinstance(cells, np.ndarray):
-                with np.errstate(over="ignore", invalid="ignore"):
-                    out[i] = cells.astype(np.float32)
-                bad = np.flatnonzero(~np.isfinite(out[i]))
-                if bad.size:
-                    raise DataError(f"{place}: feature {int(bad[0])} is "
-                                    f"{cells[bad[0]]!r}, not a finite float32",
-                                    hint=NONFINITE_HINT)
-            else:
-                assert self._table is not None  # cells of a CSV row
-                out[i] = self._table.values(cells, place, detail=False)
-        if card.mean is not None and card.std is not None:
-            out = ((out - card.mean) / card.std).astype(np.float32)
-        return out
-
     def _label_names(self) -> list[str] | None:
         """Class names when the file's labels are text (numbered in sorted order, as training
         numbered them), else None. One pass over the labels, only for labelled files."""
@@ -260,7 +233,8 @@ class Inputs:
                want: Callable[[int], bool]) -> Batch | None:
         if not want(number):
             return None
-        return Batch(number, np.asarray(positions, dtype=np.int64), self._features(rows),
+        return Batch(number, np.asarray(positions, dtype=np.int64),
+                     prepare_rows(self.card, rows, self._table),
                      self._label_ids(rows) if self.labels else None)
 
     def check(self) -> int:
@@ -272,3 +246,48 @@ class Inputs:
         if count == 0:
             raise DataError(f"{self.data}: no samples")
         return count
+
+
+def model_tokenizer(card: ModelCard) -> Tokenize:
+    """The tokenizer of the model ``card``'s run fine-tuned (``hf:``/``keras-hub:`` DIR),
+    truncating to the run's ``--max-length``, as training tokenized."""
+    model, length = card.config.model, card.config.max_length
+    encode = encoder_for(model)
+    return lambda texts, pairs: encode(model, texts, pairs, length)
+
+
+def prepare_rows(card: ModelCard, rows: Sequence[Row], table: CsvTable | None = None,
+                 tokenize: Tokenize | None = None) -> np.ndarray:
+    """Rows as the checkpoint's model takes them, prepared as training prepared its data:
+    features standardised in float32 with the checkpoint's statistics (``table``: the CSV
+    file the cells came from), byte tokens for text, and for a language model (rows
+    ``((text, second text or None), label, place)``) the batch tokenized together, padded to
+    its longest row, int64. ``predict``, ``evaluate`` and ``serve`` all prepare through here;
+    ``tokenize`` replaces the model directory's tokenizer (an export's own)."""
+    if card.kind == "text":
+        return datasets.encode_texts([str(r[0]) for r in rows])
+    if card.kind == TOKENS:
+        texts = [str(r[0][0]) for r in rows]
+        pairs = [str(r[0][1]) for r in rows] if card.config.text_pair_column else None
+        return (tokenize or model_tokenizer(card))(texts, pairs).astype(np.int64)
+    width = card.num_features
+    out = np.zeros((len(rows), width), dtype=np.float32)
+    for i, (cells, _, place) in enumerate(rows):
+        if len(cells) != width:
+            raise DataError(f"{place}: {len(cells)} features; the checkpoint's model reads "
+                            f"{width} ({card.describe()})")
+        if isinstance(cells, np.ndarray):
+            with np.errstate(over="ignore", invalid="ignore"):
+                out[i] = cells.astype(np.float32)
+            bad = np.flatnonzero(~np.isfinite(out[i]))
+            if bad.size:
+                raise DataError(f"{place}: feature {int(bad[0])} is "
+                                f"{cells[bad[0]]!r}, not a finite float32",
+                                hint=NONFINITE_HINT)
+        else:
+            if table is None:
+                raise TypeError("cells of a CSV row are prepared with the CsvTable read")
+            out[i] = table.values(cells, place, detail=False)
+    if card.mean is not None and card.std is not None:
+        out = ((out - card.mean) / card.std).astype(np.float32)
+    return out

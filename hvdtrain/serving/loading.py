@@ -37,8 +37,10 @@ from hvdtrain import __version__
 from hvdtrain.config import TrainConfig
 from hvdtrain.errors import CheckpointError, ConfigError, HvdtrainError, OutputError
 from hvdtrain.inference.card import ModelCard, load_card
-from hvdtrain.inference.exporting import export, sidecar_path
+from hvdtrain.inference.exporting import export, sidecar_path, tokenizer_path
+from hvdtrain.inference.inputs import Tokenize
 from hvdtrain.serving.servable import Classifier, Parameter, TrainedInfo
+from hvdtrain.types import TOKENS
 
 # the export format a checkpoint of each framework is served from
 EXPORT_FOR = {"torch": "onnx", "tensorflow": "keras"}
@@ -47,6 +49,9 @@ SUFFIX = {"onnx": ".onnx", "keras": ".keras"}
 EXPORT_NEEDS = {"torch": ("torch", "onnx", "onnxscript"), "tensorflow": ("tensorflow", "keras")}
 RUN_NEEDS = {"onnx": ("onnxruntime",), "keras": ("tensorflow", "keras"),
              "savedmodel": ("tensorflow",)}
+# and for a fine-tuned language model, what tokenizes its text
+TEXT_NEEDS = {"onnx": ("transformers",), "keras": ("keras_hub",),
+              "savedmodel": ("tensorflow_text",)}
 INSTALL_HINT = ("pip install 'hvdtrain[serve]' plus the model's runtime: onnxruntime for ONNX "
                 "exports, tensorflow for Keras ones (torch, onnx and onnxscript to serve a "
                 "torch checkpoint, which is exported first)")
@@ -73,7 +78,7 @@ def locate(checkpoint: str | None, model_dir: str | None) -> Source:
     if checkpoint is not None:
         card = load_card(checkpoint)
         fmt = EXPORT_FOR[card.framework]
-        _require(EXPORT_NEEDS[card.framework] + RUN_NEEDS[fmt],
+        _require(EXPORT_NEEDS[card.framework] + RUN_NEEDS[fmt] + _text_needs(card, fmt),
                  f"serving a {card.framework} checkpoint")
         return Source(card, fmt, None, card.path)
     model, meta = find_export(str(model_dir))
@@ -84,10 +89,22 @@ def locate(checkpoint: str | None, model_dir: str | None) -> Source:
                           "Runtime and Keras models in TensorFlow",
                           hint="export with --format onnx (torch) or --format keras / "
                           "savedmodel (tensorflow), or serve the checkpoint itself")
-    _require(RUN_NEEDS[fmt], f"serving a {fmt} export")
     card = card_from_sidecar(model, meta, spec)
+    _require(RUN_NEEDS[fmt] + _text_needs(card, fmt), f"serving a {fmt} export")
+    if card.kind == TOKENS and fmt == "onnx" and not tokenizer_path(model).is_dir():
+        raise CheckpointError(f"--model-dir {model_dir}: no tokenizer "
+                              f"{tokenizer_path(model).name}/ beside {model.name}",
+                              hint="hvdtrain export --format onnx writes MODEL, MODEL.json and "
+                              "MODEL.tokenizer/ for a language model; keep them together")
+    if card.kind == TOKENS and fmt != "onnx" and card.config.text_pair_column:
+        raise ConfigError(f"{model}: a {fmt} export of a sentence-pair model takes one text "
+                          "only", hint="serve the checkpoint itself (--checkpoint)")
     trained = Path(str(spec["trained"].get("checkpoint", "")))
     return Source(card, fmt, model, trained if trained.is_file() else None)
+
+
+def _text_needs(card: ModelCard, fmt: str) -> tuple[str, ...]:
+    return TEXT_NEEDS[fmt] if card.kind == TOKENS else ()
 
 
 def _require(modules: tuple[str, ...], what: str) -> None:
@@ -151,6 +168,11 @@ def card_from_sidecar(model: Path, meta: Path, spec: dict[str, Any]) -> ModelCar
     values = {"framework": spec["framework"], "model": trained.get("model", "mlp"),
               "data": trained.get("data", "unknown"), "seed": trained.get("seed", 42),
               "val_fraction": trained.get("val_fraction", 0.2)}
+    # a language model's columns and length (older sidecars: the input's max_length)
+    values.update({k: trained[k] for k in ("text_column", "text_pair_column", "max_length")
+                   if k in trained})
+    if "max_length" not in values and given.get("max_length"):
+        values["max_length"] = given["max_length"]
     standardisation = spec.get("standardisation") or {}
     try:
         config = TrainConfig(**{k: v for k, v in values.items() if k in known})
@@ -159,7 +181,10 @@ def card_from_sidecar(model: Path, meta: Path, spec: dict[str, Any]) -> ModelCar
         return ModelCard(
             model, str(spec["framework"]), config, int(trained.get("epoch", 0)),
             Path(str(config.data)).name, str(given.get("kind", "tabular")), len(names),
-            int(given["shape"][1]), tuple(int(d) for d in shape) if shape else None,
+            # a keras-hub export takes raw strings: shape [None]
+            0 if given.get("kind") == TOKENS and len(given["shape"]) == 1 else
+            int(given["shape"][1]),
+            tuple(int(d) for d in shape) if shape else None,
             _floats(standardisation.get("mean")), _floats(standardisation.get("std")), names)
     except (HvdtrainError, KeyError, IndexError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{meta}: not a usable hvdtrain export sidecar ({exc})",
@@ -187,11 +212,21 @@ def load(source: Source, workers: int) -> Classifier:
     """The export (made first from a checkpoint), loaded in its runtime."""
     card, fmt = source.card, source.export_format
     model = source.model if source.model is not None else exported(card, fmt)
+    tokenize: Tokenize | None = None
     try:
         if fmt == "onnx":
             from hvdtrain.serving.runtimes import load_onnx
 
             run, runtime = load_onnx(model, workers)
+            if card.kind == TOKENS:
+                from hvdtrain.serving.runtimes import load_tokenizer
+
+                tokenize = load_tokenizer(tokenizer_path(model), card.config.max_length)
+        elif card.kind == TOKENS:  # a keras-hub model: its preprocessor is in the export
+            from hvdtrain.serving.runtimes import load_keras_text, load_savedmodel_text
+
+            loader = load_keras_text if fmt == "keras" else load_savedmodel_text
+            run, runtime = loader(model, card.config.text_pair_column is not None, workers)
         elif fmt == "keras":
             from hvdtrain.serving.runtimes import load_keras
 
@@ -209,7 +244,8 @@ def load(source: Source, workers: int) -> Classifier:
     served = source.checkpoint if source.model is None else model
     return Classifier(card, run, runtime,
                       TrainedInfo(str(served), fmt, training_metrics(source.checkpoint,
-                                                                     card.epoch)))
+                                                                     card.epoch)),
+                      tokenize=tokenize)
 
 
 def exported(card: ModelCard, fmt: str) -> Path:

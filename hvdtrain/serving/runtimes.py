@@ -82,3 +82,77 @@ def load_savedmodel(path: Path, workers: int) -> tuple[Run, str]:
         return np.asarray(serve(tf.constant(x)))
 
     return run, f"tensorflow {tf.__version__} (SavedModel)"
+
+
+# -- fine-tuned language models: raw text in ----------------------------------------------
+# A text runtime takes the batch's texts as an object array shaped (rows, 2): text and second
+# text (None without ``--text-pair-column``).
+
+
+def load_tokenizer(directory: Path, max_length: int) -> Callable[[Any, Any], np.ndarray]:
+    """An ONNX export's tokenizer (``hvdtrain export``'s ``MODEL.tokenizer/``), as training
+    used it: truncating to ``max_length``, the batch padded to its longest row. A fast
+    tokenizer's padding and truncation settings are state shared by every caller, so calls
+    from ``--workers`` threads take turns (tokenizing is a small part of a call)."""
+    import threading
+
+    from hvdtrain.frameworks.torch.pretrained import encode
+    from hvdtrain.frameworks.torch.pretrained import load_tokenizer as load
+
+    tokenizer = load(directory)
+    lock = threading.Lock()
+
+    def tokenize(texts: Any, pairs: Any) -> np.ndarray:
+        with lock:
+            return encode(tokenizer, texts, pairs, max_length)
+
+    return tokenize
+
+
+def _texts(tf: Any, texts: np.ndarray, pairs: bool) -> Any:
+    first = tf.constant([_str(t) for t in texts[:, 0]], tf.string)
+    return (first, tf.constant([_str(t) for t in texts[:, 1]], tf.string)) if pairs else first
+
+
+def _str(value: Any) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def load_keras_text(path: Path, pairs: bool, workers: int) -> tuple[Run, str]:
+    """A keras-hub export (``.keras``): the KerasHub task with its preprocessor, traced once
+    on string tensors of any batch size (the preprocessor pads to ``--max-length``)."""
+    tf = _tensorflow(workers)
+    import keras
+    import keras_hub  # noqa: F401  (registers the task's classes for loading)
+
+    model = keras.saving.load_model(str(path), compile=False)
+    preprocessor = model.preprocessor
+    string = tf.TensorSpec([None], tf.string)
+    if pairs:
+        traced = tf.function(lambda a, b: model(preprocessor(x=(a, b)), training=False),
+                             input_signature=[string, string])
+    else:
+        traced = tf.function(lambda a: model(preprocessor(x=a), training=False),
+                             input_signature=[string])
+
+    def run(texts: np.ndarray) -> np.ndarray:
+        given = _texts(tf, texts, pairs)
+        return np.asarray(traced(*given) if pairs else traced(given))
+
+    return run, f"tensorflow {tf.__version__}, keras {keras.__version__} (KerasHub)"
+
+
+def load_savedmodel_text(path: Path, pairs: bool, workers: int) -> tuple[Run, str]:
+    """A keras-hub SavedModel: ``serve`` takes one string tensor (its tokenizer ops are
+    TensorFlow Text's, registered by importing it)."""
+    tf = _tensorflow(workers)
+    import tensorflow_text  # noqa: F401
+
+    loaded = tf.saved_model.load(str(path))
+    serve = loaded.serve
+
+    def run(texts: np.ndarray) -> np.ndarray:
+        _ = loaded  # the endpoint's variables live as long as the loaded object
+        return np.asarray(serve(_texts(tf, texts, False)))
+
+    return run, f"tensorflow {tf.__version__} (SavedModel, TensorFlow Text)"

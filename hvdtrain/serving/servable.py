@@ -8,10 +8,16 @@ returns by rows, and ``finish`` works on one request's rows. A text model (a BYT
 tokenized in ``prepare``) is one more ``Servable``, not a change to the server.
 
 ``Classifier`` serves the models ``hvdtrain train`` builds. Its preparation is ``predict``'s
-own (``inference.inputs``: the same checks, the same standardisation in float32 with the
-checkpoint's statistics, the same byte tokens for text), so a row sent here meets the model
-exactly as the same row read by ``hvdtrain predict`` does; the predicted class is the column
-of the largest probability, and its label the class name training recorded.
+own (``inference.inputs.prepare_rows``: the same checks, the same standardisation in float32
+with the checkpoint's statistics, the same byte tokens for text), so a row sent here meets the
+model exactly as the same row read by ``hvdtrain predict`` does; the predicted class is the
+column of the largest probability, and its label the class name training recorded.
+
+A fine-tuned language model (kind ``tokens``) takes raw UTF-8 text (``text``, and
+``text_pair`` for a sentence-pair model): ``prepare`` only decodes it (rows of (text, pair)
+strings), so the batcher coalesces strings, and ``run`` tokenizes the whole batch at once with
+the trained tokenizer, padded to its longest row (the attention mask hides the padding), before
+ONNX Runtime runs it. A keras-hub export takes the strings itself (its preprocessor is in it).
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import numpy as np
 
 from hvdtrain.errors import DataError
 from hvdtrain.inference.card import ModelCard
-from hvdtrain.inference.inputs import Inputs, Row
+from hvdtrain.inference.inputs import Row, Tokenize, prepare_rows
+from hvdtrain.types import TOKENS
 
 Parameter = str | int | float | bool
 
@@ -69,18 +76,6 @@ class Servable(Protocol):
         ...
 
 
-class _RequestRows(Inputs):
-    """Rows that came in a request rather than from a file, prepared by ``predict``'s own code
-    (``Inputs._features``): nothing is read, so none of ``Inputs``' file set-up applies."""
-
-    def __init__(self, card: ModelCard) -> None:
-        self.card = card
-        self._header: list[str] = []
-
-    def prepare(self, rows: list[Row]) -> np.ndarray:
-        return self._features(rows)
-
-
 @dataclass(frozen=True)
 class TrainedInfo:
     """Where a served model came from: the export's format, and what the run recorded."""
@@ -94,12 +89,15 @@ class Classifier:
     """A model ``hvdtrain train`` built: features (or text) in, class probabilities out."""
 
     def __init__(self, card: ModelCard, runtime: Callable[[np.ndarray], np.ndarray],
-                 runtime_name: str, trained: TrainedInfo) -> None:
+                 runtime_name: str, trained: TrainedInfo, tokenize: Tokenize | None = None
+                 ) -> None:
         self.card, self._runtime, self.runtime, self.trained = card, runtime, runtime_name, trained
-        self._rows = _RequestRows(card)
+        self._tokenize = tokenize  # a language model run by ONNX Runtime: its tokenizer
+        self._pairs = card.kind == TOKENS and card.config.text_pair_column is not None
         self.version = str(card.epoch)
-        if card.kind == "text":
-            self.inputs: tuple[TensorSpec, ...] = (TensorSpec("text", "BYTES", (-1,)),)
+        if card.kind in ("text", TOKENS):
+            self.inputs: tuple[TensorSpec, ...] = (TensorSpec("text", "BYTES", (-1,)),) + (
+                (TensorSpec("text_pair", "BYTES", (-1,)),) if self._pairs else ())
         else:
             self.inputs = (TensorSpec("x", "FP32", (-1, card.num_features)),)
         self.outputs: tuple[TensorSpec, ...] = (
@@ -115,25 +113,36 @@ class Classifier:
             "class_names": json.dumps(list(card.class_names)),
             "features": card.num_features, "seed": config.seed,
             "val_fraction": config.val_fraction,
-            "preprocessing": ("UTF-8 bytes to byte tokens, as training" if card.kind == "text"
-                              else "x = (raw - mean) / std in float32, with the training "
-                              "split's statistics, applied by the server"),
+            "preprocessing": _preprocessing(card, tokenized=self._tokenize is not None),
             "source": self.trained.source, "format": self.trained.export_format,
             "runtime": self.runtime}
+        if card.kind == TOKENS:
+            found.update({"max_length": config.max_length, "text_pair": self._pairs})
         found.update({f"trained_{k}": v for k, v in self.trained.metrics.items()})
         return found
 
     def prepare(self, tensors: Mapping[str, np.ndarray]) -> np.ndarray:
         name = self.inputs[0].name
         values = tensors[name]
+        if self.card.kind == TOKENS:  # checked text now; tokenized by batch, in ``run``
+            texts = np.empty((len(values), 2), dtype=object)
+            for spec in self.inputs:
+                column = 0 if spec.name == name else 1
+                for i, v in enumerate(tensors[spec.name]):
+                    texts[i, column] = _utf8(v, spec.name, i)
+            return texts
         if self.card.kind == "text":
             rows: list[Row] = [(_utf8(v, name, i), None, f"input {name!r} row {i}")
                                for i, v in enumerate(values)]
         else:
             rows = [(v, None, f"input {name!r} row {i}") for i, v in enumerate(values)]
-        return self._rows.prepare(rows)
+        return prepare_rows(self.card, rows)
 
     def run(self, rows: np.ndarray) -> np.ndarray:
+        if self._tokenize is not None:  # the batch's texts tokenized together, as predict's
+            rows = prepare_rows(self.card, [((text, pair), None, f"row {i}")
+                                            for i, (text, pair) in enumerate(rows)],
+                                tokenize=self._tokenize)
         return self._runtime(rows)
 
     def finish(self, out: np.ndarray) -> dict[str, np.ndarray]:
@@ -143,10 +152,21 @@ class Classifier:
                 "probabilities": probabilities}
 
     def probe(self) -> dict[str, np.ndarray]:
-        if self.card.kind == "text":
-            return {"text": np.array([b"warm-up"], dtype=object)}
+        if self.card.kind in ("text", TOKENS):
+            return {s.name: np.array([b"warm-up"], dtype=object) for s in self.inputs}
         mean = self.card.mean if self.card.mean is not None else 0.0
         return {"x": np.zeros((1, self.card.num_features), np.float32) + mean}
+
+
+def _preprocessing(card: ModelCard, tokenized: bool) -> str:
+    if card.kind == "text":
+        return "UTF-8 bytes to byte tokens, as training"
+    if card.kind == TOKENS:
+        where = "by the server" if tokenized else "by the model's own preprocessor"
+        return (f"the fine-tuned model's tokenizer, truncating to {card.config.max_length} "
+                f"tokens, each batch padded to its longest row, applied {where}")
+    return ("x = (raw - mean) / std in float32, with the training split's statistics, "
+            "applied by the server")
 
 
 def _utf8(value: Any, name: str, row: int) -> str:

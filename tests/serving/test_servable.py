@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -120,3 +121,35 @@ def test_a_model_dir_must_hold_exactly_one_export(tmp_path: Path) -> None:
     assert found.class_names == ("a", "b") and found.mean is not None
     with pytest.raises(CheckpointError, match="not a usable hvdtrain export sidecar"):
         card_from_sidecar(model, meta, {**sidecar, "input": {"shape": [None]}})
+
+
+def test_a_language_model_takes_text_and_pairs_tokenized_by_batch(tmp_path: Path) -> None:
+    """A fine-tuned model (kind tokens, trained with a text pair): two BYTES inputs, decoded
+    in ``prepare``; ``run`` tokenizes the whole batch at once through ``prepare_rows``."""
+    config = TrainConfig(model="hf:bert", data=str(tmp_path / "r.csv"), text_pair_column="b",
+                         max_length=16)
+    the_card = ModelCard(tmp_path / "epoch-0001.ckpt", "torch", config, 1, "r.csv", "tokens",
+                         2, 3, None, None, None, ("neg", "pos"))
+    calls: list[tuple[list[str], list[str] | None]] = []
+
+    def tokenize(texts: Any, pairs: Any) -> np.ndarray:
+        calls.append((list(texts), None if pairs is None else list(pairs)))
+        return np.ones((len(texts), 3, 4), np.int32)
+
+    served = Classifier(the_card, lambda x: np.full((len(x), 2), 0.5, np.float32), "fake",
+                        TrainedInfo("here", "onnx", {}), tokenize=tokenize)
+    assert [s.as_v2() for s in served.inputs] == [
+        {"name": "text", "datatype": "BYTES", "shape": [-1]},
+        {"name": "text_pair", "datatype": "BYTES", "shape": [-1]}]
+    one = served.prepare({"text": np.array([b"a", "b\u00e9".encode()], object),
+                          "text_pair": np.array([b"x", b"y"], object)})
+    two = served.prepare({"text": np.array([b"c"], object),
+                          "text_pair": np.array([b"z"], object)})
+    out = served.run(np.concatenate([one, two]))  # as the batcher coalesces them
+    assert calls == [(["a", "b\u00e9", "c"], ["x", "y", "z"])]
+    assert out.shape == (3, 2)
+    assert served.parameters()["text_pair"] is True and served.parameters()["max_length"] == 16
+    with pytest.raises(DataError, match="input 'text_pair' row 0: not UTF-8"):
+        served.prepare({"text": np.array([b"ok"], object),
+                        "text_pair": np.array([b"\xff"], object)})
+    assert set(served.probe()) == {"text", "text_pair"}

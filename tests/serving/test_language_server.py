@@ -1,0 +1,139 @@
+"""A fine-tuned ``hf:`` language model served by ``hvdtrain serve``: raw UTF-8 text in (one
+BYTES input), tokenized on the server with the trained tokenizer, the model in ONNX Runtime;
+the same class, label and probabilities (1e-5) as ``hvdtrain predict`` for the same rows,
+whether the rows come in one request (tokenized together, padded to the longest) or as
+concurrent single-row requests the batcher coalesces. Served from the checkpoint (exported by
+the server) and from that export as ``--model-dir``. Text that is not UTF-8 is a 400 and the
+server goes on serving.
+
+(keras-hub models go through the same ``Classifier`` with their preprocessor inside the
+export; that path is not exercised by a server here.)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.helpers.jobs import REPO, hvdtrain, run_job
+from tests.serving import servers
+from tests.serving.conftest import needs
+
+TOLERANCE = 1e-5
+NAME = "lm"
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A tiny BERT fine-tuned on the reviews (1 rank), and predict's answers on held-out
+    reviews."""
+    needs("kserve", "onnxruntime", "tritonclient", "horovod", "transformers", "onnxscript")
+    from tests.fixtures.language_models import make_bert, write_reviews
+
+    root = tmp_path_factory.mktemp("lm")
+    make_bert(root / "bert")
+    write_reviews(root / "reviews.csv", n=300)
+    write_reviews(root / "holdout.csv", n=40, seed=9)
+    run_dir = root / "run"
+    done = run_job(hvdtrain("train", "-np", "1", "--model", f"hf:{root / 'bert'}", "--data",
+                            str(root / "reviews.csv"), "--text-column", "review",
+                            "--label-column", "sentiment", "--lr", "3e-3", "--epochs", "4",
+                            "--run-dir", str(run_dir)), cwd=REPO, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = root / "predictions.jsonl"
+    done = run_job(hvdtrain("predict", "--checkpoint", str(run_dir), "--data",
+                            str(root / "holdout.csv"), "--output", str(out), "-np", "1"),
+                   cwd=REPO, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with (root / "holdout.csv").open(newline="") as handle:
+        texts = [row["review"] for row in csv.DictReader(handle)]
+    return {"run_dir": run_dir, "texts": texts,
+            "predictions": [json.loads(line) for line in out.read_text().splitlines()]}
+
+
+@pytest.fixture(scope="module")
+def lm_server(lm: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[servers.Server]:
+    log = tmp_path_factory.mktemp("lm-server") / "serve.log"
+    server = servers.start(["--checkpoint", str(lm["run_dir"]), "--name", NAME,
+                            "--max-batch-delay-ms", "20"], log)
+    yield server
+    assert server.stop() == 0, server.output()[-3000:]
+
+
+def check(lm: dict[str, Any], rows: range | list[int], result: Any) -> None:
+    want = [lm["predictions"][i] for i in rows]
+    names = ["negative", "positive"]
+    labels = [v.decode() for v in result.as_numpy("label")]
+    assert labels == [p["prediction"] for p in want]
+    assert [names[c] for c in result.as_numpy("class")] == labels
+    np.testing.assert_allclose(
+        result.as_numpy("probabilities"),
+        np.array([[float(p[f"prob_{n}"]) for n in names] for p in want], np.float32),
+        atol=TOLERANCE, rtol=0)
+
+
+def infer(server: servers.Server, texts: list[bytes], name: str = NAME) -> Any:
+    import tritonclient.http as http
+
+    tensor = http.InferInput("text", [len(texts)], "BYTES")
+    tensor.set_data_from_numpy(np.array(texts, dtype=object))
+    return http.InferenceServerClient(server.address).infer(name, [tensor])
+
+
+def test_metadata_says_bytes_in_and_names_the_labels(lm_server: servers.Server) -> None:
+    status, meta = lm_server.request("GET", f"/v2/models/{NAME}")
+    assert status == 200, meta
+    assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    parameters = meta["parameters"]
+    assert parameters["data_kind"] == "tokens" and parameters["format"] == "onnx"
+    assert json.loads(parameters["class_names"]) == ["negative", "positive"]
+    assert parameters["max_length"] == 128 and parameters["text_pair"] is False
+    assert "tokenizer" in parameters["preprocessing"]
+
+
+def test_text_gets_predicts_answers_in_one_batch_and_coalesced(
+        lm_server: servers.Server, lm: dict[str, Any]) -> None:
+    texts = [t.encode() for t in lm["texts"]]
+    check(lm, range(len(texts)), infer(lm_server, texts))  # one request, padded to its longest
+    check(lm, range(3, 10), infer(lm_server, texts[3:10]))
+    with ThreadPoolExecutor(8) as pool:  # single rows, coalesced by the batcher
+        results = list(pool.map(lambda i: infer(lm_server, [texts[i]]), range(16)))
+    for i, result in enumerate(results):
+        check(lm, [i], result)
+
+
+def test_text_that_is_not_utf8_is_refused_and_serving_goes_on(
+        lm_server: servers.Server, lm: dict[str, Any]) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException) as error:
+        infer(lm_server, [b"a good film", b"\xff\xfe broken"])
+    assert error.value.status() == "400", error.value
+    assert "UTF-8" in error.value.message(), error.value
+    check(lm, [0], infer(lm_server, [lm["texts"][0].encode()]))
+
+
+def test_the_export_served_as_model_dir(lm_server: servers.Server, lm: dict[str, Any],
+                                        tmp_path: Path) -> None:
+    """The ONNX export the server made (graph, sidecar, tokenizer/) is what ``hvdtrain export
+    --format onnx`` writes; served as ``--model-dir`` it answers the same."""
+    cache = lm["run_dir"] / "checkpoints" / ".hvdtrain-serve"
+    (export,) = cache.glob("*.onnx")
+    assert (cache / f"{export.name}.tokenizer").is_dir()
+    server = servers.start(["--model-dir", str(export), "--name", NAME], tmp_path / "serve.log")
+    try:
+        texts = [t.encode() for t in lm["texts"][:12]]
+        check(lm, range(12), infer(server, texts))
+        status, meta = server.request("GET", f"/v2/models/{NAME}")
+        assert status == 200, meta
+        assert meta["parameters"]["data_kind"] == "tokens", meta
+    finally:
+        assert server.stop() == 0, server.output()[-3000:]
