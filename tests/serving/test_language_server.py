@@ -6,8 +6,8 @@ concurrent single-row requests the batcher coalesces. Served from the checkpoint
 the server) and from that export as ``--model-dir``. Text that is not UTF-8 is a 400 and the
 server goes on serving.
 
-(keras-hub models go through the same ``Classifier`` with their preprocessor inside the
-export; that path is not exercised by a server here.)
+A fine-tuned ``keras-hub:`` model is served the same way from its checkpoint, exported to
+``.keras`` with its preprocessor inside and run by TensorFlow.
 """
 
 from __future__ import annotations
@@ -30,21 +30,15 @@ TOLERANCE = 1e-5
 NAME = "lm"
 
 
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A tiny BERT fine-tuned on the reviews (1 rank), and predict's answers on held-out
-    reviews."""
-    needs("kserve", "onnxruntime", "tritonclient", "horovod", "transformers", "onnxscript")
-    from tests.fixtures.language_models import make_bert, write_reviews
+def fine_tune(root: Path, *args: str) -> dict[str, Any]:
+    """Trained (1 rank) on the reviews, and predict's answers on held-out reviews."""
+    from tests.fixtures.language_models import write_reviews
 
-    root = tmp_path_factory.mktemp("lm")
-    make_bert(root / "bert")
     write_reviews(root / "reviews.csv", n=300)
     write_reviews(root / "holdout.csv", n=40, seed=9)
     run_dir = root / "run"
-    done = run_job(hvdtrain("train", "-np", "1", "--model", f"hf:{root / 'bert'}", "--data",
-                            str(root / "reviews.csv"), "--text-column", "review",
-                            "--label-column", "sentiment", "--lr", "3e-3", "--epochs", "4",
+    done = run_job(hvdtrain("train", "-np", "1", *args, "--data", str(root / "reviews.csv"),
+                            "--text-column", "review", "--label-column", "sentiment",
                             "--run-dir", str(run_dir)), cwd=REPO, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     out = root / "predictions.jsonl"
@@ -56,6 +50,17 @@ def lm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         texts = [row["review"] for row in csv.DictReader(handle)]
     return {"run_dir": run_dir, "texts": texts,
             "predictions": [json.loads(line) for line in out.read_text().splitlines()]}
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A tiny BERT (``hf:``, torch) fine-tuned on the reviews."""
+    needs("kserve", "onnxruntime", "tritonclient", "horovod", "transformers", "onnxscript")
+    from tests.fixtures.language_models import make_bert
+
+    root = tmp_path_factory.mktemp("lm")
+    make_bert(root / "bert")
+    return fine_tune(root, "--model", f"hf:{root / 'bert'}", "--lr", "3e-3", "--epochs", "4")
 
 
 @pytest.fixture(scope="module")
@@ -135,5 +140,45 @@ def test_the_export_served_as_model_dir(lm_server: servers.Server, lm: dict[str,
         status, meta = server.request("GET", f"/v2/models/{NAME}")
         assert status == 200, meta
         assert meta["parameters"]["data_kind"] == "tokens", meta
+    finally:
+        assert server.stop() == 0, server.output()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def keras_lm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A tiny KerasHub BERT (``keras-hub:``, TensorFlow) fine-tuned on the reviews."""
+    needs("kserve", "tritonclient", "horovod", "tensorflow", "keras_hub")
+    from tests.fixtures.language_models import make_keras_bert
+
+    root = tmp_path_factory.mktemp("keras-lm")
+    make_keras_bert(root / "kbert")
+    return fine_tune(root, "--framework", "tensorflow", "--model", f"keras-hub:{root / 'kbert'}",
+                     "--lr", "2e-3", "--epochs", "2")
+
+
+def test_a_keras_hub_model_takes_text_through_its_own_preprocessor(
+        keras_lm: dict[str, Any], tmp_path: Path) -> None:
+    """Served from its checkpoint (a ``.keras`` export with the preprocessor inside, run by
+    TensorFlow): predict's answers, BYTES in, non-UTF-8 refused."""
+    from tritonclient.utils import InferenceServerException
+
+    server = servers.start(["--checkpoint", str(keras_lm["run_dir"]), "--name", NAME,
+                            "--max-batch-delay-ms", "20"], tmp_path / "serve.log")
+    try:
+        status, meta = server.request("GET", f"/v2/models/{NAME}")
+        assert status == 200, meta
+        assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+        assert meta["parameters"]["format"] == "keras"
+        assert json.loads(meta["parameters"]["class_names"]) == ["negative", "positive"]
+        texts = [t.encode() for t in keras_lm["texts"]]
+        check(keras_lm, range(len(texts)), infer(server, texts))
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda i: infer(server, [texts[i]]), range(8)))
+        for i, result in enumerate(results):
+            check(keras_lm, [i], result)
+        with pytest.raises(InferenceServerException) as error:
+            infer(server, [b"\xff broken"])
+        assert error.value.status() == "400", error.value
+        check(keras_lm, [0], infer(server, texts[:1]))
     finally:
         assert server.stop() == 0, server.output()[-3000:]
