@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
+from hvdtrain.log import logger
 from hvdtrain.training.progress import DEFAULT_EVERY_SECONDS, Progress, progress
 
 
@@ -39,7 +40,18 @@ class TensorBoardXWriter:
             self._writer.add_scalar(tag, float(value), step)
 
     def close(self) -> None:
-        self._writer.close()
+        try:
+            self._writer.close()
+        except OSError:
+            # a full disk: stop its writer threads and mark them closed, so that neither they
+            # nor tensorboardX's own exit hook try the same flush again (each would print a
+            # traceback over the one-line error the run ends with)
+            for file_writer in (self._writer.all_writers or {}).values():
+                events = file_writer.event_writer
+                if getattr(events, "_worker", None) is not None:
+                    events._worker.stop()
+                events._closed = True
+            raise
 
 
 class TensorFlowWriter:
@@ -112,6 +124,11 @@ class ChiefRecorder:
 
     def close(self) -> None:
         """At the run's end, however it ends: a bar still open (stopped within an epoch),
-        then the event file."""
+        then the event file. Its last flush may fail on a full disk: said as a warning, never
+        raised, since it would hide the error the run is ending with (the checkpoint write that
+        met the full disk says so with its own exit code) and metrics.jsonl holds the same."""
         self.end_progress()
-        self.tensorboard.close()
+        try:
+            self.tensorboard.close()
+        except OSError as exc:
+            logger.warning("TensorBoard events not completed (%s)", exc.strerror or exc)
