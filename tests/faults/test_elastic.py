@@ -229,7 +229,8 @@ def test_when_rank_0_is_lost_the_new_rank_0_speaks(tmp_path: Path) -> None:
     assert code == 0, output[-4000:]
     said = "hosts changed (a rank failed): 2 -> 1 ranks"
     assert said in output and "epoch 3/3  loss" in output, output[-4000:]
-    assert said in (run_dir / "logs" / "rank-1.out").read_text()  # the new rank 0 said it
+    logs = run_dir / "logs"  # the new rank 0 said it (a note: on its stderr, via the logger)
+    assert said in (logs / "rank-1.out").read_text() + (logs / "rank-1.err").read_text()
     assert "<stdout>:" not in output and "<stderr>:" not in output
     summary = read_summary(run_dir)
     assert summary["epochs_run"] == 3 and summary["world_size"] == 1
