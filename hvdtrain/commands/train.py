@@ -202,6 +202,10 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
 
     kw = with_absolute_paths(kw)
     config = train_config(kw)  # every option error before any rank starts
+    # the ranks get what this resolved, model-dependent defaults included (fine-tuning ones for
+    # a pretrained model), so a rank never decides a default on its own
+    kw = {**kw, **{name: value for name, value in config.as_json().items()
+                   if kw.get(name) is None and name in kw and name != "run_dir"}}
     the_plan = make_plan(placement_request(kw))
     layout = layout_for(kw["run_dir"])
     settings = replace(launch_settings(kw, require_ready=True, graceful_stop=True),
