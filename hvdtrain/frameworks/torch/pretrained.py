@@ -16,6 +16,7 @@ equals cross-entropy over the model's two logits, and the model keeps two labels
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -46,7 +47,10 @@ def model_directory(name: str) -> Path:
     return model.directory()
 
 
+@functools.lru_cache(maxsize=4)
 def load_tokenizer(directory: Path) -> Any:
+    """The tokenizer saved in ``directory``, read from disk once per process (a predict
+    tokenizes batch after batch, and building the model asks it too)."""
     _offline()
     from transformers import AutoTokenizer
 
@@ -111,19 +115,15 @@ def _torch_module() -> Any:
 def build(name: str, num_classes: int, label_names: Sequence[str] | None) -> Any:
     """The pretrained model ``name`` (``hf:PATH``) with a head for ``num_classes``."""
     _offline()
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     directory = model_directory(name)
     labels = list(label_names) if label_names else [str(i) for i in range(num_classes)]
     try:
-        config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
-        kept = getattr(config, "num_labels", None) == max(num_classes, 2)
         model = AutoModelForSequenceClassification.from_pretrained(
             str(directory), local_files_only=True, num_labels=max(num_classes, 2),
             id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
             ignore_mismatched_sizes=True)
-    except ConfigError:
-        raise
     except Exception as exc:
         raise ConfigError(f"--model {name}: cannot load it from {directory} "
                           f"({_first_line(exc)})",
@@ -131,7 +131,6 @@ def build(name: str, num_classes: int, label_names: Sequence[str] | None) -> Any
                           "head class (AutoModelForSequenceClassification)") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
-    model.hvdtrain_head_kept = kept
     uses_types = "token_type_ids" in getattr(load_tokenizer(directory), "model_input_names", ())
     return _torch_module()(model, 1 if num_classes == 2 else num_classes, uses_types)
 
