@@ -146,6 +146,8 @@ OPTIMIZERS: Registry[Choice] = Registry("--optimizer", [
 COMPRESSIONS: Registry[Choice] = Registry("--compression", [
     Choice("none", "fp32 allreduce"),
     Choice("fp16", "overflow-safe fp16 (pre-scaled, fp32 retry on overflow)"),
+    Choice("bf16", "bfloat16 on the wire (fp32's range), summed in fp32"),
+    Choice("powersgd", "PowerSGD low-rank factors with error feedback (--powersgd-rank)"),
 ])
 ON_NONFINITE: Registry[Choice] = Registry("--on-nonfinite", [
     Choice("stop", "stop every rank at the step whose loss became NaN/inf (exit 8); the last "

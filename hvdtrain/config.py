@@ -38,6 +38,8 @@ class TrainConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     compression: str = "none"
+    powersgd_rank: int = 4  # --compression powersgd: rank of the low-rank factors
+    powersgd_warmup_steps: int = 0  # optimizer steps averaged in full precision first
     grad_accumulation: int = 1
     seed: int = 42
     val_fraction: float = 0.2
@@ -87,6 +89,9 @@ class TrainConfig:
             ("--weight-decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
             ("--grad-accumulation", self.grad_accumulation, self.grad_accumulation >= 1,
              ">= 1"),
+            ("--powersgd-rank", self.powersgd_rank, self.powersgd_rank >= 1, ">= 1"),
+            ("--powersgd-warmup-steps", self.powersgd_warmup_steps,
+             self.powersgd_warmup_steps >= 0, ">= 0"),
             ("--warmup-epochs", self.warmup_epochs, self.warmup_epochs >= 0, ">= 0"),
             ("--early-stopping-patience", self.early_stopping_patience,
              self.early_stopping_patience >= 0, ">= 0"),

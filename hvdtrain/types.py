@@ -126,6 +126,13 @@ class FrameworkAdapter(Protocol):
         A step whose synchronised gradient is not finite (or whose loss is not finite on any
         rank) is never applied, on any rank; it comes back with ``nonfinite=True``."""
 
+    def finish_accumulation(self) -> bool | None:
+        """Apply the pending passes of a gradient accumulation cut short (an epoch whose
+        batch count is not a multiple of ``--grad-accumulation``; the same on every rank) as
+        one step on the mean of those passes, so no half-accumulated gradient crosses an
+        epoch's end (where a checkpoint could not hold it). ``None`` when no pass is pending,
+        else whether that step was non-finite and so not applied (as ``train_batch``)."""
+
     def parameters_finite(self) -> bool:
         """Every parameter is finite (checked before a checkpoint is written)."""
 

@@ -183,6 +183,21 @@ KERAS3_EDITS: tuple[SourceEdit, ...] = (
         "if _keras3.momentum_is_settable(self.model.optimizer) and self.momentum_correction:",
         "momentum correction only where momentum is a variable (Keras 3 SGD: a constant)",
     ),
+    *(edit
+    for path in ("horovod/tensorflow/keras/callbacks.py", "horovod/keras/callbacks.py")
+    for edit in (
+        SourceEdit(path, "import tensorflow as tf\n", "import tensorflow as tf\n" + _COMPAT_IMPORT,
+                   "import the Keras 3 compatibility helpers"),
+        SourceEdit(path, "isinstance(local_variables, tf.Variable)",
+                   "_keras3.is_variable(local_variables)",
+                   "BroadcastGlobalVariablesCallback(local_variables=): a Keras 3 variable"),
+        SourceEdit(path, "isinstance(var, tf.Variable) for var in local_variables",
+                   "_keras3.is_variable(var) for var in local_variables",
+                   "BroadcastGlobalVariablesCallback(local_variables=): Keras 3 variables"),
+        SourceEdit(path, "must be of tf.Variable type.",
+                   "must be tf.Variable or keras.Variable objects.",
+                   "BroadcastGlobalVariablesCallback: name the types it now accepts"),
+    )),
     SourceEdit(
         "horovod/tensorflow/functions.py", "import tensorflow as tf\n",
         "import tensorflow as tf\n" + _COMPAT_IMPORT, "import the Keras 3 compatibility helpers",

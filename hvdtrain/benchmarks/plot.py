@@ -112,3 +112,38 @@ def plot_train(by_size: dict[int, dict[str, Any]], path: Path) -> None:
     ax.legend(fontsize=8)
     _save(fig, path)
     plt.close(fig)
+
+
+def plot_overlap(result: dict[str, Any], path: Path, steps: int = 3) -> None:
+    """Rank 0's last ``steps`` measured steps per contender on one time axis from each
+    contender's first shown step: forward+backward compute (grey) above, the allreduce
+    network activity (blue where hidden behind backward, red where exposed) below."""
+    plt = _pyplot()
+    contenders = result["contenders"]
+    fig, axes = plt.subplots(len(contenders), 1, figsize=(10, 1.6 * len(contenders) + 0.6),
+                             squeeze=False)
+    for ax, (name, entry) in zip(axes[:, 0], contenders.items(), strict=True):
+        shown = entry["steps"][-steps:]
+        origin = shown[0]["start_us"]
+        for step in shown:
+            start, ready, end = (step[k] - origin for k in ("start_us", "gradients_ready_us",
+                                                            "end_us"))
+            ax.broken_barh([(start / 1e3, (ready - start) / 1e3)], (1.1, 0.8), color="0.6")
+            ax.broken_barh([(ready / 1e3, (end - ready) / 1e3)], (1.1, 0.8), color="0.85")
+            for a_start, a_end in entry["intervals"]:
+                if not step["start_us"] <= a_start < step["end_us"]:
+                    continue
+                low, high = a_start - origin, a_end - origin
+                split = min(max(ready, low), high)
+                if split > low:
+                    ax.broken_barh([(low / 1e3, (split - low) / 1e3)], (0.1, 0.8),
+                                   color="tab:blue")
+                if high > split:
+                    ax.broken_barh([(split / 1e3, (high - split) / 1e3)], (0.1, 0.8),
+                                   color="tab:red")
+        summary = entry["summary"]
+        ax.set_title(f"{name}: {summary['hidden_fraction']:.0%} of the allreduce hidden, "
+                     f"{summary['exposed_ms']:.1f} ms exposed per step (median)", fontsize=9)
+        ax.set_yticks([0.5, 1.5], ["allreduce", "fwd+bwd | rest"])
+        ax.set_xlabel("ms")
+    _save(fig, path)

@@ -48,13 +48,17 @@ def scaling_pairs(one_rank: Sequence[float], many_ranks: Sequence[float],
     return [many / (ranks * one) for one, many in zip(one_rank, many_ranks, strict=True)]
 
 
-BASELINES = ("horovod", "ddp")  # what every contender is compared with, where they ran
+# what every contender is compared with, where they ran (DDP with its bf16 / PowerSGD hooks:
+# the anchors of hvdtrain's own bf16 and powersgd)
+BASELINES = ("horovod", "ddp", "ddp-bf16", "ddp-powersgd")
 
 
 def baselines(contenders: Sequence[str]) -> list[str]:
-    """The baselines present; with the fp16 contender (``--with-fp16``) plain hvdtrain is one
-    too, so the table shows what fp16 compression buys."""
-    extra = ["hvdtrain"] if "hvdtrain-fp16" in contenders and "hvdtrain" in contenders else []
+    """The baselines present; with a compressed contender (``--with-fp16``,
+    ``--with-compression``) plain hvdtrain is one too, so the table shows what compression
+    buys."""
+    compressed = any(c.startswith("hvdtrain-") for c in contenders)
+    extra = ["hvdtrain"] if compressed and "hvdtrain" in contenders else []
     return [*extra, *(b for b in BASELINES if b in contenders)]
 
 

@@ -45,6 +45,11 @@ from hvdtrain.benchmarks.stats import rotated
 CONTENDERS: dict[str, tuple[str, ...]] = {"torch": ("hvdtrain", "horovod", "ddp"),
                                           "tensorflow": ("hvdtrain", "horovod")}
 FP16 = "hvdtrain-fp16"  # optional (--with-fp16): the adapter with --compression fp16
+# optional (--with-compression): the adapter with that --compression, and for torch DDP with
+# its own hook for the same (bf16_compress_hook; powerSGD_hook at the same rank, compressing
+# the same matrices: min_compression_rate 1)
+COMPRESSED = {FP16: "fp16", "hvdtrain-bf16": "bf16", "hvdtrain-powersgd": "powersgd"}
+DDP_HOOKS = ("ddp-bf16", "ddp-powersgd")
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class TrainBenchConfig:
     model: str = "mlp"
     sequence: int = 128
     layers: int = 4
+    powersgd_rank: int = 4  # the hvdtrain-powersgd and ddp-powersgd contenders'
 
 
 _HIDDEN = {"width": TrainBenchConfig.hidden}  # read by the model factories, set by measure()
@@ -215,7 +221,43 @@ def _torch_steps(config: TrainBenchConfig) -> tuple[Steps, Callable[[], Any], tu
             ddp_opt.step()
 
         steps["ddp"] = ddp_step
+    for name in DDP_HOOKS:
+        if name in config.contenders:
+            steps[name] = _ddp_hook_step(torch, name, new_model(), config, rank, size, xt, yt)
     return steps, hvd.barrier, (size, "mpi" if hvd.mpi_enabled() else "gloo")
+
+
+def _ddp_hook_step(torch: Any, name: str, model: Any, config: TrainBenchConfig, rank: int,
+                   size: int, xt: Any, yt: Any) -> Callable[[], None]:
+    """DDP with its own bf16 or PowerSGD communication hook."""
+    import torch.distributed as dist
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", init_method=f"tcp://{config.ddp_address}:"
+                                f"{config.ddp_port}", rank=rank, world_size=size)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    if name == "ddp-bf16":
+        # DDP refuses its bf16 hook by name unless CUDA 11+ and NCCL 2.10+ are there; Gloo
+        # sums bfloat16 on a CPU, so the same hook runs, called through another name
+        def bf16_hook(state: Any, bucket: Any) -> Any:
+            return default_hooks.bf16_compress_hook(state, bucket)
+
+        bf16_hook.__annotations__ = {}  # DDP checks annotations against its own types
+        ddp.register_comm_hook(None, bf16_hook)
+    else:  # its warm-up (2 steps, its minimum) is over before the timed windows
+        state = powerSGD_hook.PowerSGDState(
+            process_group=None, matrix_approximation_rank=config.powersgd_rank,
+            start_powerSGD_iter=2, min_compression_rate=1)
+        ddp.register_comm_hook(state, powerSGD_hook.powerSGD_hook)
+    opt = torch.optim.Adam(ddp.parameters(), 1e-3)
+
+    def step() -> None:
+        opt.zero_grad()
+        _loss(torch, ddp(xt), yt).backward()
+        opt.step()
+
+    return step
 
 
 def _tensorflow_steps(config: TrainBenchConfig) -> tuple[Steps, Callable[[], Any],
@@ -274,19 +316,23 @@ def _tensorflow_steps(config: TrainBenchConfig) -> tuple[Steps, Callable[[], Any
 
 
 def _hvdtrain_steps(framework: str, model: str, x: Any, y: Any, config: TrainBenchConfig,
-                    after_pin: Callable[[], None] = lambda: None) -> Steps:
+                    after_pin: Callable[[], None] = lambda: None,
+                    adapters_out: dict[str, Any] | None = None) -> Steps:
     """hvdtrain's adapter (and with ``--with-fp16`` a second one with fp16 compression) on a
     Dataset holding exactly the benchmark's batch. Every adapter is pinned before any is set
     up, and ``after_pin`` runs between, to override the adapters' thread count: TensorFlow
-    accepts thread settings only before its runtime starts."""
+    accepts thread settings only before its runtime starts. ``adapters_out`` receives the
+    adapters by name (``bench overlap`` hooks their models)."""
     from hvdtrain.config import TrainConfig
     from hvdtrain.frameworks.registry import create_adapter
     from hvdtrain.types import Dataset, DeviceChoice
 
     wanted = [(name, compression) for name, compression in (("hvdtrain", "none"),
-                                                             (FP16, "fp16"))
+                                                             *COMPRESSED.items())
               if name in config.contenders]
     adapters = {name: create_adapter(framework) for name, _ in wanted}
+    if adapters_out is not None:
+        adapters_out.update(adapters)
     for adapter in adapters.values():
         adapter.pin(DeviceChoice("cpu", None, "benchmark"))
     after_pin()
@@ -294,7 +340,8 @@ def _hvdtrain_steps(framework: str, model: str, x: Any, y: Any, config: TrainBen
     for name, compression in wanted:
         adapters[name].setup(TrainConfig(framework=framework, model=model, data="synthetic",
                                          lr=1e-3, lr_scaling="none", seed=0,
-                                         compression=compression), data)
+                                         compression=compression,
+                                         powersgd_rank=config.powersgd_rank), data)
 
     def step_of(adapter: Any) -> Callable[[], None]:
         def step() -> None:

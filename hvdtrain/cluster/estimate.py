@@ -45,7 +45,10 @@ from typing import Any
 from hvdtrain.errors import ConfigError
 
 FUSION_BYTES = 64 * 1024 * 1024  # Horovod's default HOROVOD_FUSION_THRESHOLD
-BYTES_PER_PARAMETER = {"none": 4, "fp16": 2}  # fp32 gradients; fp16 compression halves S
+# fp32 gradients; fp16 and bf16 halve S (bf16: reduce-scatter and all-gather in bf16, the
+# ring's bytes). PowerSGD sends low-rank factors instead: ``powersgd_elements``.
+BYTES_PER_PARAMETER = {"none": 4, "fp16": 2, "bf16": 2}
+DEFAULT_POWERSGD_RANK = 4
 BACKWARD_FRACTION = 2 / 3  # backward ≈ 2 × forward: the window an allreduce can hide in
 
 
@@ -150,11 +153,24 @@ def allreduce_s(nbytes: float, layout: Layout, intra: Link, inter: Link) -> floa
 def estimate(parameters: int, compute_s: float, layout: Layout, *, intra: Link = DEFAULT_INTRA,
              inter: Link = DEFAULT_INTER, compression: str = "none",
              fusion_bytes: int = FUSION_BYTES,
-             backward_fraction: float = BACKWARD_FRACTION) -> Estimate:
-    """The predicted step for ``parameters`` gradients and ``compute_s`` of compute per step."""
+             backward_fraction: float = BACKWARD_FRACTION,
+             shapes: list[tuple[int, ...]] | None = None,
+             powersgd_rank: int = DEFAULT_POWERSGD_RANK) -> Estimate:
+    """The predicted step for ``parameters`` gradients and ``compute_s`` of compute per step.
+    PowerSGD needs the gradients' ``shapes``: its two rounds (P with the uncompressed tensors,
+    then Q) are fused and sent one after the other, so each pays its own latencies."""
     check_inputs(parameters, compute_s, layout, intra, inter, fusion_bytes, backward_fraction)
-    total = parameters * BYTES_PER_PARAMETER[compression]
-    buffers = fused_buffers(total, fusion_bytes)
+    if compression == "powersgd":
+        if shapes is None:
+            raise ConfigError("the PowerSGD estimate needs the gradients' shapes: give a known "
+                              f"model to --params ({', '.join(MODEL_SHAPES)})")
+        first, second = powersgd_elements(shapes, powersgd_rank)
+        buffers = fused_buffers(4 * first, fusion_bytes) + fused_buffers(4 * second,
+                                                                          fusion_bytes)
+        total = 4 * (first + second)
+    else:
+        total = parameters * BYTES_PER_PARAMETER[compression]
+        buffers = fused_buffers(total, fusion_bytes)
     comm = sum(allreduce_s(b, layout, intra, inter) for b in buffers)
     step = compute_s + comm
     overlapped = compute_s + max(0.0, comm - backward_fraction * compute_s)
@@ -213,6 +229,39 @@ def resnet_parameters(blocks: tuple[int, int, int, int], classes: int = 1000) ->
                 total += channels * 4 * planes + 2 * 4 * planes
             channels = 4 * planes
     return total + channels * classes + classes
+
+
+MODEL_SHAPES = {  # gradient shapes of the known models PowerSGD's estimate can use
+    "mlp": lambda: mlp_shapes((128, 256, 256, 1)),
+    "bench-mlp": lambda: mlp_shapes((128, 1024, 1024, 1)),
+    "resnet50": lambda: resnet_shapes((3, 4, 6, 3)),
+    "resnet101": lambda: resnet_shapes((3, 4, 23, 3)),
+}
+
+
+def resnet_shapes(blocks: tuple[int, int, int, int],
+                  classes: int = 1000) -> list[tuple[int, ...]]:
+    """The gradients of ``resnet_parameters``' ResNet (conv kernels out × in × k × k, batch
+    norm scale and shift, the classifier)."""
+    def norm(c: int) -> list[tuple[int, ...]]:
+        return [(c,), (c,)]
+
+    shapes: list[tuple[int, ...]] = [(64, 3, 7, 7), *norm(64)]
+    channels = 64
+    for planes, count in zip((64, 128, 256, 512), blocks, strict=True):
+        for index in range(count):
+            shapes += [(planes, channels, 1, 1), *norm(planes), (planes, planes, 3, 3),
+                       *norm(planes), (4 * planes, planes, 1, 1), *norm(4 * planes)]
+            if index == 0:
+                shapes += [(4 * planes, channels, 1, 1), *norm(4 * planes)]
+            channels = 4 * planes
+    return [*shapes, (classes, channels), (classes,)]
+
+
+def model_shapes(name: str) -> list[tuple[int, ...]] | None:
+    """The gradient shapes of a known model, or None (a bare count has none)."""
+    build = MODEL_SHAPES.get(name.strip().lower())
+    return build() if build else None
 
 
 def model_parameters(name: str) -> int:
@@ -294,3 +343,47 @@ def read_link_profile(path: Path) -> dict[str, Link]:
 RESNET101_COMPUTE_S = 0.45
 RESNET101_GPUS_PER_HOST = 4
 PUBLISHED = {512: 0.90}
+
+
+# -- what each compression sends ----------------------------------------------------------
+
+def powersgd_layout(shape: tuple[int, ...], rank: int) -> tuple[int, int, int] | None:
+    """(n, m, r) when PowerSGD compresses a gradient of ``shape``, else None (sent whole).
+
+    The gradient is viewed as an n × m matrix (n = the first dimension, m = the product of
+    the rest, as DDP's PowerSGD hook does) and sent as P (n × r) and Q (m × r), r = min(n, m,
+    rank): worth it only when (n + m)·r < n·m. Vectors (1-D) are never compressed."""
+    if len(shape) < 2:
+        return None
+    n = shape[0]
+    m = 1
+    for d in shape[1:]:
+        m *= d
+    r = min(n, m, rank)
+    return (n, m, r) if r >= 1 and (n + m) * r < n * m else None
+
+
+def powersgd_elements(shapes: list[tuple[int, ...]], rank: int) -> tuple[int, int]:
+    """Elements PowerSGD allreduces per step, in its two rounds: (P's and the uncompressed
+    tensors', Q's)."""
+    first = second = 0
+    for shape in shapes:
+        layout = powersgd_layout(shape, rank)
+        if layout is None:
+            size = 1
+            for d in shape:
+                size *= d
+            first += size
+        else:
+            n, m, r = layout
+            first += n * r
+            second += m * r
+    return first, second
+
+
+def mlp_shapes(widths: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The gradients of dense layers with biases: (out, in) weights and (out,) biases."""
+    shapes: list[tuple[int, ...]] = []
+    for a, b in itertools.pairwise(widths):
+        shapes += [(b, a), (b,)]
+    return shapes

@@ -228,19 +228,35 @@ def render_train(by_size: dict[int, dict[str, Any]]) -> str:
 @click.option("--with-fp16", is_flag=True,
               help="Also time hvdtrain with --compression fp16 (contender hvdtrain-fp16): what "
               "halving the gradient bytes buys, e.g. over --shaped-link.")
+@click.option("--with-compression", default="", metavar="LIST",
+              help="Also time hvdtrain with these --compression choices (bf16, powersgd: "
+              "contenders hvdtrain-bf16, hvdtrain-powersgd) and, for torch, DDP with its own "
+              "hook for the same (ddp-bf16, ddp-powersgd at the same rank).")
+@click.option("--powersgd-rank", type=int, default=4, show_default=True,
+              help="The rank of the powersgd contenders.")
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
 @plot_option
 @verbosity_options
 def bench_train(framework: str, bench_model: str, batch_size: int, hidden: int | None,
                 sequence: int, steps: int, rounds: int,
                 launches: int, shaped_link: str | None, shaped_hosts: int, with_fp16: bool,
-                json_output: bool, plot: str | None, **kw: Any) -> None:
+                with_compression: str, powersgd_rank: int, json_output: bool,
+                plot: str | None, **kw: Any) -> None:
     """Training throughput at 1 and N ranks: hvdtrain vs a minimal Horovod loop (vs DDP)."""
     import socket
     import sys
 
     from hvdtrain.benchmarks.stats import combine_launches
     from hvdtrain.benchmarks.train import CONTENDERS, FP16, TrainBenchConfig
+
+    extra = [FP16] if with_fp16 else []
+    for name in (c.strip() for c in with_compression.split(",") if c.strip()):
+        if name not in ("bf16", "powersgd"):
+            raise ConfigError(f"--with-compression {name!r}: choose from bf16, powersgd",
+                              hint="fp16 has --with-fp16")
+        extra += [f"hvdtrain-{name}", *((f"ddp-{name}",) if framework == "torch" else ())]
+    if powersgd_rank < 1:
+        raise ConfigError(f"--powersgd-rank must be >= 1, got {powersgd_rank}")
 
     if bench_model == "encoder" and framework != "torch":
         raise ConfigError("--model encoder runs with --framework torch (the hf: path)")
@@ -269,8 +285,8 @@ def bench_train(framework: str, bench_model: str, batch_size: int, hidden: int |
                     config = TrainBenchConfig(batch_size=batch_size, hidden=hidden,
                                               model=bench_model, sequence=sequence,
                                               steps=steps, rounds=rounds, framework=framework,
-                                              contenders=(*CONTENDERS[framework],
-                                                          *((FP16,) if with_fp16 else ())),
+                                              contenders=(*CONTENDERS[framework], *extra),
+                                              powersgd_rank=powersgd_rank,
                                               ddp_address=address, ddp_port=port)
                     size = each.placement.size
                     out = Path(tmp) / f"train-{size}-{index}.json"
@@ -338,3 +354,100 @@ def bench_serve(checkpoint: str | None, model_dir: str | None, clients: str, req
     result = run(ServeBenchConfig(checkpoint, model_dir, counts, requests, max_seconds, rounds,
                                   max_batch_size, max_batch_delay_ms, workers))
     click.echo(json.dumps(result, indent=2) if json_output else render(result))
+
+
+def render_overlap(result: dict[str, Any]) -> str:
+    """One row per contender: medians over the measured steps of rank 0."""
+    config = result["config"]
+    rows = []
+    for name, entry in result["contenders"].items():
+        s = entry["summary"]
+        rows.append((name, f"{s['step_ms']:.1f}", f"{s['backward_ms']:.1f}",
+                     f"{s['communication_ms']:.1f}", f"{s['exposed_ms']:.1f}",
+                     f"{s['hidden_fraction']:.2f} ({s['hidden_fraction_min']:.2f}–"
+                     f"{s['hidden_fraction_max']:.2f})"))
+    gradient = result["gradient_bytes_per_step"] / 2**20
+    head = (f"allreduce hidden behind backward, {result['ranks']} ranks, {config['model']} "
+            f"({gradient:.1f} MiB of fp32 gradients/step), batch {config['batch_size']}/rank, "
+            f"{config['steps']} steps each after {config['warmup']} warm-up; "
+            f"{result.get('link', 'this host')}; medians over rank 0's steps (ms). "
+            "Horovod: network activities of its timeline; DDP: its bucket allreduces")
+    return head + "\n" + table(("contender", "step", "fwd+bwd", "communication", "exposed",
+                                "hidden fraction (min–max)"), rows)
+
+
+@bench.command("overlap")
+@config_option
+@placement_options
+@launch_options
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Per rank.")
+@click.option("--model", "bench_model", type=click.Choice(["mlp", "encoder"]), default="mlp",
+              show_default=True, help="The models of bench train.")
+@click.option("--hidden", type=int, default=None,
+              help="MLP width [default: 1024], or the encoder's hidden size [default: 256].")
+@click.option("--sequence", type=int, default=128, show_default=True,
+              help="Tokens per row (--model encoder).")
+@click.option("--steps", type=int, default=10, show_default=True,
+              help="Measured steps per contender.")
+@click.option("--shaped-link", default=None, metavar="RATE",
+              help="As bench train: namespace hosts joined by links tc limits to RATE.")
+@shaped_hosts_option
+@click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
+@plot_option
+@verbosity_options
+def bench_overlap(bench_model: str, batch_size: int, hidden: int | None, sequence: int,
+                  steps: int, shaped_link: str | None, shaped_hosts: int, json_output: bool,
+                  plot: str | None, **kw: Any) -> None:
+    """How much allreduce hides behind backward: hvdtrain, the Horovod loop and DDP (torch)."""
+    import socket
+    import sys
+
+    from hvdtrain.benchmarks.train import TrainBenchConfig
+
+    hidden = hidden or (256 if bench_model == "encoder" else 1024)
+    for flag, value in (("--batch-size", batch_size), ("--hidden", hidden), ("--steps", steps),
+                        ("--sequence", sequence)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    _check_shaped_hosts(shaped_link, shaped_hosts)
+
+    def measure(options: dict[str, Any]) -> dict[str, Any]:
+        plan = make_plan(placement_request(options))
+        if plan.placement.size < 2:
+            raise ConfigError("bench overlap needs 2 ranks or more (-np 2, or --shaped-link)")
+        first_host = plan.placement.ranks[0].host
+        address = ("127.0.0.1" if first_host in ("localhost", socket.gethostname())
+                   else first_host)
+        with socket.socket() as probe:  # a free port for torch.distributed's store
+            probe.bind(("", 0))
+            port = probe.getsockname()[1]
+        config = TrainBenchConfig(batch_size=batch_size, hidden=hidden, model=bench_model,
+                                  sequence=sequence, steps=steps, ddp_address=address,
+                                  ddp_port=port)
+        with tempfile.TemporaryDirectory(prefix="hvdtrain-overlap-") as tmp:
+            out = Path(tmp) / "overlap.json"
+            program = [sys.executable, "-m", "hvdtrain.benchmarks.overlap", str(out),
+                       json.dumps(config.__dict__)]
+            run_supervised(plan, program, launch_settings(options), layout_for(Path(tmp) / "run"))
+            return dict(json.loads(out.read_text()))
+
+    if shaped_link:
+        from hvdtrain.benchmarks.lab import shaped_hosts as lab
+
+        with lab(shaped_link, shaped_hosts) as lab_hosts:
+            result = measure({**kw, "hosts": ",".join(f"{h}:1" for h in lab_hosts), "np": None})
+        result["link"] = f"{len(lab_hosts)} namespace hosts, tc-shaped to {shaped_link}"
+    else:
+        result = measure(kw)
+    if json_output:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(render_overlap(result))
+    if plot:
+        from hvdtrain.benchmarks.plot import plot_overlap
+
+        plot_overlap(result, Path(plot))
+        click.echo(f"plot: {plot}", err=json_output)
+
+
+mirror_env(bench_overlap)

@@ -23,11 +23,12 @@ from click.core import ParameterSource
 from hvdtrain import catalog
 from hvdtrain.cluster.planning import PlacementRequest
 from hvdtrain.data.text import TEXT_SUFFIXES
-from hvdtrain.errors import ConfigError
+from hvdtrain.errors import ConfigError, ExitCode
 from hvdtrain.launch.argv import HorovodTuning
 from hvdtrain.launch.elastic_hosts import ElasticSettings
 from hvdtrain.launch.job import LaunchSettings
 from hvdtrain.launch.protocol import encode_rank_options, rank_options
+from hvdtrain.launch.restarts import RestartPolicy, parse_exit_codes
 from hvdtrain.launch.supervisor import Watchdog
 from hvdtrain.log import configure_cli, level_from
 from hvdtrain.pretrained import parse_pretrained
@@ -117,8 +118,9 @@ launch_options = stacked([
     click.option("--idle-timeout", type=float, default=None,
                  help="Stop the job when no rank writes output for this many seconds."),
     click.option("--stop-timeout", type=float, default=20.0, show_default=True,
-                 help="On SIGTERM/SIGUSR1, seconds the ranks of 'train' get to stop at their "
-                 "next step with a checkpoint before they are stopped at once."),
+                 help="On SIGTERM/SIGUSR1, seconds the ranks get to stop (train: at their "
+                 "next step, with a checkpoint; launch: the program gets SIGUSR1) before "
+                 "they are stopped at once."),
     click.option("--network-interface", type=str, default=None,
                  help="Interface (eth0) or network (10.0.0.0/24) for Horovod/MPI traffic; a "
                  "network lets each host use its own interface in it."),
@@ -143,6 +145,31 @@ elastic_options = stacked([
                  help="--elastic: membership changes allowed before the job stops."),
 ])
 
+# ``launch`` (and ``plan``, which shows it): a user's own host discovery for --elastic
+discovery_script_option = click.option(
+    "--discovery-script", type=str, default=None, metavar="SCRIPT",
+    help="launch --elastic: your own host discovery (an executable printing 'host:slots' "
+    "lines; run once before the launch); default: one hvdtrain writes, re-reading the "
+    "hostfile.")
+
+restart_options = stacked([
+    click.option("--max-restarts", type=int, default=0, show_default=True,
+                 help="When a rank or host fails, restart the job up to N times (train: from "
+                 "the newest checkpoint; launch: HVDTRAIN_ATTEMPT tells your program), on the "
+                 "same hosts once they answer again."),
+    click.option("--restart-on-fewer-hosts", is_flag=True,
+                 help="With --max-restarts: if a failed host does not answer within "
+                 "--restart-wait, restart on the hosts that do (fewer ranks)."),
+    click.option("--restart-wait", type=float, default=30.0, show_default=True,
+                 help="Seconds a failed host gets to answer again before a restart."),
+])
+
+# ``launch`` (and ``plan``, which shows it): a user's program's own final exit codes
+no_restart_on_option = click.option(
+    "--no-restart-on", type=str, default=None, metavar="CODES",
+    help="launch, with --max-restarts: your program's exit codes that are final, e.g. 2,3 "
+    "(75, a stop on request, always is).")
+
 dry_run_option = click.option(
     "--dry-run", is_flag=True,
     help="Print the plan and the exact command and environment a launch runs, then exit.")
@@ -153,10 +180,11 @@ def placement_request(kw: dict[str, Any]) -> PlacementRequest:
 
 
 def launch_settings(kw: dict[str, Any], require_ready: bool = False,
-                    graceful_stop: bool = False) -> LaunchSettings:
+                    graceful_stop: bool = False, forward_stop: bool = False) -> LaunchSettings:
     """``require_ready``: start-up ends when each rank reports Horovod initialised (only
     hvdtrain's own workers report it). ``graceful_stop``: the ranks are training workers that
-    stop at their next step, with a checkpoint, on SIGUSR1 (``Watchdog.graceful_stop``)."""
+    stop at their next step, with a checkpoint, on SIGUSR1 (``Watchdog.graceful_stop``);
+    ``forward_stop``: a user's program, given SIGUSR1 and ``--stop-timeout`` alike."""
     start_timeout = kw["start_timeout"]
     tuning = HorovodTuning(
         fusion_threshold_mb=kw["fusion_threshold_mb"], cycle_time_ms=kw["cycle_time_ms"],
@@ -166,7 +194,7 @@ def launch_settings(kw: dict[str, Any], require_ready: bool = False,
         network_interface=kw["network_interface"])
     watchdog = Watchdog(start_timeout=start_timeout, timeout=kw["timeout"],
                         idle_timeout=kw["idle_timeout"], require_ready=require_ready,
-                        graceful_stop=graceful_stop,
+                        graceful_stop=graceful_stop, forward_stop=forward_stop,
                         stop_timeout=kw.get("stop_timeout", 20.0))
     elastic = elastic_settings(kw)
     if elastic is not None:
@@ -175,11 +203,28 @@ def launch_settings(kw: dict[str, Any], require_ready: bool = False,
                    watchdog=watchdog, preflight=kw["preflight"], elastic=elastic)
 
 
+def restart_policy(kw: dict[str, Any], final_exit_codes: frozenset[int] | None = None
+                   ) -> RestartPolicy:
+    """``--max-restarts`` and its options; ``final_exit_codes``: exit codes never restarted
+    (default: hvdtrain's own that would repeat, ``launch.restarts.FINAL_EXIT_CODES``)."""
+    if final_exit_codes is None:
+        return RestartPolicy(kw["max_restarts"], kw["restart_on_fewer_hosts"], kw["restart_wait"])
+    return RestartPolicy(kw["max_restarts"], kw["restart_on_fewer_hosts"], kw["restart_wait"],
+                         final_exit_codes=final_exit_codes)
+
+
+def program_final_codes(kw: dict[str, Any]) -> frozenset[int]:
+    """The exit codes of a user's program that are never restarted: ``--no-restart-on``
+    and 75, a stop on request."""
+    return parse_exit_codes(kw.get("no_restart_on")) | {ExitCode.STOPPED}
+
+
 def elastic_settings(kw: dict[str, Any]) -> ElasticSettings | None:
     """``--elastic`` and its options (None without ``--elastic``; its options alone are an
     error rather than silently ignored)."""
     given = [flag for flag, key in (("--min-np", "min_np"), ("--max-np", "max_np"),
-                                    ("--reset-limit", "reset_limit"))
+                                    ("--reset-limit", "reset_limit"),
+                                    ("--discovery-script", "discovery_script"))
              if kw.get(key) is not None]
     if not kw.get("elastic"):
         if given:
@@ -190,7 +235,7 @@ def elastic_settings(kw: dict[str, Any]) -> ElasticSettings | None:
                           "the job runs); --include/--exclude do not apply",
                           hint="list the hosts to use in the hostfile itself")
     return ElasticSettings(kw["min_np"], kw["max_np"], kw["elastic_timeout"],
-                           kw["reset_limit"], kw["hostfile"])
+                           kw["reset_limit"], kw["hostfile"], kw.get("discovery_script"))
 
 
 def train_program() -> list[str]:

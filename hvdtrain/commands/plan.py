@@ -3,7 +3,9 @@
 It takes the same placement and launch options as ``train``, builds the command through the
 same ``launch.job.job_command``, and shows it; ``--json`` gives the same as data. The commands
 for starting the ranks by hand (``horovodrun``/``mpirun`` ... ``hvdtrain train``) come from the
-same builder.
+same builder. What ``train`` and ``launch`` would do on a failure and on a stop request
+(``--max-restarts``, ``--no-restart-on``, ``--stop-timeout``) is shown for both, from the same
+``render.fault_tolerance`` that their ``--dry-run`` prints.
 
 ``--estimate`` predicts instead what a step will cost on this plan (``cluster.estimate``: the
 ring-allreduce model, from a parameter count, compute time per step and link figures), and at
@@ -20,18 +22,28 @@ import click
 
 from hvdtrain.cluster.planning import make_plan
 from hvdtrain.commands.options import (
+    discovery_script_option,
     elastic_options,
+    elastic_settings,
     launch_options,
     launch_settings,
+    no_restart_on_option,
     placement_options,
     placement_request,
+    program_final_codes,
+    restart_options,
+    restart_policy,
     train_program,
     verbosity_options,
 )
 from hvdtrain.commands.precedence import config_option, mirror_env
-from hvdtrain.commands.render import command_line, show_plan, table
+from hvdtrain.commands.render import command_line, fault_tolerance, show_plan, table
+from hvdtrain.errors import ExitCode
 from hvdtrain.launch.job import job_command, layout_for, manual_commands
 from hvdtrain.launch.protocol import RANK_OPTIONS_ENV
+from hvdtrain.launch.restarts import RestartPolicy, with_hang_limit
+from hvdtrain.launch.supervisor import Watchdog
+from hvdtrain.launch.user_elastic import elastic_notes, elastic_plan
 
 BY_HAND_PROGRAM = ["hvdtrain", "train"]
 
@@ -41,6 +53,9 @@ BY_HAND_PROGRAM = ["hvdtrain", "train"]
 @placement_options
 @launch_options
 @elastic_options
+@discovery_script_option
+@restart_options
+@no_restart_on_option
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="The run directory the launch would use (default: a new runs/<timestamp>).")
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
@@ -50,6 +65,9 @@ BY_HAND_PROGRAM = ["hvdtrain", "train"]
 @click.option("--params", default=None, metavar="N|NAME",
               help="--estimate: parameter count (e.g. 44.5M) or mlp, bench-mlp, resnet50, "
               "resnet101.")
+@click.option("--powersgd-rank", type=int, default=4, show_default=True,
+              help="--estimate: the rank of --compression powersgd's row (a known model's "
+              "shapes only).")
 @click.option("--compute-ms", type=float, default=None,
               help="--estimate: compute time per step on one device (forward, backward, "
               "update), measured, in ms.")
@@ -68,12 +86,18 @@ BY_HAND_PROGRAM = ["hvdtrain", "train"]
 @verbosity_options
 def plan(json_output: bool, run_dir: str | None, estimate: bool, **kw: Any) -> None:
     """Show the placement (rank → host, local rank, GPU) and the launch command."""
-    the_plan = make_plan(placement_request(kw))
+    the_plan = (elastic_plan(placement_request(kw), elastic_settings(kw))
+                if kw.get("discovery_script") else make_plan(placement_request(kw)))
     if estimate:
         show_estimate(the_plan.placement.host_slots(), kw, json_output)
         return
-    settings = launch_settings(kw, require_ready=True)
+    settings = launch_settings(kw, require_ready=True, graceful_stop=True)
     layout = layout_for(run_dir)
+    # on a failure and on a stop request: train's ranks, and a user's program under launch
+    train_policy = restart_policy(kw)
+    policies = {"train": (train_policy, with_hang_limit(settings.watchdog, train_policy)),
+                "launch": (restart_policy(kw, program_final_codes(kw)),
+                           launch_settings(kw, forward_stop=True).watchdog)}
     command = job_command(the_plan, train_program(), settings, layout)
     by_hand = manual_commands(the_plan, BY_HAND_PROGRAM, settings)
     if json_output:
@@ -85,6 +109,8 @@ def plan(json_output: bool, run_dir: str | None, estimate: bool, **kw: Any) -> N
             "launch": {"argv": command.argv, "env": command.env},
             "commands": {name: c.argv for name, c in by_hand.items()},
             "commands_env": {name: c.env for name, c in by_hand.items()},
+            "fault_tolerance": {name: _fault_json(policy, watchdog)
+                                for name, (policy, watchdog) in policies.items()},
         }, indent=2))
         return
     show_plan(the_plan)
@@ -92,15 +118,27 @@ def plan(json_output: bool, run_dir: str | None, estimate: bool, **kw: Any) -> N
     click.echo(f"  {command_line(command)}")
     click.echo(f"  plus {RANK_OPTIONS_ENV}, train's options as resolved on this host "
                "('hvdtrain train ... --dry-run' shows it)")
+    for name, (policy, watchdog) in policies.items():
+        click.echo(f"\n'hvdtrain {name}' with these options:")
+        for line in fault_tolerance(policy, watchdog):
+            click.echo(f"  {line}")
     if settings.elastic is not None:
-        from hvdtrain.launch.elastic_hosts import hostfile_path, script_path
-
-        click.echo(f"\nhost discovery (written at launch): {script_path(layout.root)}, "
-                   f"re-reading {hostfile_path(layout.root, settings.elastic)} on every call")
+        click.echo("")
+        for line in elastic_notes(settings.elastic, layout.root, the_plan.placement.size):
+            click.echo(line)
         return
     click.echo("\nor start the ranks yourself (each then trains as a worker):")
     for name, by_hand_command in by_hand.items():
         click.echo(f"  [{name}] {command_line(by_hand_command)}")
+
+
+def _fault_json(policy: RestartPolicy, watchdog: Watchdog) -> dict[str, Any]:
+    """``--json``: what ``fault_tolerance`` says, as data."""
+    return {"max_restarts": policy.max_restarts, "restart_on_fewer_hosts": policy.fewer_hosts,
+            "restart_wait": policy.health_wait,
+            "final_exit_codes": sorted(policy.final_exit_codes),
+            "idle_timeout": watchdog.idle_timeout, "stop_timeout": watchdog.stop_timeout,
+            "stop_signal_to_ranks": "SIGUSR1", "stopped_exit_code": int(ExitCode.STOPPED)}
 
 
 def show_estimate(host_slots: list[Any], kw: dict[str, Any], json_output: bool) -> None:
@@ -128,7 +166,14 @@ def show_estimate(host_slots: list[Any], kw: dict[str, Any], json_output: bool) 
     layout = est.Layout(hosts=len(host_slots), ranks_per_host=per_host)
     options: dict[str, Any] = {"intra": intra, "inter": inter, "fusion_bytes": fusion}
     here = {c: est.estimate(parameters, compute_s, layout, compression=c, **options)
-            for c in ("none", "fp16")}
+            for c in ("none", "fp16", "bf16")}
+    shapes = est.model_shapes(kw["params"])
+    if kw["powersgd_rank"] < 1:
+        raise ConfigError(f"--powersgd-rank must be >= 1, got {kw['powersgd_rank']}")
+    if shapes is not None:  # PowerSGD's bytes depend on the gradients' shapes
+        here["powersgd"] = est.estimate(parameters, compute_s, layout, compression="powersgd",
+                                        shapes=shapes, powersgd_rank=kw["powersgd_rank"],
+                                        **options)
     gain = here["none"].step_s / here["fp16"].step_s
     scale = _scaled(parameters, compute_s, per_host, options)
     reference = _scaled(est.resnet_parameters((3, 4, 23, 3)), est.RESNET101_COMPUTE_S,
@@ -157,6 +202,9 @@ def show_estimate(host_slots: list[Any], kw: dict[str, Any], json_output: bool) 
                       "step ms if overlapped", "eff. if overlapped"),
                      [_row(n, e) for n, e in here.items()]))
     click.echo(f"fp16 gain: {gain:.2f}× step time (no overlap)")
+    if shapes is None:
+        click.echo("powersgd: give a known model to --params for its row (its bytes depend "
+                   f"on the gradients' shapes: {', '.join(est.MODEL_SHAPES)})")
     click.echo(f"\nthe same at scale ({per_host} rank(s) per host, fp32 gradients):")
     click.echo(_scale_table(scale, {}))
     click.echo(f"\nreference: ResNet-101, {reference[0].gradient_bytes // 4:,} parameters, "
@@ -184,7 +232,8 @@ def _scaled(parameters: int, compute_s: float, per_host: int,
 
 
 def _row(name: str, e: Any) -> tuple[str, ...]:
-    return ({"none": "fp32", "fp16": "fp16"}[name], str(e.buffers), f"{e.comm_s * 1e3:.1f}",
+    label = {"none": "fp32", "powersgd": f"powersgd ({e.gradient_bytes / 1e6:.2f} MB)"}
+    return (label.get(name, name), str(e.buffers), f"{e.comm_s * 1e3:.1f}",
             f"{e.step_s * 1e3:.1f}", f"{e.comm_share:.0%}", f"{e.efficiency:.0%}",
             f"{e.step_overlapped_s * 1e3:.1f}", f"{e.efficiency_overlapped:.0%}")
 

@@ -35,13 +35,15 @@ from hvdtrain.commands.options import (
     options_in_rank,
     placement_options,
     placement_request,
+    restart_options,
+    restart_policy,
     stacked,
     train_program,
     verbosity_options,
     with_absolute_paths,
 )
 from hvdtrain.commands.precedence import config_option, mirror_env
-from hvdtrain.commands.render import show_dry_run
+from hvdtrain.commands.render import fault_tolerance, show_dry_run
 from hvdtrain.config import TrainConfig
 from hvdtrain.errors import TrainingStoppedError
 from hvdtrain.launch.job import job_command, layout_for, where_logs_are
@@ -113,6 +115,11 @@ _train_options = stacked([
                  f"{_ft('weight_decay')}]"),
     choice(catalog.COMPRESSIONS, default="none", show_default=True,
            help=_names(catalog.COMPRESSIONS)),
+    click.option("--powersgd-rank", type=int, default=4, show_default=True,
+                 help="--compression powersgd: rank of the low-rank factors P and Q."),
+    click.option("--powersgd-warmup-steps", type=int, default=0, show_default=True,
+                 help="--compression powersgd: average the first K optimizer steps in full "
+                 "precision."),
     click.option("--grad-accumulation", "--accumulate-steps", "grad_accumulation", type=int,
                  default=1, show_default=True,
                  help="Micro-batches per optimizer step: one allreduce per N (Horovod's "
@@ -139,14 +146,6 @@ _train_options = stacked([
                  "one, else start: for requeued jobs) or a checkpoint path."),
     choice(catalog.ON_NONFINITE, default="stop", show_default=True,
            help=f"When the loss or gradient becomes NaN/inf: {_names(catalog.ON_NONFINITE)}."),
-    click.option("--max-restarts", type=int, default=0, show_default=True,
-                 help="When a rank or host fails, restart the job up to N times from the "
-                 "newest checkpoint (same hosts once they answer again)."),
-    click.option("--restart-on-fewer-hosts", is_flag=True,
-                 help="With --max-restarts: if a failed host does not answer within "
-                 "--restart-wait, restart on the hosts that do (fewer ranks)."),
-    click.option("--restart-wait", type=float, default=30.0, show_default=True,
-                 help="Seconds a failed host gets to answer again before a restart."),
     click.option("--commit-every-steps", type=int, default=10, show_default=True,
                  help="--elastic: keep model, optimizer and sampler position in memory every "
                  "K steps (and at epoch ends); a failed rank costs at most K steps."),
@@ -158,9 +157,6 @@ _train_options = stacked([
     click.option("--record-samples", is_flag=True, hidden=True),
     click.option("--step-delay", type=float, default=0.0, hidden=True),
 ])
-
-
-RESTART_IDLE_TIMEOUT = 300.0  # s without rank output = a hang, when restarts are on
 
 
 def resuming(program: list[str], resume: str | None, run_dir: Path) -> list[str]:
@@ -196,7 +192,8 @@ def _check_elastic(kw: dict[str, Any], policy: Any) -> None:
 
 def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
     # NumPy (and, in a subprocess, the framework for a user's model): not for --help
-    from hvdtrain.train_launcher.restarts import RestartPolicy, train_with_restarts
+    from hvdtrain.launch.restarts import with_hang_limit
+    from hvdtrain.train_launcher.restarts import train_with_restarts
     from hvdtrain.train_launcher.validate import validate_run
     from hvdtrain.training.checkpoint import refuse_to_overwrite
 
@@ -210,13 +207,10 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
     layout = layout_for(kw["run_dir"])
     settings = replace(launch_settings(kw, require_ready=True, graceful_stop=True),
                        rank_options=options_for_ranks(kw, layout.root))
-    policy = RestartPolicy(kw["max_restarts"], kw["restart_on_fewer_hosts"], kw["restart_wait"])
+    policy = restart_policy(kw)
     if settings.elastic is not None:
         _check_elastic(kw, policy)
-    if policy.max_restarts and settings.watchdog.idle_timeout is None:
-        # a host whose link is gone hangs the others in a collective: make that a failure
-        settings = replace(settings, watchdog=replace(settings.watchdog,
-                                                      idle_timeout=RESTART_IDLE_TIMEOUT))
+    settings = replace(settings, watchdog=with_hang_limit(settings.watchdog, policy))
     program = train_program()
     # the data, the model and the checkpoint to resume, as far as this host can see them
     elsewhere = not any(is_local(host.name) for host in the_plan.hosts)
@@ -226,7 +220,8 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
         else:
             logger.info("note: %s", note)
     if dry_run:
-        show_dry_run(the_plan, job_command(the_plan, program, settings, layout))
+        show_dry_run(the_plan, job_command(the_plan, program, settings, layout),
+                     fault_tolerance(policy, settings.watchdog))
         return
     if kw["run_dir"]:
         refuse_to_overwrite(layout.root, kw["resume"])
@@ -256,6 +251,7 @@ def _launch_side(kw: dict[str, Any], dry_run: bool) -> None:
 @click.command(context_settings={"show_default": False})
 @config_option
 @_train_options
+@restart_options
 @placement_options
 @launch_options
 @elastic_options

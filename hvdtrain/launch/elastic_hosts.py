@@ -13,9 +13,16 @@ The hostfile is the user's ``--hostfile``; for hosts given any other way (``--ho
 ``-np``, Slurm) hvdtrain writes them to ``elastic-hosts`` in the run directory, and that file
 can be edited the same way.
 
-With only this machine's hosts and no ``--network-interface``, horovodrun is told to use the
-loopback interface: without one it refuses to start an elastic job on a single host (it wants
-two hosts to find a common interface).
+A user's own script (``--discovery-script``, ``hvdtrain launch --elastic``) is used as given;
+``launch.user_elastic`` runs it once before the launch and checks what it prints.
+
+**Always a ``--network-interface``.** Without one, horovodrun's elastic driver waits, silently,
+until the discovery offers at least two hosts (it compares their interfaces over ssh) and, on
+one host, gives up only after ``--elastic-timeout`` (600 s): plain ``horovodrun --gloo
+--host-discovery-script`` on one machine prints nothing and seems to hang. So with only this
+machine's hosts horovodrun gets the loopback interface, and with other hosts the launcher's
+interface on its route to them; each host's rank wrapper then puts its own interface towards
+the rendezvous address in ``HOROVOD_GLOO_IFACE`` (``launch.network``), whatever the name here.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from hvdtrain.cluster.hosts import Host
 from hvdtrain.cluster.planning import Plan
 from hvdtrain.errors import ConfigError
 from hvdtrain.launch.argv import HorovodTuning, LaunchCommand
-from hvdtrain.launch.network import is_local
+from hvdtrain.launch.network import interface_towards, is_local
 
 SCRIPT_NAME = "discover-hosts.sh"
 HOSTFILE_NAME = "elastic-hosts"  # written when the hosts did not come from --hostfile
@@ -51,6 +58,7 @@ class ElasticSettings:
     timeout: float = DEFAULT_TIMEOUT  # --elastic-timeout: seconds below --min-np
     reset_limit: int | None = None  # --reset-limit: membership changes before giving up
     hostfile: str | None = None  # the user's --hostfile, re-read on every discovery
+    discovery_script: str | None = None  # the user's own (--discovery-script), used as given
 
     def __post_init__(self) -> None:
         for flag, value in (("--min-np", self.min_np), ("--max-np", self.max_np)):
@@ -77,6 +85,13 @@ def script_path(root: Path) -> Path:
     return root / SCRIPT_NAME
 
 
+def discovery_script(root: Path, settings: ElasticSettings) -> Path:
+    """The script horovodrun runs: the user's own, else the one written into ``root``."""
+    if settings.discovery_script:
+        return Path(settings.discovery_script).resolve()
+    return script_path(root)
+
+
 def hostfile_path(root: Path, settings: ElasticSettings) -> Path:
     """The hostfile the discovery script re-reads."""
     if settings.hostfile:
@@ -94,7 +109,9 @@ def script_text(hostfile: Path, python: str = sys.executable) -> str:
 
 def write_discovery(root: Path, plan: Plan, settings: ElasticSettings) -> Path:
     """Write the discovery script (and, for hosts not from a hostfile, the hostfile it
-    reads); returns the script's path."""
+    reads); returns the script's path. A user's own script is left as it is."""
+    if settings.discovery_script:
+        return discovery_script(root, settings)
     hostfile = hostfile_path(root, settings)
     if not settings.hostfile:
         lines, problems = discovery_lines(plan.hosts)
@@ -118,8 +135,10 @@ def all_local(hosts: tuple[Host, ...]) -> bool:
 
 def elastic_command(plan: Plan, program: list[str], settings: ElasticSettings,
                     tuning: HorovodTuning, root: Path,
-                    export: dict[str, str] | None = None) -> LaunchCommand:
-    """``horovodrun -np N --min-np A --max-np B --host-discovery-script S --gloo ...``."""
+                    export: dict[str, str] | None = None,
+                    rendezvous: str | None = None) -> LaunchCommand:
+    """``horovodrun -np N --min-np A --max-np B --host-discovery-script S --gloo ...``.
+    ``rendezvous``: the launcher's address the remote hosts reach (``launch.network``)."""
     np = plan.placement.size
     settings.check(np)
     argv = ["horovodrun", "-np", str(np)]
@@ -127,13 +146,17 @@ def elastic_command(plan: Plan, program: list[str], settings: ElasticSettings,
         argv += ["--min-np", str(settings.min_np)]
     if settings.max_np is not None:
         argv += ["--max-np", str(settings.max_np)]
-    argv += ["--host-discovery-script", shlex.quote(str(script_path(root))), "--gloo",
+    argv += ["--host-discovery-script", shlex.quote(str(discovery_script(root, settings))),
+             "--gloo",
              "--elastic-timeout", str(math.ceil(settings.timeout))]
     if settings.reset_limit is not None:
         argv += ["--reset-limit", str(settings.reset_limit)]
     argv += tuning.horovodrun_flags()
-    if not tuning.network_interface and all_local(plan.hosts):
-        argv += ["--network-interface", "lo"]
+    if not tuning.network_interface:  # else horovodrun waits for two hosts (see above)
+        towards = "lo" if all_local(plan.hosts) else (
+            interface_towards(rendezvous) if rendezvous else None)
+        if towards:
+            argv += ["--network-interface", towards]
     # horovodrun imports TensorFlow when it is installed; its start-up notes are noise here
     env = {"TF_CPP_MIN_LOG_LEVEL": "2", **(export or {})}
     return LaunchCommand([*argv, *program], env)

@@ -150,10 +150,16 @@ def interrupted(signal_name: str, signum: int) -> JobFailure:
                       f"stopped by {signal_name}", 128 + signum)
 
 
-def stopped(layout: RunLayout, signum: int | None) -> JobFailure:
+def stopped(layout: RunLayout, signum: int | None, own_program: bool = False) -> JobFailure:
     """Every rank stopped at the same step on request; rank 0 wrote a checkpoint first (and
-    said which, on the terminal): no report beyond the one line."""
+    said which, on the terminal): no report beyond the one line. ``own_program``: a user's
+    program (``hvdtrain launch``) exited 75: what it saved is its own business."""
     why = f"on {signal.Signals(signum).name} " if signum else "on request "
+    if own_program:
+        return JobFailure(
+            "stopped", "", f"the program stopped {why}(exit code 75)", ExitCode.STOPPED,
+            hint="run the same command again to continue (your program resumes from its own "
+            "checkpoint)")
     return JobFailure(
         "stopped", "", f"every rank stopped {why}at the same step, after rank 0 wrote a "
         "checkpoint", ExitCode.STOPPED,

@@ -43,8 +43,10 @@ from hvdtrain.launch.elastic_hosts import ElasticSettings, elastic_command, writ
 from hvdtrain.launch.network import interface_in, is_local, rendezvous_address
 from hvdtrain.launch.preflight.run import run_preflight
 from hvdtrain.launch.protocol import (
+    ATTEMPT_ENV,
     PLAN_ENV,
     RANK_OPTIONS_ENV,
+    WORLD_SIZE_ENV,
     RunLayout,
     terminal_environment,
 )
@@ -64,6 +66,7 @@ class LaunchSettings:
     elastic: ElasticSettings | None = None  # --elastic: horovodrun --gloo, discovery
     # ``train``: its resolved options, exported to every rank (protocol.RANK_OPTIONS_ENV)
     rank_options: str | None = None
+    attempt: int = 0  # the restart it is (``launch.restarts``): protocol.ATTEMPT_ENV
 
 
 def resolve_backend(settings: LaunchSettings, mpi_available: bool) -> tuple[str, str]:
@@ -128,11 +131,14 @@ def job_command(plan: Plan, program: list[str], settings: LaunchSettings, layout
     export = layout.environment(encode_plan(plan.placement), rendezvous, network)
     if settings.rank_options is not None:
         export[RANK_OPTIONS_ENV] = settings.rank_options
+    export[ATTEMPT_ENV] = str(settings.attempt)
+    export[WORLD_SIZE_ENV] = str(plan.placement.size)
     export.update(rank_environment())  # -v/-q: the ranks' messages follow this process's
     if settings.elastic is not None:
         export.pop(PLAN_ENV)  # ranks come and go: each rank pins by its local rank instead
+        export.pop(WORLD_SIZE_ENV)
         command = elastic_command(plan, layout.wrap(program), settings.elastic,
-                                  settings.tuning, layout.root, export)
+                                  settings.tuning, layout.root, export, rendezvous)
         return LaunchCommand([find_horovodrun(), *command.argv[1:]], command.env)
     # a progress bar only for a terminal (elastic: horovodrun forwards lines, never a bar)
     export.update(terminal_environment())

@@ -56,9 +56,14 @@ RANK_OPTIONS_ENV = "HVDTRAIN_RANK_OPTIONS"
 # "1": the launcher's stderr, where rank 0's output is shown, is a terminal (a rank's own is a
 # pipe to its wrapper): rank 0 draws progress bars only then (``training.progress``).
 TERMINAL_ENV = "HVDTRAIN_LAUNCHER_TTY"
+# For a user's own program (``launch --max-restarts``), to resume from its own checkpoint:
+# which attempt this is (0 = the first launch, N = the Nth restart) and the ranks it has
+# (a restart on fewer hosts has fewer; not set for --elastic, whose size changes as it runs).
+ATTEMPT_ENV = "HVDTRAIN_ATTEMPT"
+WORLD_SIZE_ENV = "HVDTRAIN_WORLD_SIZE"
 # (and ``log.LEVEL_ENV``: -v/-q, the level of the ranks' messages, when not the default)
 PROTOCOL_VARIABLES = (JOB_DIR_ENV, PLAN_ENV, RENDEZVOUS_ENV, NETWORK_ENV, RANK_OPTIONS_ENV,
-                      TERMINAL_ENV, LEVEL_ENV)
+                      TERMINAL_ENV, ATTEMPT_ENV, WORLD_SIZE_ENV, LEVEL_ENV)
 
 WRAPPER_MODULE = "hvdtrain.launch.rank_wrapper"
 STATUS_MARKER = b"@@hvdtrain-rank-status@@ "  # starts a record line on a launcher's stdout

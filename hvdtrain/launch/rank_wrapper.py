@@ -100,6 +100,8 @@ def child_environment(env: Mapping[str, str]) -> dict[str, str]:
         # horovodrun forwards output line by line: a progress bar redrawn with \r would
         # arrive as one long line at the epoch's end (the epoch lines say the same)
         child.setdefault("TQDM_DISABLE", "1")
+        # a user's Python script writing into a pipe would hold its lines until it exits
+        child.setdefault("PYTHONUNBUFFERED", "1")
     return child
 
 

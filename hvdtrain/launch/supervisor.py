@@ -37,7 +37,9 @@ rank, then escalated to SIGKILL after a grace period: no orphans. hvdtrain kille
 SIGTERM or SIGUSR1 is passed on as SIGUSR1 (to the ranks here, and through mpirun, which
 forwards it, to the others); the ranks agree to stop at their next step, rank 0 writes a step
 checkpoint and every rank exits 75 (``ExitCode.STOPPED``), which the job then exits with. A
-second signal, Ctrl-C, or ``stop_timeout`` without the ranks done stops them at once.
+second signal, Ctrl-C, or ``stop_timeout`` without the ranks done stops them at once. A user's
+own program (``Watchdog.forward_stop``, ``hvdtrain launch``) gets the same SIGUSR1 and the same
+deadline; what it does with it is its own (docs/FAULT_TOLERANCE.md: checkpoint, exit 75).
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ class Watchdog:
     # ``stop_timeout`` seconds (below the 30 s Slurm, Kubernetes and podman give by default)
     graceful_stop: bool = False
     stop_timeout: float = 20.0
+    # a user's own program (``hvdtrain launch``): SIGTERM/SIGUSR1 is passed on to every rank
+    # as SIGUSR1 in the same way; the program decides what it means (checkpoint, exit 75)
+    forward_stop: bool = False
     # Horovod elastic: ranks die and are replaced, and rank numbers change on a reset, so a
     # rank's exit decides nothing; horovodrun's exit code, the timeouts and stops decide
     elastic: bool = False
@@ -192,8 +197,10 @@ class _Supervisor:
         if self.stop_signal is not None and self.stop_deadline is None:
             name = signal.Signals(self.stop_signal).name
             timeout = self.watchdog.stop_timeout
-            self.say(f"{name} received: every rank stops at its next step and rank 0 "
-                     f"writes a checkpoint (up to {timeout:g} s; a second signal stops at once)")
+            what = ("every rank stops at its next step and rank 0 writes a checkpoint"
+                    if self.watchdog.graceful_stop else "passed on to every rank as SIGUSR1")
+            self.say(f"{name} received: {what} (up to {timeout:g} s; a second signal stops "
+                     "at once)")
             self.stop_deadline = time.monotonic() + timeout
             self._ask_to_stop()
         if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
@@ -212,7 +219,8 @@ class _Supervisor:
             return None  # rank 0 ended otherwise (elastic renumbers ranks): not a stop
         if not any(e.exit_code == ExitCode.STOPPED for e in exits):
             return None
-        return failures.stopped(self.layout, self.stop_signal)
+        return failures.stopped(self.layout, self.stop_signal,
+                                own_program=self.watchdog.forward_stop)
 
     def check_rank_failed(self, exits: list[RankExit]) -> JobFailure | None:
         if self.watchdog.elastic:
@@ -344,11 +352,13 @@ class _Supervisor:
         voice.start()
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
+        asks_to_stop = self.watchdog.graceful_stop or self.watchdog.forward_stop
+
         def on_signal(signum: int, _frame: object) -> None:
-            graceful = self.watchdog.graceful_stop and signum != signal.SIGINT
+            graceful = asks_to_stop and signum != signal.SIGINT
             if graceful and self.stop_signal is None:
                 self.stop_signal = signum  # check_stop_requested passes it on
-            elif signum == signal.SIGUSR1 and not self.watchdog.graceful_stop:
+            elif signum == signal.SIGUSR1 and not asks_to_stop:
                 self._ask_to_stop()  # a user's own program decides what SIGUSR1 means
             elif signum != signal.SIGUSR1:
                 self.interrupted = signum
@@ -366,7 +376,7 @@ class _Supervisor:
         self.done_following.set()
         for thread in [voice, *self.followers]:
             thread.join(timeout=5)
-        if isinstance(outcome, JobFailure):
+        if isinstance(outcome, JobFailure) and outcome.kind != "stopped":  # a stop: one line
             outcome = outcome.with_tails(self.layout, shown=self.followed_ranks)
             self.report_failure(outcome.format())
             if not self.launcher_speaks.is_set():

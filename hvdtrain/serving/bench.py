@@ -10,7 +10,9 @@ the order alternates between rounds, and every measurement is bounded by a reque
 a time limit. Per configuration: the median throughput over the rounds, the paired on/off
 ratio of each round (median, min–max), latency percentiles over every request of every round,
 and the mean rows per runtime call (from the server's own ``/metrics``). The ceiling: the
-runtime alone, in this process, at one row and at a full batch.
+runtime alone, in this process, at one row and at a full batch. A text model (BYTES inputs:
+the byte-token transformer, a fine-tuned language model) gets one review-like sentence per
+request (``SAMPLE_TEXT``); its ceiling includes the server's tokenizing, which ``run`` does.
 
 Runs in the launching process (it starts the servers and is their client); the clients and
 the servers share this machine's cores, so compare within one run, not across machines.
@@ -42,6 +44,9 @@ from hvdtrain.serving.loading import default_name, load, locate
 HOST = "127.0.0.1"
 CONFIGS = ("on", "off")
 LENGTH = re.compile(rb"content-length:\s*(\d+)", re.I)
+# what a text model's clients send (one row each): about as long as a short review
+SAMPLE_TEXT = ("the film was quite good and the music was really lovely, but the story "
+               "dragged a little in the middle and the ending felt rushed")
 
 
 @dataclass(frozen=True)
@@ -168,9 +173,19 @@ async def _load(port: int, request: bytes, clients: int, requests: int,
             "latencies": latencies}
 
 
-def _request(name: str, row: np.ndarray) -> bytes:
-    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": list(row.shape),
-                                   "data": row.ravel().tolist()}]}).encode()
+def _one_row(servable: Any) -> dict[str, np.ndarray]:
+    """The request every client sends: the warm-up's row for features, a review-like
+    sentence (``SAMPLE_TEXT``) in every BYTES input of a text model."""
+    tensors: dict[str, np.ndarray] = servable.probe()
+    return {k: np.array([SAMPLE_TEXT.encode()], dtype=object) if v.dtype == object else v
+            for k, v in tensors.items()}
+
+
+def _request(name: str, tensors: dict[str, np.ndarray], datatypes: dict[str, str]) -> bytes:
+    inputs = [{"name": k, "datatype": datatypes[k], "shape": list(v.shape),
+               "data": [t.decode() for t in v.ravel()] if v.dtype == object
+               else v.ravel().tolist()} for k, v in tensors.items()]
+    body = json.dumps({"inputs": inputs}).encode()
     return (f"POST /v2/models/{name}/infer HTTP/1.1\r\nHost: {HOST}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
             ).encode() + body
@@ -190,15 +205,13 @@ def run(config: ServeBenchConfig) -> dict[str, Any]:
     config.check()
     source = locate(config.checkpoint, config.model_dir)
     servable = load(source, config.workers)  # also makes the export the servers will reuse
-    if servable.inputs[0].datatype != "FP32":
-        raise ConfigError("hvdtrain bench serve measures models with FP32 rows (tabular or "
-                          "image), not text models")
     name = default_name(source.card)
-    one = servable.prepare(servable.probe())
+    tensors = _one_row(servable)
+    one = servable.prepare(tensors)
     full = np.repeat(one, config.max_batch_size, axis=0)
     ceiling = {"1": _ceiling(servable.run, one),
                str(config.max_batch_size): _ceiling(servable.run, full)}
-    request = _request(name, servable.probe()["x"])
+    request = _request(name, tensors, {s.name: s.datatype for s in servable.inputs})
     where = (["--checkpoint", config.checkpoint] if config.checkpoint
              else ["--model-dir", str(config.model_dir)])
     common = ["--max-batch-size", str(config.max_batch_size), "--workers", str(config.workers)]
@@ -227,7 +240,9 @@ def run(config: ServeBenchConfig) -> dict[str, Any]:
                         samples.setdefault((clients, c), []).append(got)
         finally:
             codes = {c: s.stop() for c, s in servers.items()}
-    return _summarise(config, name, servable.runtime, ceiling, samples, codes)
+    result = _summarise(config, name, servable.runtime, ceiling, samples, codes)
+    result["text"] = any(s.datatype == "BYTES" for s in servable.inputs)
+    return result
 
 
 def _summarise(config: ServeBenchConfig, name: str, runtime: str, ceiling: dict[str, float],
@@ -287,4 +302,5 @@ def render(result: dict[str, Any]) -> str:
                       .rstrip() for line in lines)
     ceiling = ", ".join(f"{int(k)} row(s) per call: {v:,.0f} rows/s"
                         for k, v in result["ceiling_rows_per_second"].items())
-    return f"{head}\n{table}\nruntime alone, in process: {ceiling}"
+    text = " (with the server's tokenizing)" if result.get("text") else ""
+    return f"{head}\n{table}\nruntime alone{text}, in process: {ceiling}"

@@ -27,6 +27,8 @@ from kserve.errors import (  # noqa: E402
     ModelNotFound,
     ModelNotReady,
 )
+from kserve.metrics import PREDICT_HIST_TIME, get_labels  # noqa: E402
+from kserve.model import InferenceVerb  # noqa: E402
 from kserve.model_server import app  # noqa: E402
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc  # noqa: E402
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor  # noqa: E402
@@ -36,8 +38,8 @@ from kserve.protocol.rest.server import RESTServer  # noqa: E402
 from kserve.protocol.rest.v2_datamodels import InferenceRequest  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
 
-__all__ = ["ExceptionToStatusInterceptor", "HTTPException", "InferOutput", "InferRequest",
-           "InferResponse", "InferenceError", "InferenceRequest", "InferenceServicer",
-           "InvalidInput", "JSONResponse", "Model", "ModelNotFound", "ModelNotReady",
-           "ModelServer", "RESTServer", "RequestValidationError", "app",
-           "grpc_predict_v2_pb2_grpc"]
+__all__ = ["PREDICT_HIST_TIME", "ExceptionToStatusInterceptor", "HTTPException", "InferOutput",
+           "InferRequest", "InferResponse", "InferenceError", "InferenceRequest",
+           "InferenceServicer", "InferenceVerb", "InvalidInput", "JSONResponse", "Model",
+           "ModelNotFound", "ModelNotReady", "ModelServer", "RESTServer",
+           "RequestValidationError", "app", "get_labels", "grpc_predict_v2_pb2_grpc"]

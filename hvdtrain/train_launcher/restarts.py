@@ -1,189 +1,32 @@
-"""Restart-based fault tolerance: ``hvdtrain train --max-restarts N [--restart-on-fewer-hosts]``.
+"""``hvdtrain train --max-restarts N``: what a restart of hvdtrain's own training resumes from.
 
-torchrun's answer to a dead worker, for Horovod over MPI or Gloo, with no elastic machinery to
-deadlock (horovod#3494): when a rank or a host fails, the supervisor has already stopped the
-whole job; this module decides whether to start it again and where.
+The policy itself (is a failure worth a restart, which hosts answer, the new plan, the records)
+is ``launch.restarts``, shared with ``hvdtrain launch``; this module adds only what is train's:
 
-1. **Is it worth it?** Failures that would repeat (a bad option, bad data, a checkpoint that
-   does not fit, a diverged loss: exit codes 2, 3, 5-8), a stop on request (75) and Ctrl-C are
-   final. A crash, a rank killed by a signal, a launcher or ssh failure, ranks that never
-   started and a hang (``--idle-timeout``) are restarted.
-2. **Which host failed?** The failure names it (the first failing rank's host, the hosts of
-   ranks that never started); every remote host of the plan is also probed (the quick
-   preflight: ssh, same Python and Horovod, run directory), since a host whose link went down
-   often shows up as some *other* rank's error.
-3. **Where to restart?** On the same plan when every host answers (after up to
-   ``health_wait`` seconds for a failed one to come back); otherwise, with
-   ``--restart-on-fewer-hosts``, on the hosts that answer, with a new plan (fewer ranks).
-4. **From where?** The newest complete checkpoint in the run directory (``--resume auto``),
-   which may be a mid-epoch step checkpoint: the loop continues that epoch at the new world
-   size with no sample skipped or repeated, and the lr rescaled for the new size.
-
-Every restart is recorded (time, why, failed host, old and new size) in ``restarts.json`` and
-in the final ``summary.json``; each failed attempt's rank logs move to ``attempts/N/``.
+**From where?** The newest complete checkpoint in the run directory (``--resume auto``), which
+may be a mid-epoch step checkpoint: the loop continues that epoch at the new world size with no
+sample skipped or repeated, and the lr rescaled for the new size. ``restarts.json`` and
+``summary.json`` name that checkpoint.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
-from hvdtrain.atomic import atomic_write_text
-from hvdtrain.cluster.hosts import Host
-from hvdtrain.cluster.placement import plan_placement
 from hvdtrain.cluster.planning import Plan
-from hvdtrain.errors import ConfigError, ExitCode
-from hvdtrain.launch.failures import FailureKind, JobFailedError, JobFailure
-from hvdtrain.launch.job import LaunchSettings, run_supervised
-from hvdtrain.launch.network import is_local
-from hvdtrain.launch.preflight.run import run_preflight
+from hvdtrain.launch.job import LaunchSettings
 from hvdtrain.launch.protocol import RunLayout
+from hvdtrain.launch.restarts import Attempt, RestartPolicy, run_with_restarts
 from hvdtrain.launch.supervisor import JobResult
-from hvdtrain.log import logger
 from hvdtrain.training.checkpoint import CheckpointStore
-
-# a restart would fail the same way (a launcher that could not start, 4, may not)
-FINAL_EXIT_CODES = frozenset({ExitCode.CONFIG, ExitCode.HOSTS, ExitCode.PREFLIGHT, ExitCode.DATA,
-                              ExitCode.CHECKPOINT, ExitCode.DIVERGED, ExitCode.STOPPED})
-FINAL_KINDS: frozenset[FailureKind] = frozenset({"interrupted", "stopped"})
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    max_restarts: int = 0
-    fewer_hosts: bool = False  # --restart-on-fewer-hosts
-    health_wait: float = 30.0  # seconds a failed host gets to answer again
-    probe_timeout: float = 10.0  # per host and probe
-
-    def __post_init__(self) -> None:
-        if self.max_restarts < 0:
-            raise ConfigError(f"--max-restarts must be >= 0, got {self.max_restarts}")
-
-
-@dataclass(frozen=True)
-class RestartRecord:
-    attempt: int  # the attempt that failed (0 = the first launch)
-    time: str
-    reason: str
-    failed_host: str | None
-    unhealthy_hosts: tuple[str, ...]
-    old_world_size: int
-    new_world_size: int
-    resume_from: str | None
-
-
-def worth_restarting(failure: JobFailure) -> str | None:
-    """Why this failure is final (None: restart it)."""
-    if failure.kind in FINAL_KINDS:
-        return f"the job was {failure.kind}"
-    if failure.killed_by is None and failure.exit_code in FINAL_EXIT_CODES:
-        return f"exit code {failure.exit_code} means a restart would fail the same way"
-    return None
-
-
-def suspect_hosts(failure: JobFailure, plan: Plan) -> list[str]:
-    """The hosts the failure itself names: the failing rank's, or those of unstarted ranks."""
-    named = [failure.host] if failure.host else []
-    ranks = failure.ranks or ((failure.rank,) if failure.rank is not None else ())
-    names = {slot.rank: slot.host for slot in plan.placement.ranks}
-    named += [names[r] for r in ranks if r in names]
-    return list(dict.fromkeys(named))
-
-
-def unhealthy_hosts(plan: Plan, run_dir: Path, timeout: float) -> list[str]:
-    """Remote hosts of ``plan`` that fail the quick preflight (local ones are up: we run)."""
-    remote = [h for h in plan.hosts if not is_local(h.name)]
-    if not remote:
-        return []
-    remote_plan = replace(plan, hosts=tuple(remote))
-    report = run_preflight(remote_plan, run_dir, timeout, mpi_smoke=False)
-    return sorted({check.host for check in report.failures})
-
-
-def plan_without(plan: Plan, gone: list[str]) -> Plan:
-    """The same request on the hosts that are left: as many ranks as before if they have
-    the slots, else one per remaining slot."""
-    left: tuple[Host, ...] = tuple(h for h in plan.hosts if h.name not in gone)
-    size = min(plan.placement.size, sum(h.slots for h in left))
-    return replace(plan, hosts=left, placement=plan_placement(left, size))
-
-
-def _archive_attempt(layout: RunLayout, attempt: int) -> Path:
-    """Keep a failed attempt's rank logs and records: the next launch reuses the paths."""
-    target = layout.root / "attempts" / str(attempt)
-    target.mkdir(parents=True, exist_ok=True)
-    for part in (layout.logs_dir, layout.ranks_dir, layout.launcher_log):
-        if part.exists():
-            shutil.move(str(part), str(target / part.name))
-    return target
-
-
-def _write_records(layout: RunLayout, records: list[RestartRecord]) -> None:
-    payload = [asdict(r) for r in records]
-    atomic_write_text(layout.root / "restarts.json", json.dumps(payload, indent=2))
-    summary = layout.root / "summary.json"
-    if summary.is_file():  # rank 0 shares this directory: one summary says it all
-        data = json.loads(summary.read_text())
-        data["restarts"] = payload
-        atomic_write_text(summary, json.dumps(data, indent=2))
 
 
 def resume_argument(layout: RunLayout, original: str | None) -> str | None:
-    """What the next attempt resumes from: the run's newest checkpoint, else what the user
-    asked for at first (a checkpoint of an earlier run), else nothing."""
+    """What a restart resumes from: the run's newest checkpoint, else what the user asked
+    for at first (a checkpoint of an earlier run), else nothing."""
     if CheckpointStore(layout.root / "checkpoints").files():
         return "auto"
     return original
-
-
-def train_with_restarts(plan: Plan, program: Callable[[str | None], list[str]],
-                        settings: LaunchSettings, layout: RunLayout, policy: RestartPolicy,
-                        resume: str | None) -> JobResult:
-    """Launch, and relaunch after a restartable failure up to ``policy.max_restarts`` times.
-    ``program(resume)``: the rank command line resuming from ``resume``."""
-    records: list[RestartRecord] = []
-    current = plan
-    attempt = 0
-    while True:
-        try:
-            result = run_supervised(current, program(resume), settings, layout)
-        except JobFailedError as exc:
-            failure = exc.failure
-            final = worth_restarting(failure)
-            if final or attempt >= policy.max_restarts:
-                if records:
-                    _write_records(layout, records)
-                if policy.max_restarts and final:
-                    logger.warning("not restarting: %s", final)
-                elif policy.max_restarts:
-                    logger.warning("not restarting: all %d restarts used", policy.max_restarts)
-                raise
-            chosen = _next_plan(current, failure, layout, policy, attempt)
-            if isinstance(chosen, str):
-                if records:
-                    _write_records(layout, records)
-                logger.warning("not restarting: %s", chosen)
-                raise
-            current, record = chosen
-            resume = resume_argument(layout, resume)
-            record = replace(record, resume_from=_newest(layout))
-            records.append(record)
-            _write_records(layout, records)
-            archive = _archive_attempt(layout, attempt)
-            logger.warning(
-                "restart %d of %d: %s; %d ranks on %s, from %s (attempt %d's logs: %s)",
-                attempt + 1, policy.max_restarts, record.reason, record.new_world_size,
-                ", ".join(h.name for h in current.hosts), record.resume_from or "the start",
-                attempt, archive)
-            attempt += 1
-            continue
-        if records:
-            _write_records(layout, records)
-        return result
 
 
 def _newest(layout: RunLayout) -> str | None:
@@ -191,32 +34,13 @@ def _newest(layout: RunLayout) -> str | None:
     return latest.name if latest else None
 
 
-def _next_plan(plan: Plan, failure: JobFailure, layout: RunLayout, policy: RestartPolicy,
-               attempt: int) -> tuple[Plan, RestartRecord] | str:
-    """Probe the hosts, wait a little for failed ones, and choose the plan to restart on (or
-    say why there is none)."""
-    named = suspect_hosts(failure, plan)
-    bad = unhealthy_hosts(plan, layout.root, policy.probe_timeout)
-    waited = 0.0
-    while bad and waited < policy.health_wait:
-        logger.warning("%s not answering; waiting up to %.0f s for it to come back",
-                       ", ".join(bad), policy.health_wait - waited)
-        pause = min(5.0, policy.health_wait - waited)
-        time.sleep(pause)
-        waited += pause
-        bad = unhealthy_hosts(plan, layout.root, policy.probe_timeout)
-    new_plan = plan
-    if bad:
-        if not policy.fewer_hosts:
-            return (f"{', '.join(bad)} did not answer within {policy.health_wait:g} s "
-                    "(--restart-on-fewer-hosts would continue on the hosts that answer)")
-        if len(bad) == len(plan.hosts):
-            return "no host of the plan answers"
-        new_plan = plan_without(plan, bad)
-    failed_host = named[0] if named else (bad[0] if bad else None)
-    record = RestartRecord(
-        attempt=attempt, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        reason=failure.message, failed_host=failed_host, unhealthy_hosts=tuple(bad),
-        old_world_size=plan.placement.size, new_world_size=new_plan.placement.size,
-        resume_from=None)
-    return new_plan, record
+def train_with_restarts(plan: Plan, program: Callable[[str | None], list[str]],
+                        settings: LaunchSettings, layout: RunLayout, policy: RestartPolicy,
+                        resume: str | None) -> JobResult:
+    """``launch.restarts.run_with_restarts`` for training: ``program(resume)`` is the rank
+    command line resuming from ``resume``; a restart resumes from the newest checkpoint."""
+    def attempt_program(attempt: Attempt) -> list[str]:
+        return program(resume if attempt.number == 0 else resume_argument(layout, resume))
+
+    return run_with_restarts(plan, attempt_program, settings, layout, policy,
+                             lambda: _newest(layout))

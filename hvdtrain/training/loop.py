@@ -15,6 +15,12 @@ step (one small allreduce, only then, names NaN or inf); ``skip`` counts it and 
 non-finite validation loss, or parameters, end the run before a checkpoint is written, so the
 newest checkpoint is always a good one.
 
+**Gradient accumulation at an epoch's end.** When ``--grad-accumulation`` does not divide the
+epoch's batches (the same count on every rank), the epoch's end steps on the passes left over
+(``finish_accumulation``, their mean, as the HF Trainer does): an epoch-end checkpoint or
+commit cannot hold a half-accumulated gradient, so none crosses it. The lr schedule counts
+``ceil(batches / N)`` optimizer steps an epoch and holds one lr over a step's passes.
+
 **Mid-epoch checkpoints and a changing world size.** A step checkpoint (``--checkpoint-every-
 steps``, or when the job is asked to stop) records the epoch's *sampler position*: the set of
 samples already trained on, as a mask over the training set (``sharding.consumed_after``).
@@ -70,6 +76,7 @@ from hvdtrain.training.commits import (
 )
 from hvdtrain.training.events import ChiefRecorder
 from hvdtrain.training.sharding import (
+    batch_count,
     consumed_after,
     decode_mask,
     encode_mask,
@@ -119,6 +126,14 @@ def _reduce(comm: Collectives, stats: list[BatchStats], name: str) -> tuple[floa
     if count == 0:
         return math.nan, math.nan, 0
     return float(total[0] / count), float(total[1] / count), count
+
+
+def step_progress(epoch: int, update: int, updates: int, done_before: int, n: int) -> float:
+    """Epochs done when optimizer step ``update`` (of this run of the epoch's ``updates``)
+    starts: the lr schedule's position, one for all passes of an accumulation, as
+    transformers' scheduler steps once per optimizer step. A resumed epoch counts the
+    ``done_before`` of its ``n`` samples trained before the checkpoint."""
+    return epoch + (done_before + (n - done_before) * update / max(updates, 1)) / n
 
 
 def _hint(config: TrainConfig, comm: Collectives, run_dir: Path) -> str:
@@ -349,14 +364,16 @@ def _run(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, data
         epoch_start = time.monotonic()
         stats: list[BatchStats] = []
         skips = 0
-        # optimizer steps in a whole epoch at this world size (the schedule's --warmup-steps)
-        steps_per_epoch = max(1, math.ceil(n / (config.batch_size * comm.size))
-                              // config.grad_accumulation)
+        # optimizer steps in a whole epoch at this world size (the schedule's --warmup-steps),
+        # the last on the remainder when --grad-accumulation does not divide the batches
+        accumulation = config.grad_accumulation
+        steps_per_epoch = math.ceil(batch_count(n, comm.size, config.batch_size) / accumulation)
+        updates = math.ceil(len(batches) / accumulation)  # those of this (maybe resumed) run
         lr = config.lr_at(epoch, comm.size, steps_per_epoch)
+        batch = BatchStats(0.0, 0, 0)
         for step, idx in enumerate(batches):
-            # the epoch's progress counts the samples trained before a resume too
-            lr = config.lr_at(epoch + (done_before + (n - done_before) * step / len(batches))
-                              / n, comm.size, steps_per_epoch)
+            lr = config.lr_at(step_progress(epoch, step // accumulation, updates, done_before,
+                                            n), comm.size, steps_per_epoch)
             if options.step_delay:
                 time.sleep(options.step_delay)
             batch = adapter.train_batch(data.x_train[idx], data.y_train[idx], lr)
@@ -400,6 +417,13 @@ def _run(adapter: FrameworkAdapter, comm: Collectives, config: TrainConfig, data
                 if signal_name:
                     raise _stopped(signal_name, f"at epoch {epoch + 1} step {step + 1} (of "
                                    f"{len(batches)})", step_file, run_dir)
+        # the step on an accumulation the epoch's end cut short (as the HF Trainer steps on
+        # the remainder), so the epoch-end checkpoint and commit hold every sample trained
+        if adapter.finish_accumulation():  # not finite: the same on every rank
+            if config.on_nonfinite == "stop":
+                raise _diverged_at_step(comm, config, run_dir, replace(batch, nonfinite=True),
+                                        epoch, len(batches) - 1, len(batches))
+            skips += 1
         if chief:
             chief.end_progress()
         train_seconds = time.monotonic() - epoch_start

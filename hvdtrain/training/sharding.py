@@ -75,11 +75,15 @@ def shard_batches(n: int, rank: int, size: int, batch_size: int, seed: int,
     shard = order[rank::size]
     if len(order) == 0:
         return []
-    # as many steps as the *shortest* shard can fill, so no rank gets an empty batch (some
-    # batches are then one sample larger); with fewer samples than ranks, one step in which
-    # some ranks train on nothing (their zero gradient still joins the allreduce)
-    steps = max(1, math.ceil((len(order) // size) / batch_size))
-    return list(np.array_split(shard, steps))
+    return list(np.array_split(shard, batch_count(len(order), size, batch_size)))
+
+
+def batch_count(n: int, size: int, batch_size: int) -> int:
+    """Each rank's number of batches for ``n`` samples (``n`` > 0): as many as the *shortest*
+    shard can fill, so no rank gets an empty batch (some batches are then one sample larger);
+    with fewer samples than ranks, one step in which some ranks train on nothing (their zero
+    gradient still joins the allreduce). The same on every rank."""
+    return max(1, math.ceil((n // size) / batch_size))
 
 
 def consumed_after(n: int, size: int, batch_size: int, seed: int,

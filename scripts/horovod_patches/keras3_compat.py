@@ -67,6 +67,19 @@ def tf_variables(variables: Any) -> list[Any]:
     return out
 
 
+def is_variable(obj: Any) -> bool:
+    """A ``tf.Variable`` or a Keras 3 variable (which is not a ``tf.Variable``)."""
+    import tensorflow as tf
+
+    if isinstance(obj, tf.Variable):
+        return True
+    if not is_keras3():
+        return False
+    import keras
+
+    return isinstance(obj, keras.Variable)
+
+
 def is_keras3() -> bool:
     import keras
 
@@ -180,7 +193,8 @@ def create_distributed_optimizer(optimizer: Any, name: str | None, device_dense:
 
     ``backward_passes_per_step > 1`` sums gradients locally and reduces and applies only on
     every n-th call (divided by n if ``average_aggregated_gradients``); ``iterations`` counts
-    applied updates.
+    applied updates. ``from_config`` on the result (or its class) gives another optimizer
+    with the same Horovod settings, as Horovod's Keras 2 one does.
     """
     import horovod.tensorflow as hvd
     import tensorflow as tf
@@ -238,15 +252,20 @@ def create_distributed_optimizer(optimizer: Any, name: str | None, device_dense:
         """Keep this variable's gradient local to each rank (not averaged)."""
         self._hvd.local_vars.add(ref(var))
 
-    namespace = {"build": build, "apply": apply, "register_local_var": register_local_var,
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        # Every instance, ``from_config`` copies included, is distributed with these settings
+        # (local variables are per instance: a copy starts with none).
+        base.__init__(self, *args, **kwargs)
+        self._hvd = _HorovodState(allreduce_grads, process_set, scale_local_gradients,
+                                  backward_passes_per_step, average_aggregated_gradients,
+                                  sparse_as_dense)
+
+    namespace = {"__init__": __init__, "build": build, "apply": apply,
+                 "register_local_var": register_local_var,
                  "__module__": base.__module__, "__qualname__": base.__qualname__,
                  "__doc__": base.__doc__}
     cls: Any = type(base.__name__, (base,), namespace)
-    distributed = cls.from_config(optimizer.get_config())
-    distributed._hvd = _HorovodState(allreduce_grads, process_set, scale_local_gradients,
-                                     backward_passes_per_step, average_aggregated_gradients,
-                                     sparse_as_dense)
-    return distributed
+    return cls.from_config(optimizer.get_config())
 
 
 def load_model(keras: Any, wrap_optimizer: Callable[[type], Callable[..., Any]], filepath: Any,

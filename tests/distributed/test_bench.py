@@ -100,3 +100,22 @@ def test_bench_train_tensorflow_against_a_minimal_tf_function_loop() -> None:
         assert all(c["samples_per_second"] > 0 for c in result[size]["contenders"].values())
     assert_paired_stats(result["2"]["contenders"], ["horovod", "hvdtrain"], rounds=1,
                         launches=1)
+
+
+def test_bench_overlap_splits_each_contenders_allreduce(tmp_path: Path) -> None:
+    plot = tmp_path / "overlap.png"
+    done = run_job(hvdtrain("bench", "overlap", "-np", "2", "--hidden", "64", "--batch-size",
+                            "16", "--steps", "3", "--json", "--plot", str(plot)), timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["ranks"] == 2 and set(result["contenders"]) == {"hvdtrain", "horovod", "ddp"}
+    for name, entry in result["contenders"].items():
+        assert len(entry["steps"]) == 3, name
+        for overlap in entry["overlaps"]:
+            # every step of every contender allreduced (timeline or DDP's buckets) ...
+            assert overlap["communication_ms"] > 0, (name, overlap)
+            # ... and its communication is split into hidden and exposed, nothing else
+            assert overlap["hidden_ms"] + overlap["exposed_ms"] == pytest.approx(
+                overlap["communication_ms"]), name
+            assert overlap["backward_ms"] <= overlap["step_ms"], name
+    assert_png(plot)

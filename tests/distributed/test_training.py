@@ -91,11 +91,15 @@ def test_cnn_on_digits(tmp_path: Path, framework: str) -> None:
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS.names())
-def test_fp16_within_one_point_of_fp32(tmp_path: Path, framework: str) -> None:
+def test_compressions_within_one_point_of_fp32(tmp_path: Path, framework: str) -> None:
     fp32 = _train(tmp_path, "fp32", framework, "--epochs", "4")
-    fp16 = _train(tmp_path, "fp16", framework, "--epochs", "4", "--compression", "fp16")
-    assert abs(float(fp32["val_accuracy"]) - float(fp16["val_accuracy"])) <= 0.01
-    assert fp16["parameters_identical"] is True
+    for compression in ("fp16", "bf16", "powersgd"):
+        got = _train(tmp_path, compression, framework, "--epochs", "4", "--compression",
+                     compression)
+        assert abs(float(fp32["val_accuracy"]) - float(got["val_accuracy"])) <= 0.01, (
+            compression, fp32["val_accuracy"], got["val_accuracy"])
+        assert got["parameters_identical"] is True, compression
+        assert got["compression"] == compression
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS.names())

@@ -4,9 +4,10 @@ process; prints JSON results.
 ``python -m tests.frameworks.keras_hub_check WORK_DIR``: loading ``keras-hub:`` presets (a
 saved classifier's head kept, a backbone preset's made fresh), tokenizing (pairs, dynamic
 length), freezing, the size for the memory estimate, one-line errors for what cannot load;
-then the recipe in the adapter (gradient accumulation, clipping of the averaged gradient, no
-weight decay on one-dimensional variables, frozen variables untouched, bf16 for a preset and
-a built-in model, fp16 refused on a CPU), and that none of it imported torch.
+then the recipe in the adapter (gradient accumulation and an epoch's remainder, clipping of
+the averaged gradient, no weight decay on one-dimensional variables, frozen variables
+untouched, bf16 for a preset and a built-in model, fp16 refused on a CPU), and that none of it
+imported torch.
 ``test_keras_hub.py`` asserts the results.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from hvdtrain.training.datasets import load_dataset
 from hvdtrain.training.text_data import load_text_dataset
 from hvdtrain.types import DeviceChoice
 from tests.fixtures.language_models import make_keras_bert, reviews, write_reviews
+from tests.frameworks.recipe_check import remainder
 
 
 def error_of(call: Any) -> str:
@@ -109,6 +112,7 @@ def recipe() -> dict[str, object]:
     stats = bf16.train_batch(x, y, 1e-3)
     layer = bf16.model.layers[-1]
     return {
+        **remainder(partial(fresh, mlp, data), data.x_train[:96], data.y_train[:96]),
         "mlp_bf16": [layer.dtype_policy.name, str(layer.kernel.dtype),
                      bool(np.isfinite(stats.loss_sum)), not stats.nonfinite],
         "accumulation_waits": bool(np.array_equal(after_one_pass, start)),

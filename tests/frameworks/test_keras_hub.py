@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.frameworks.recipe_check import assert_remainder_stepped
+
 pytest.importorskip("horovod")
 pytest.importorskip("keras_hub")
 CHECK = "tests.frameworks.keras_hub_check"  # a module: it imports the test fixtures
@@ -53,6 +55,7 @@ def test_tensorflow_recipe(results: dict[str, object]) -> None:
     """The torch recipe test's assertions (``test_recipe.py``), for TensorFlow."""
     assert results["accumulation_waits"] is True
     assert results["accumulation_equals_big_batch"] < 1e-6  # type: ignore[operator]
+    assert_remainder_stepped(results)
     # SGD's first step is lr x the gradient: with the gradient clipped to 0.01, exactly that
     assert results["clipped_step_norm"] == pytest.approx(0.01, rel=1e-4)
     assert results["decay_by_rank"] == [[1, False], [2, True]]

@@ -307,10 +307,16 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
     ensure_tools()
     work = tmp_path_factory.mktemp("image-build")
     ensure_base(work)
-    if not BUILD and image_id(IMAGE):
-        note(f"using the existing {IMAGE} (HVDTRAIN_IMAGE_TEST_BUILD=0): no build")
-        return BuiltImage(IMAGE, _size(IMAGE), None, None)
-    return build(work)
+    return build_or_reuse(work)
+
+
+def build_or_reuse(work: Path, dockerfile: str = DOCKERFILE, tag: str = IMAGE,
+                   cold: bool = COLD) -> BuiltImage:
+    """``build``, or with HVDTRAIN_IMAGE_TEST_BUILD=0 the existing ``tag`` (built if missing)."""
+    if not BUILD and image_id(tag):
+        note(f"using the existing {tag} (HVDTRAIN_IMAGE_TEST_BUILD=0): no build")
+        return BuiltImage(tag, _size(tag), None, None)
+    return build(work, dockerfile, tag, cold)
 
 
 # -- containers -------------------------------------------------------------------------------

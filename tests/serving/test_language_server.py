@@ -30,16 +30,35 @@ TOLERANCE = 1e-5
 NAME = "lm"
 
 
-def fine_tune(root: Path, *args: str) -> dict[str, Any]:
-    """Trained (1 rank) on the reviews, and predict's answers on held-out reviews."""
+def write_pairs(path: Path, n: int, seed: int) -> Path:
+    """The reviews with a second text (``context``, another review) beside each."""
+    from tests.fixtures.language_models import reviews
+
+    others = reviews(n, seed + 100)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["review", "context", "sentiment"])
+        writer.writerows((text, other, label)
+                         for (text, label), (other, _) in zip(reviews(n, seed), others,
+                                                              strict=True))
+    return path
+
+
+def fine_tune(root: Path, *args: str, rows: int = 300, pairs: bool = False) -> dict[str, Any]:
+    """Trained (1 rank) on the reviews (with a second text each, for a sentence-pair model),
+    and predict's answers on held-out reviews."""
     from tests.fixtures.language_models import write_reviews
 
-    write_reviews(root / "reviews.csv", n=300)
-    write_reviews(root / "holdout.csv", n=40, seed=9)
+    for name, n, seed in (("reviews.csv", rows, 1), ("holdout.csv", 40, 9)):
+        if pairs:
+            write_pairs(root / name, n, seed)
+        else:
+            write_reviews(root / name, n=n, seed=seed)
     run_dir = root / "run"
+    pair_args = ("--text-pair-column", "context") if pairs else ()
     done = run_job(hvdtrain("train", "-np", "1", *args, "--data", str(root / "reviews.csv"),
-                            "--text-column", "review", "--label-column", "sentiment",
-                            "--run-dir", str(run_dir)), cwd=REPO, timeout=400)
+                            "--text-column", "review", *pair_args, "--label-column",
+                            "sentiment", "--run-dir", str(run_dir)), cwd=REPO, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     out = root / "predictions.jsonl"
     done = run_job(hvdtrain("predict", "--checkpoint", str(run_dir), "--data",
@@ -47,8 +66,9 @@ def fine_tune(root: Path, *args: str) -> dict[str, Any]:
                    cwd=REPO, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     with (root / "holdout.csv").open(newline="") as handle:
-        texts = [row["review"] for row in csv.DictReader(handle)]
-    return {"run_dir": run_dir, "texts": texts,
+        held = list(csv.DictReader(handle))
+    return {"run_dir": run_dir, "texts": [row["review"] for row in held],
+            "pairs": [row["context"] for row in held] if pairs else None,
             "predictions": [json.loads(line) for line in out.read_text().splitlines()]}
 
 
@@ -85,12 +105,16 @@ def check(lm: dict[str, Any], rows: range | list[int], result: Any) -> None:
         atol=TOLERANCE, rtol=0)
 
 
-def infer(server: servers.Server, texts: list[bytes], name: str = NAME) -> Any:
+def infer(server: servers.Server, texts: list[bytes], name: str = NAME,
+          pairs: list[bytes] | None = None) -> Any:
     import tritonclient.http as http
 
-    tensor = http.InferInput("text", [len(texts)], "BYTES")
-    tensor.set_data_from_numpy(np.array(texts, dtype=object))
-    return http.InferenceServerClient(server.address).infer(name, [tensor])
+    tensors = []
+    for input_name, values in (("text", texts), ("text_pair", pairs)):
+        if values is not None:
+            tensors.append(http.InferInput(input_name, [len(values)], "BYTES"))
+            tensors[-1].set_data_from_numpy(np.array(values, dtype=object))
+    return http.InferenceServerClient(server.address).infer(name, tensors)
 
 
 def test_metadata_says_bytes_in_and_names_the_labels(lm_server: servers.Server) -> None:
@@ -180,5 +204,87 @@ def test_a_keras_hub_model_takes_text_through_its_own_preprocessor(
             infer(server, [b"\xff broken"])
         assert error.value.status() == "400", error.value
         check(keras_lm, [0], infer(server, texts[:1]))
+    finally:
+        assert server.stop() == 0, server.output()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def pair_lm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A tiny BERT fine-tuned on (review, context) pairs: 1 epoch on 64 rows (what is checked
+    is that the server answers as predict does, not what the model learnt)."""
+    needs("kserve", "onnxruntime", "tritonclient", "horovod", "transformers", "onnxscript")
+    from tests.fixtures.language_models import make_bert
+
+    root = tmp_path_factory.mktemp("pair-lm")
+    make_bert(root / "bert")
+    return fine_tune(root, "--model", f"hf:{root / 'bert'}", "--epochs", "1", rows=64,
+                     pairs=True)
+
+
+def test_a_sentence_pair_model_takes_text_pair_and_refuses_a_request_without_it(
+        pair_lm: dict[str, Any], tmp_path: Path) -> None:
+    """Two BYTES inputs, tokenized as training paired them: predict's answers for a batch and
+    for coalesced single rows; without ``text_pair`` (or with it short) a 400 naming it."""
+    import tritonclient.http as http
+    from tritonclient.utils import InferenceServerException
+
+    server = servers.start(["--checkpoint", str(pair_lm["run_dir"]), "--name", NAME,
+                            "--max-batch-delay-ms", "20"], tmp_path / "serve.log")
+    try:
+        status, meta = server.request("GET", f"/v2/models/{NAME}")
+        assert status == 200, meta
+        assert [i["name"] for i in meta["inputs"]] == ["text", "text_pair"], meta
+        assert meta["parameters"]["text_pair"] is True, meta
+        texts = [t.encode() for t in pair_lm["texts"]]
+        pairs = [t.encode() for t in pair_lm["pairs"]]
+        check(pair_lm, range(len(texts)), infer(server, texts, pairs=pairs))
+        with ThreadPoolExecutor(4) as pool:  # single rows, coalesced by the batcher
+            results = list(pool.map(lambda i: infer(server, [texts[i]], pairs=[pairs[i]]),
+                                    range(8)))
+        for i, result in enumerate(results):
+            check(pair_lm, [i], result)
+        with pytest.raises(InferenceServerException) as error:
+            infer(server, texts[:2])
+        assert error.value.status() == "400", error.value
+        assert "missing input 'text_pair'" in error.value.message(), error.value
+        with pytest.raises(InferenceServerException) as error:
+            infer(server, texts[:2], pairs=pairs[:1])
+        assert error.value.status() == "400", error.value
+        status, body = server.request("POST", f"/v2/models/{NAME}/infer", json.dumps(
+            {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1],
+                         "data": ["a good film"]}]}))
+        assert status == 400 and "text_pair" in body["error"], body
+        check(pair_lm, [0], infer(server, texts[:1], pairs=pairs[:1]))
+        assert http.InferenceServerClient(server.address).is_server_ready()
+    finally:
+        assert server.stop() == 0, server.output()[-3000:]
+
+
+def test_a_keras_hub_export_served_as_model_dir(keras_lm: dict[str, Any],
+                                                tmp_path: Path) -> None:
+    """``hvdtrain export --format keras`` of a keras-hub checkpoint (the task with its
+    preprocessor), served as ``--model-dir`` with no checkpoint beside it: the model card
+    comes from the export's sidecar, and the answers are predict's."""
+    export = tmp_path / "export" / "reviews.keras"
+    export.parent.mkdir()
+    done = run_job(hvdtrain("export", "--checkpoint", str(keras_lm["run_dir"]), "--format",
+                            "keras", "--output", str(export)), cwd=REPO, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    server = servers.start(["--model-dir", str(export.parent), "--name", NAME],
+                           tmp_path / "serve.log")
+    try:
+        status, meta = server.request("GET", f"/v2/models/{NAME}")
+        assert status == 200, meta
+        assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+        parameters = meta["parameters"]
+        assert parameters["format"] == "keras" and parameters["data_kind"] == "tokens"
+        assert parameters["source"] == str(export), parameters
+        assert json.loads(parameters["class_names"]) == ["negative", "positive"]
+        texts = [t.encode() for t in keras_lm["texts"]]
+        check(keras_lm, range(len(texts)), infer(server, texts))
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda i: infer(server, [texts[i]]), range(6)))
+        for i, result in enumerate(results):
+            check(keras_lm, [i], result)
     finally:
         assert server.stop() == 0, server.output()[-3000:]

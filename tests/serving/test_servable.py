@@ -153,3 +153,30 @@ def test_a_language_model_takes_text_and_pairs_tokenized_by_batch(tmp_path: Path
         served.prepare({"text": np.array([b"ok"], object),
                         "text_pair": np.array([b"\xff"], object)})
     assert set(served.probe()) == {"text", "text_pair"}
+
+
+def test_bench_serve_sends_a_text_model_one_sentence_per_input(tmp_path: Path) -> None:
+    """``hvdtrain bench serve`` measures text models too: every BYTES input gets the sample
+    sentence, a features model the warm-up's row; the request is one V2 JSON body."""
+    from hvdtrain.serving.bench import SAMPLE_TEXT, _one_row, _request
+
+    config = TrainConfig(model="hf:bert", data=str(tmp_path / "r.csv"), text_pair_column="b")
+    pairs = Classifier(ModelCard(tmp_path / "e.ckpt", "torch", config, 1, "r.csv", "tokens", 2,
+                                 3, None, None, None, ("neg", "pos")),
+                       lambda x: x, "fake", TrainedInfo("here", "onnx", {}),
+                       tokenize=lambda t, p: np.zeros((len(t), 3, 2), np.int64))
+    for servable, want in ((pairs, {"text": "BYTES", "text_pair": "BYTES"}),
+                           (classifier(tmp_path), {"x": "FP32"})):
+        tensors = _one_row(servable)
+        raw = _request("m", tensors, {s.name: s.datatype for s in servable.inputs})
+        head, body = raw.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"POST /v2/models/m/infer HTTP/1.1")
+        assert f"Content-Length: {len(body)}".encode() in head
+        inputs = json.loads(body)["inputs"]
+        assert {i["name"]: i["datatype"] for i in inputs} == want
+        assert all(i["shape"][0] == 1 for i in inputs)
+        if "text" in want:
+            assert [i["data"] for i in inputs] == [[SAMPLE_TEXT], [SAMPLE_TEXT]]
+            assert servable.prepare(tensors).shape == (1, 2)
+        else:
+            assert inputs[0]["data"] == tensors["x"].ravel().tolist()

@@ -22,7 +22,7 @@ from hvdtrain import atomic
 from hvdtrain.atomic import atomic_output, atomic_write, atomic_write_text, human_bytes
 from hvdtrain.errors import CheckpointError, HvdtrainError, OutputError
 from hvdtrain.launch.protocol import RankStart, RunLayout
-from hvdtrain.train_launcher.restarts import RestartRecord, _write_records
+from hvdtrain.launch.restarts import RestartRecord, _write_records
 from hvdtrain.training.checkpoint import CheckpointStore
 from tests.helpers.small_fs import small_filesystem
 

@@ -343,11 +343,14 @@ class _Scripted:
     fp16_recoveries = 0
 
     def __init__(self, nan_at: set[tuple[int, int]], params_finite: bool = True,
-                 steps: int = 4) -> None:
+                 steps: int = 4, accumulation: int = 1, bad_flush: frozenset[int] = frozenset()
+                 ) -> None:
         self.comm = _OneRank()
         self.nan_at, self.finite, self.steps = nan_at, params_finite, steps
+        self.accumulation, self.bad_flush = accumulation, bad_flush
         self.calls = 0
         self.applied = 0
+        self.flushed: list[int] = []  # the epochs whose leftover passes were stepped on
 
     def train_batch(self, x: np.ndarray, y: np.ndarray, lr: float) -> object:
         from hvdtrain.types import BatchStats
@@ -357,6 +360,14 @@ class _Scripted:
         bad = here in self.nan_at
         self.applied += not bad
         return BatchStats(float("nan") if bad else 0.5, len(y) // 2, len(y), nonfinite=bad)
+
+    def finish_accumulation(self) -> bool | None:
+        """At an epoch's end: a step on the passes left over, non-finite in ``bad_flush``."""
+        if self.steps % self.accumulation == 0:
+            return None
+        epoch = self.calls // self.steps - 1
+        self.flushed.append(epoch)
+        return epoch in self.bad_flush
 
     def evaluate_batch(self, x: np.ndarray, y: np.ndarray) -> object:
         from hvdtrain.types import BatchStats
@@ -410,6 +421,21 @@ def test_skip_counts_and_keeps_nan_out_of_the_averages(tmp_path: Path) -> None:
     assert summary["train_loss"] == pytest.approx(0.5 / 8)
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["nonfinite_skips"] for r in rows] == [1, 0, 2]
+
+
+def test_an_epochs_leftover_passes_step_and_follow_on_nonfinite(tmp_path: Path) -> None:
+    """4 steps an epoch at --grad-accumulation 3: each epoch's end steps on the 1 pass left;
+    a non-finite one is skipped (counted) or stops the run there."""
+    from hvdtrain.errors import TrainingDivergedError
+
+    adapter = _Scripted(nan_at=set(), accumulation=3, bad_flush=frozenset({1}))
+    summary = _fake_run(tmp_path / "skip", adapter, on_nonfinite="skip", grad_accumulation=3)
+    assert adapter.flushed == [0, 1, 2] and summary["nonfinite_skips"] == 1
+    adapter = _Scripted(nan_at=set(), accumulation=3, bad_flush=frozenset({1}))
+    with pytest.raises(TrainingDivergedError,
+                       match=r"gradient became NaN/inf at epoch 2 step 4 \(of 4\)"):
+        _fake_run(tmp_path / "stop", adapter, grad_accumulation=3)
+    assert adapter.flushed == [0, 1]
 
 
 def test_an_epoch_of_nothing_but_skips_ends_the_run(tmp_path: Path) -> None:

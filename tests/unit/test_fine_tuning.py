@@ -19,6 +19,8 @@ from hvdtrain.pretrained import (
     parse_pretrained,
     rank_memory,
 )
+from hvdtrain.training.loop import step_progress
+from hvdtrain.training.sharding import batch_count
 
 
 def test_names_and_frameworks() -> None:
@@ -112,6 +114,27 @@ def test_linear_warmup_then_decay_step_by_step() -> None:
         want = step / warm if step < warm else (total - step) / (total - warm)
         got = config.lr_at(step / steps_per_epoch, 4, steps_per_epoch)
         assert got == pytest.approx(want), step
+
+
+def test_loop_steps_the_schedule_once_per_optimizer_step() -> None:
+    """The loop's lr at each optimizer step, with an epoch's micro-batches (15 per rank) not a
+    multiple of --grad-accumulation (2): 8 steps an epoch, the last on the remainder, each at
+    transformers' lr for that step."""
+    n, size, batch, accumulation, epochs, warm = 455, 2, 16, 2, 2, 3
+    config = TrainConfig(lr=1.0, epochs=epochs, lr_schedule="linear", warmup_steps=warm,
+                         lr_scaling="none", batch_size=batch, grad_accumulation=accumulation)
+    micro = batch_count(n, size, batch)
+    per_epoch = math.ceil(micro / accumulation)
+    assert (micro, per_epoch) == (15, 8)
+    applied = []  # the lr of the pass that applies each step (the last of its accumulation)
+    for epoch in range(epochs):
+        for step in range(micro):
+            if (step + 1) % accumulation == 0 or step + 1 == micro:
+                applied.append(config.lr_at(step_progress(
+                    epoch, step // accumulation, per_epoch, 0, n), size, per_epoch))
+    total = per_epoch * epochs
+    assert applied == pytest.approx([s / warm if s < warm else (total - s) / (total - warm)
+                                     for s in range(total)])
 
 
 def test_cosine_and_ratio() -> None:

@@ -108,7 +108,8 @@ PROCESSES: dict[str, frozenset[str]] = {
     "hvdtrain.cluster": frozenset({LAUNCHER, WRAPPER, RANK}),  # a rank checks its pinning
     "hvdtrain.cluster.planning": frozenset({LAUNCHER}),
     "hvdtrain.cluster.selection": frozenset({LAUNCHER}),
-    "hvdtrain.cluster.estimate": frozenset({LAUNCHER}),
+    # plan --estimate; in a rank, PowerSGD's rule of which gradients it compresses
+    "hvdtrain.cluster.estimate": frozenset({LAUNCHER, RANK}),
     "hvdtrain.cluster.discover": frozenset({LAUNCHER}),  # horovodrun runs it where it runs
 }
 

@@ -4,7 +4,9 @@ Horovod's Keras integration (``horovod.tensorflow.keras``) is broken under Keras
 ``DistributedGradientTape`` calls ``.ref()`` that Keras 3 variables lack. So this adapter uses
 Horovod's core ops directly: a compiled (``tf.function``) train step computes gradients with
 a plain ``GradientTape`` and averages them with ``hvd.grouped_allreduce`` (``comm.fp16`` for
-overflow-safe fp16); model and optimizer variables are broadcast through their backing
+overflow-safe fp16, ``comm.tf_compression`` for bf16 and PowerSGD, whose Q and step count go
+into rank 0's checkpoint and whose per-rank error buffers ride with each rank's RNG state);
+model and optimizer variables are broadcast through their backing
 ``tf.Variable`` (``v.value``) once they exist. Options behave as in the torch adapter:
 weight decay is L2 on the gradient for adam/sgd and decoupled for adamw, in both cases for
 weight matrices only (no decay on biases and normalisation weights, every variable of one
@@ -56,6 +58,7 @@ class TensorFlowAdapter:
                                lambda values: tf.constant(values, dtype=tf.float64))
         self.device = "cpu"
         self.fp16_recoveries = 0
+        self.powersgd: Any = None
 
     def pin(self, choice: DeviceChoice) -> None:
         threads = max(1, (os.cpu_count() or 1) // max(1, self.comm.local_size))
@@ -91,6 +94,12 @@ class TensorFlowAdapter:
         self.optimizer.build(trained)
         self.accumulation = config.grad_accumulation
         self.compression = config.compression
+        if config.compression == "powersgd":
+            from hvdtrain.comm.tf_compression import PowerSGDTF
+
+            self.powersgd = PowerSGDTF(self.comm.hvd, [tuple(v.shape) for v in trained],
+                                       config.powersgd_rank, config.powersgd_warmup_steps,
+                                       config.seed)
         self.accumulated = [tf.Variable(tf.zeros_like(v.value), trainable=False)
                             for v in self.model.trainable_variables]
         self._passes = 0
@@ -105,6 +114,11 @@ class TensorFlowAdapter:
         self._apply_fn = tf.function(self._apply)
         self._step_fn = tf.function(self._step, input_signature=[x_spec, y_spec],
                                     reduce_retracing=True)
+        # PowerSGD's full-precision warm-up steps: the same, averaged uncompressed
+        self._apply_full_fn = tf.function(lambda: self._apply(full=True))
+        self._step_full_fn = tf.function(lambda x, y: self._step(x, y, full=True),
+                                         input_signature=[x_spec, y_spec],
+                                         reduce_retracing=True)
         self._eval_fn = tf.function(self._evaluate, input_signature=[x_spec, y_spec],
                                     reduce_retracing=True)
 
@@ -147,28 +161,42 @@ class TensorFlowAdapter:
             slot.assign_add(grad)
         return loss_sum, correct
 
-    def _apply(self) -> Any:
-        recovered, applied = self._reduce_and_apply([a.read_value() for a in self.accumulated])
+    def _apply(self, full: bool = False) -> Any:
+        recovered, applied = self._reduce_and_apply([a.read_value() for a in self.accumulated],
+                                                    full)
         for slot in self.accumulated:
             slot.assign(self.tf.zeros_like(slot))
         return recovered, applied
 
-    def _step(self, x: Any, y: Any) -> tuple[Any, Any, Any, Any]:
+    def _step(self, x: Any, y: Any, full: bool = False) -> tuple[Any, Any, Any, Any]:
         """Without gradient accumulation: gradients, allreduce and update in one compiled
         call (one dispatch per step instead of two, and no accumulation buffers)."""
         loss_sum, correct, grads = self._gradients(x, y)
         # an embedding's gradient is IndexedSlices; dense, as the accumulation buffers make it
         grads = [self.tf.convert_to_tensor(g) for g in grads]
-        recovered, applied = self._reduce_and_apply(grads)
+        recovered, applied = self._reduce_and_apply(grads, full)
         return loss_sum, correct, recovered, applied
 
-    def _reduce_and_apply(self, local_grads: list[Any]) -> tuple[Any, Any]:
+    def _average(self, local_grads: list[Any], full: bool) -> tuple[list[Any], Any]:
+        """(averaged gradients, fp16 recovered) by ``--compression``; ``full``: uncompressed
+        (PowerSGD's warm-up)."""
         from hvdtrain.comm.fp16 import tf_allreduce_gradients
 
         tf = self.tf
+        if self.compression == "bf16":
+            from hvdtrain.comm.tf_compression import bf16_average
+
+            return bf16_average(self.comm.hvd, self.comm.size, local_grads), tf.constant(0)
+        if self.powersgd is not None and not full:
+            local_grads = [tf.identity(g) for g in local_grads]
+            return self.powersgd.average(local_grads), tf.constant(0)
+        compression = "none" if self.powersgd is not None else self.compression
+        return tf_allreduce_gradients(local_grads, self.comm.hvd, self.comm.size, compression)
+
+    def _reduce_and_apply(self, local_grads: list[Any], full: bool = False) -> tuple[Any, Any]:
+        tf = self.tf
         variables = self.model.trainable_variables
-        grads, recovered = tf_allreduce_gradients(local_grads, self.comm.hvd, self.comm.size,
-                                                  self.compression)
+        grads, recovered = self._average(local_grads, full)
         if self.loss_scale is not None:
             grads = [g / self.loss_scale for g in grads]
         # identical on every rank (averaged gradients): all take the same branch
@@ -208,18 +236,42 @@ class TensorFlowAdapter:
     def train_batch(self, x: np.ndarray, y: np.ndarray, lr: float) -> BatchStats:
         self.optimizer.learning_rate.assign(lr)
         if self.accumulation == 1:
-            loss_sum, correct, recovered, applied = self._step_fn(x, y)
+            step = self._step_full_fn if self._full_precision() else self._step_fn
+            loss_sum, correct, recovered, applied = step(x, y)
+            self._count_round()
             self.fp16_recoveries += int(recovered)
             return BatchStats(float(loss_sum), int(correct), len(y), not bool(applied))
         loss_sum, correct = self._accumulate_fn(x, y)
         self._passes += 1
-        nonfinite = False
-        if self._passes == self.accumulation:
-            self._passes = 0
-            recovered, applied = self._apply_fn()
-            self.fp16_recoveries += int(recovered)
-            nonfinite = not bool(applied)  # never applied a NaN/inf update
+        nonfinite = self._apply_accumulated() if self._passes == self.accumulation else False
         return BatchStats(float(loss_sum), int(correct), len(y), nonfinite)
+
+    def finish_accumulation(self) -> bool | None:
+        if self._passes == 0:
+            return None
+        # each pass was divided by N: k < N of them make the mean when multiplied by N/k
+        # (before averaging, so PowerSGD's error feedback sees the step's own scale)
+        for slot in self.accumulated:
+            slot.assign(slot * (self.accumulation / self._passes))
+        return self._apply_accumulated()
+
+    def _apply_accumulated(self) -> bool:
+        """Average the accumulation buffers, apply them and empty them; whether they were
+        non-finite (then not applied)."""
+        self._passes = 0
+        recovered, applied = (self._apply_full_fn if self._full_precision()
+                              else self._apply_fn)()
+        self._count_round()
+        self.fp16_recoveries += int(recovered)
+        return not bool(applied)  # never applied a NaN/inf update
+
+    def _full_precision(self) -> bool:
+        """The coming step is one of PowerSGD's full-precision warm-up steps."""
+        return self.powersgd is not None and self.powersgd.in_warmup()
+
+    def _count_round(self) -> None:
+        if self.powersgd is not None:
+            self.powersgd.steps += 1
 
     def parameters_finite(self) -> bool:
         values = [np.asarray(v.numpy()) for v in self.model.variables]
@@ -235,11 +287,22 @@ class TensorFlowAdapter:
     def broadcast_state(self) -> None:
         self.comm.hvd.broadcast_variables([v.value for v in self._all_variables()],
                                           root_rank=0)
+        if self.powersgd is not None:  # Q and the step count: rank 0's (a resumed one's)
+            self.powersgd.load_shared_state(self.comm.broadcast_object(
+                self.powersgd.shared_state()))
 
     def snapshot(self) -> Any:
-        return [np.array(v.numpy(), copy=True) for v in self._all_variables()]
+        arrays = [np.array(v.numpy(), copy=True) for v in self._all_variables()]
+        if self.powersgd is None:
+            return arrays
+        return arrays, (self.powersgd.shared_state(), self.powersgd.local_state())
 
     def restore_snapshot(self, snapshot: Any) -> None:
+        if isinstance(snapshot, tuple):
+            snapshot, (shared, local) = snapshot
+            if self.powersgd is not None:
+                self.powersgd.load_shared_state(shared)
+                self.powersgd.load_local_state(local)
         for variable, array in zip(self._all_variables(), snapshot, strict=True):
             variable.assign(array)
         for slot in self.accumulated:  # no half-accumulated step survives
@@ -254,12 +317,23 @@ class TensorFlowAdapter:
         return digest.hexdigest()
 
     def rng_state(self) -> Any:
-        return self.tf.random.get_global_generator().state.numpy().tolist()
+        """This rank's own state for the checkpoint: its RNG and, with PowerSGD, its error
+        buffers (what compression has deferred on this rank)."""
+        rng = self.tf.random.get_global_generator().state.numpy().tolist()
+        if self.powersgd is None:
+            return rng
+        return {"rng": rng, "powersgd_errors": self.powersgd.local_state()}
 
     def set_rng_state(self, state: Any) -> None:
+        if isinstance(state, dict):
+            if self.powersgd is not None and state.get("powersgd_errors") is not None:
+                self.powersgd.load_local_state(state["powersgd_errors"])
+            state = state["rng"]
         self.tf.random.get_global_generator().state.assign(np.asarray(state, dtype=np.int64))
 
     def write_checkpoint(self, path: Path, meta: dict[str, Any]) -> None:
+        if self.powersgd is not None:
+            meta = {**meta, "compression_state": self.powersgd.shared_state()}
         arrays = {f"v{i:05d}": v.numpy() for i, v in enumerate(self._all_variables())}
         with path.open("wb") as handle:
             np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
@@ -277,3 +351,8 @@ class TensorFlowAdapter:
                                   f"({len(arrays)} arrays for {len(variables)} variables)")
         for variable, array in zip(variables, arrays, strict=True):
             variable.assign(array)
+        if self.powersgd is not None and payload.get("compression_state"):
+            try:
+                self.powersgd.load_shared_state(payload["compression_state"])
+            except (KeyError, ValueError) as exc:
+                raise CheckpointError(f"checkpoint does not fit this run ({exc})") from None

@@ -3,8 +3,13 @@
 Horovod recipe: parameters and optimizer state broadcast from rank 0, gradients averaged by
 ``DistributedOptimizer`` (with ``backward_passes_per_step`` for accumulation), per-rank RNG
 seeded from the run seed. ``--compression fp16`` uses ``SafeFP16Torch`` from ``comm.fp16``,
-which cannot silently turn large gradients into inf. Optimizers are a table keyed by the
-``catalog.OPTIMIZERS`` names (a conformance test checks both adapters cover every name).
+which cannot silently turn large gradients into inf. ``bf16`` and ``powersgd``
+(``comm.torch_compression``) average the gradients explicitly once per optimizer step, after
+the last backward pass, with the plain torch optimizer; PowerSGD's Q and step count go into
+rank 0's checkpoint, each rank's error buffers ride with its RNG state (gathered from every
+rank into the checkpoint, given back to each at a same-size resume). Optimizers are a table
+keyed by the ``catalog.OPTIMIZERS`` names (a conformance test checks both adapters cover
+every name).
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class TorchAdapter:
         self.device = torch.device("cpu")
         self.fp16_recoveries = 0
         self.safe_fp16: Any = None
+        self.reducer: Any = None  # bf16 / powersgd: averaged after backward
 
     def pin(self, choice: DeviceChoice) -> None:
         # One process per rank: split the cores instead of every rank using all of them.
@@ -89,10 +95,16 @@ class TorchAdapter:
         self.clip_grad_norm = config.clip_grad_norm
         self.autocast, self.scaler = mixed_precision(torch, config.precision, self.device)
         from hvdtrain.comm.fp16 import torch_compression
+        from hvdtrain.comm.torch_compression import explicit_reducer
 
         self.safe_fp16 = torch_compression(config.compression, hvd)
         self.accumulation = config.grad_accumulation
-        self.optimizer = hvd.DistributedOptimizer(
+        self.trained = [p for _, p in trained]
+        self.reducer = explicit_reducer(torch, hvd, config.compression,
+                                        [tuple(p.shape) for p in self.trained],
+                                        config.powersgd_rank, config.powersgd_warmup_steps,
+                                        config.seed)
+        self.optimizer = base if self.reducer is not None else hvd.DistributedOptimizer(
             base, named_parameters=trained,
             compression=self.safe_fp16.compressor if self.safe_fp16 else hvd.Compression.none,
             backward_passes_per_step=self.accumulation,
@@ -121,26 +133,50 @@ class TorchAdapter:
         # zero-gradient step, which may touch parameters; the parameter broadcast then wins.
         hvd.broadcast_optimizer_state(self.optimizer, root_rank=0)
         hvd.broadcast_parameters(self.model.state_dict(), root_rank=0)
+        if self._stateful():  # Q and the step count: rank 0's (a resumed checkpoint's)
+            self.reducer.load_shared_state(self.comm.broadcast_object(
+                self.reducer.shared_state()))
+
+    def _stateful(self) -> bool:
+        """A reducer with state to checkpoint (PowerSGD)."""
+        return hasattr(self.reducer, "shared_state")
 
     def snapshot(self) -> Any:
         return copy.deepcopy({"model": self.model.state_dict(),
-                              "optimizer": self.optimizer.state_dict()})
+                              "optimizer": self.optimizer.state_dict(),
+                              "compression": (self.reducer.shared_state(),
+                                              self.reducer.local_state())
+                              if self._stateful() else None})
 
     def restore_snapshot(self, snapshot: Any) -> None:
         self.model.load_state_dict(snapshot["model"])
         # a copy: the optimizer keeps (and updates in place) the tensors it is given. Horovod's
         # load_state_dict also forgets allreduces a failed step left in flight.
         self.optimizer.load_state_dict(copy.deepcopy(snapshot["optimizer"]))
+        if snapshot.get("compression") and self._stateful():
+            shared, local = snapshot["compression"]
+            self.reducer.load_shared_state(shared)
+            self.reducer.load_local_state(local)
         self._passes = 0
 
     def rng_state(self) -> Any:
-        return self.torch.get_rng_state()
+        """This rank's own state for the checkpoint: its RNG and, with PowerSGD, its error
+        buffers (what compression has deferred on this rank)."""
+        rng = self.torch.get_rng_state()
+        return {"rng": rng, "powersgd_errors": self.reducer.local_state()} \
+            if self._stateful() else rng
 
     def set_rng_state(self, state: Any) -> None:
+        if isinstance(state, dict):
+            if self._stateful() and state.get("powersgd_errors") is not None:
+                self.reducer.load_local_state(state["powersgd_errors"])
+            state = state["rng"]
         self.torch.set_rng_state(state)
 
     def write_checkpoint(self, path: Path, meta: dict[str, Any]) -> None:
-        self.torch.save({**meta, "model": self.model.state_dict(),
+        compression = {"compression_state": self.reducer.shared_state()} \
+            if self._stateful() else {}
+        self.torch.save({**meta, **compression, "model": self.model.state_dict(),
                          "optimizer": self.optimizer.state_dict()}, path)
 
     def read_checkpoint(self, path: Path) -> dict[str, Any]:
@@ -150,6 +186,8 @@ class TorchAdapter:
         try:
             self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
+            if self._stateful() and payload.get("compression_state"):
+                self.reducer.load_shared_state(payload["compression_state"])
         except (RuntimeError, KeyError, ValueError) as exc:
             first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
             raise CheckpointError(f"checkpoint does not fit this model ({first[:200]})") from None
@@ -178,25 +216,59 @@ class TorchAdapter:
         loss = loss_sum * poison / (max(len(y), 1) * self.accumulation)
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         self._passes += 1
-        nonfinite = False
-        if self._passes == self.accumulation:
-            self._passes = 0
+        nonfinite = self._step() if self._passes == self.accumulation else False
+        return BatchStats(float(loss_sum.detach()), int(correct), len(y), nonfinite)
+
+    def finish_accumulation(self) -> bool | None:
+        if self._passes == 0:
+            return None
+        # Each pass was divided by N; k < N of them make the mean when multiplied by N/k.
+        # Locally, before any averaging: no allreduce has started (Horovod's delay counters
+        # are still above 0), and PowerSGD's error feedback then sees the step's own scale.
+        with self.torch.no_grad():
+            for p in self.trained:
+                if p.grad is not None:
+                    p.grad.mul_(self.accumulation / self._passes)
+        return self._step()
+
+    def _step(self) -> bool:
+        """Average the accumulated gradients and apply them; whether they were non-finite
+        (then not applied). ``synchronize`` also allreduces the parameters whose allreduce
+        has not started (an accumulation cut short) and resets Horovod's delay counters."""
+        self._passes = 0
+        if self.reducer is not None:
+            self._average_explicitly()
+        else:
             self.optimizer.synchronize()
-            if self.safe_fp16 is not None:
-                self.fp16_recoveries += self.safe_fp16.recover(self.model, self.comm.hvd)
-            if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)
-            nonfinite = not self._gradients_finite()
-            if not nonfinite:  # never apply a NaN/inf update: the parameters stay good
-                if self.clip_grad_norm:  # of the averaged gradient: the same on every rank
-                    self.torch.nn.utils.clip_grad_norm_(
-                        [p for group in self.optimizer.param_groups for p in group["params"]],
-                        self.clip_grad_norm)
+        if self.safe_fp16 is not None:
+            self.fp16_recoveries += self.safe_fp16.recover(self.model, self.comm.hvd)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        nonfinite = not self._gradients_finite()
+        if not nonfinite:  # never apply a NaN/inf update: the parameters stay good
+            if self.clip_grad_norm:  # of the averaged gradient: the same on every rank
+                self.torch.nn.utils.clip_grad_norm_(
+                    [p for group in self.optimizer.param_groups for p in group["params"]],
+                    self.clip_grad_norm)
+            if self.reducer is not None:
+                self.optimizer.step()
+            else:
                 with self.optimizer.skip_synchronize():
                     self.optimizer.step()
-            if self.scaler is not None:
-                self.scaler.update(self.scaler.get_scale() / 2 if nonfinite else None)
-        return BatchStats(float(loss_sum.detach()), int(correct), len(y), nonfinite)
+        if self.scaler is not None:
+            self.scaler.update(self.scaler.get_scale() / 2 if nonfinite else None)
+        return nonfinite
+
+    def _average_explicitly(self) -> None:
+        """bf16 / PowerSGD: this rank's (accumulated) gradients replaced by their average."""
+        torch = self.torch
+        for p in self.trained:
+            if p.grad is None:  # unused in this forward pass: a zero gradient, as Horovod's
+                p.grad = torch.zeros_like(p)
+        averaged = self.reducer.average([p.grad for p in self.trained])
+        with torch.no_grad():
+            for p, g in zip(self.trained, averaged, strict=True):
+                p.grad.copy_(g)
 
     def _gradients_finite(self) -> bool:
         """The averaged gradients (identical on every rank) hold no NaN/inf: the sum of all
