@@ -217,6 +217,18 @@ KERAS3_EDITS: tuple[SourceEdit, ...] = (
         r"_keras3.optimizer_variables(\1)",
         "TensorFlowKerasState: optimizer.variables is a property in Keras 3", 4, regex=True,
     ),
+    SourceEdit(
+        "horovod/tensorflow/elastic.py",
+        "            if 'HorovodAllreduce' in e.message or \\\n"
+        "                    'HorovodAllgather' in e.message or \\\n"
+        "                    'HorovodBroadcast' in e.message:\n"
+        "                raise HorovodInternalError(e)\n",
+        "            if 'Horovod' in e.message:  # HorovodGroupedAllreduce, HorovodAlltoall too\n"
+        "                raise HorovodInternalError(e)\n"
+        "            raise\n",
+        "elastic run: a lost peer in any Horovod op (grouped allreduce too) is a reset, and any "
+        "other error is raised, not swallowed (the worker used to end with exit 0)",
+    ),
 )
 
 

@@ -236,7 +236,15 @@ def _ddp_hook_step(torch: Any, name: str, model: Any, config: TrainBenchConfig, 
     if not dist.is_initialized():
         dist.init_process_group("gloo", init_method=f"tcp://{config.ddp_address}:"
                                 f"{config.ddp_port}", rank=rank, world_size=size)
-    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    if name == "ddp-powersgd":
+        # one bucket: DDP's PowerSGD hook issues its second allreduce (Q) from the first one's
+        # completion callback, so with several buckets in flight two ranks can issue Gloo
+        # collectives in different orders (seen on the encoder between hosts: Gloo aborts with
+        # "Received data size doesn't match expected size")
+        megabytes = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+        ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=megabytes + 1)
+    else:
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
     if name == "ddp-bf16":
         # DDP refuses its bf16 hook by name unless CUDA 11+ and NCCL 2.10+ are there; Gloo
         # sums bfloat16 on a CPU, so the same hook runs, called through another name
