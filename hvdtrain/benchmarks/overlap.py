@@ -38,6 +38,7 @@ from hvdtrain.benchmarks.train import (
     _loss,
     bench_encoder,
     bench_model,
+    horovod_torch_step,
 )
 from hvdtrain.errors import ConfigError
 
@@ -114,16 +115,8 @@ def _contenders(config: TrainBenchConfig, hvd: Any) -> dict[str, tuple[Callable[
                            GradientClock(adapters["hvdtrain"].model.parameters()))
     if "horovod" in config.contenders:
         model = _model(config)
-        opt = hvd.DistributedOptimizer(torch.optim.Adam(model.parameters(), 1e-3),
-                                       named_parameters=model.named_parameters())
-        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-
-        def horovod_step() -> None:
-            opt.zero_grad()
-            _loss(torch, model(xt), yt).backward()
-            opt.step()
-
-        out["horovod"] = (horovod_step, GradientClock(model.parameters()))
+        out["horovod"] = (horovod_torch_step(hvd, torch, model, xt, yt),
+                          GradientClock(model.parameters()))
     if "ddp" in config.contenders:
         import torch.distributed as dist
 

@@ -196,17 +196,7 @@ def _torch_steps(config: TrainBenchConfig) -> tuple[Steps, Callable[[], Any], tu
     steps.update(_hvdtrain_steps("torch", f"{__name__}:{factory}", x, y, config,
                                  after_pin=lambda: torch.set_num_threads(1)))
     if "horovod" in config.contenders:
-        model = new_model()
-        opt = hvd.DistributedOptimizer(torch.optim.Adam(model.parameters(), 1e-3),
-                                       named_parameters=model.named_parameters())
-        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-
-        def horovod_step() -> None:
-            opt.zero_grad()
-            _loss(torch, model(xt), yt).backward()
-            opt.step()
-
-        steps["horovod"] = horovod_step
+        steps["horovod"] = horovod_torch_step(hvd, torch, new_model(), xt, yt)
     if "ddp" in config.contenders:
         import torch.distributed as dist
 
@@ -266,6 +256,22 @@ def _ddp_hook_step(torch: Any, name: str, model: Any, config: TrainBenchConfig, 
         opt.step()
 
     return step
+
+
+def horovod_torch_step(hvd: Any, torch: Any, model: Any, xt: Any, yt: Any
+                       ) -> Callable[[], None]:
+    """The classic Horovod step on ``model`` (the ``horovod`` contender): Adam in
+    ``hvd.DistributedOptimizer``, ``loss.backward(); opt.step()``."""
+    opt = hvd.DistributedOptimizer(torch.optim.Adam(model.parameters(), 1e-3),
+                                   named_parameters=model.named_parameters())
+    hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+
+    def horovod_step() -> None:
+        opt.zero_grad()
+        _loss(torch, model(xt), yt).backward()
+        opt.step()
+
+    return horovod_step
 
 
 def _tensorflow_steps(config: TrainBenchConfig) -> tuple[Steps, Callable[[], Any],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,44 @@ def _sizes(text: str) -> list[int]:
         raise ConfigError(f"--sizes {text!r}: {exc}", hint="e.g. --sizes 4K,1M,64M") from None
 
 
+def _run_ranks(plan: Any, module: str, config: dict[str, Any], options: dict[str, Any],
+               prefix: str = "hvdtrain-bench-") -> dict[str, Any]:
+    """Launch ``python -m module OUT CONFIG_JSON`` on ``plan`` like any job, and read back the
+    JSON its rank 0 wrote."""
+    import sys
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        out = Path(tmp) / "result.json"
+        program = [sys.executable, "-m", module, str(out), json.dumps(config)]
+        run_supervised(plan, program, launch_settings(options), layout_for(Path(tmp) / "run"))
+        return dict(json.loads(out.read_text()))
+
+
+def _here_or_on_lab(shaped_link: str | None, shaped_hosts: int, options: dict[str, Any],
+                    measure: Callable[[dict[str, Any]], Any]) -> tuple[Any, str]:
+    """``measure(options)`` on the planned hosts, or with ``--shaped-link`` on namespace hosts
+    (1 rank each) brought up, shaped and taken down around it; and where it ran, in words."""
+    if not shaped_link:
+        return measure(options), "this host"
+    from hvdtrain.benchmarks.lab import shaped_hosts as lab
+
+    with lab(shaped_link, shaped_hosts) as lab_hosts:
+        result = measure({**options, "hosts": ",".join(f"{h}:1" for h in lab_hosts),
+                          "np": None})
+    return result, f"{len(lab_hosts)} namespace hosts, tc-shaped to {shaped_link}"
+
+
+def _ddp_rendezvous(plan: Any) -> tuple[str, int]:
+    """Rank 0's host and a free port there, for torch.distributed's store (DDP contenders)."""
+    import socket
+
+    first_host = plan.placement.ranks[0].host
+    address = "127.0.0.1" if first_host in ("localhost", socket.gethostname()) else first_host
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return address, int(probe.getsockname()[1])
+
+
 def render_allreduce(result: dict[str, Any]) -> str:
     from hvdtrain.benchmarks.allreduce import human_size
 
@@ -104,7 +143,6 @@ def bench_allreduce(sizes: str, dtypes: str, compressions: str, repeats: int,
                     shaped_link: str | None, shaped_hosts: int, json_output: bool,
                     plot: str | None, **kw: Any) -> None:
     """Allreduce time and bandwidth through hvdtrain's seam vs raw MPI_Allreduce (mpi4py)."""
-    import sys
 
     from hvdtrain.benchmarks.allreduce import COMPRESSIONS, DTYPES, AllreduceConfig
 
@@ -121,23 +159,13 @@ def bench_allreduce(sizes: str, dtypes: str, compressions: str, repeats: int,
     _check_shaped_hosts(shaped_link, shaped_hosts)
     config = AllreduceConfig(tuple(_sizes(sizes)), chosen_dtypes, chosen_compressions, repeats)
 
-    def measure(hosts: str | None) -> dict[str, Any]:
-        plan = make_plan(placement_request({**kw, "hosts": hosts, "np": None} if hosts else kw))
-        with tempfile.TemporaryDirectory(prefix="hvdtrain-bench-") as tmp:
-            out = Path(tmp) / "allreduce.json"
-            program = [sys.executable, "-m", "hvdtrain.benchmarks.allreduce", str(out),
-                       json.dumps(config.__dict__)]
-            run_supervised(plan, program, launch_settings(kw), layout_for(Path(tmp) / "run"))
-            return dict(json.loads(out.read_text()))
+    def measure(options: dict[str, Any]) -> dict[str, Any]:
+        return _run_ranks(make_plan(placement_request(options)),
+                          "hvdtrain.benchmarks.allreduce", config.__dict__, options)
 
+    result, link = _here_or_on_lab(shaped_link, shaped_hosts, kw, measure)
     if shaped_link:
-        from hvdtrain.benchmarks.lab import shaped_hosts as lab
-
-        with lab(shaped_link, shaped_hosts) as lab_hosts:
-            result = measure(",".join(f"{h}:1" for h in lab_hosts))
-        result["link"] = f"{len(lab_hosts)} namespace hosts, tc-shaped to {shaped_link}"
-    else:
-        result = measure(None)
+        result["link"] = link
     click.echo(json.dumps(result, indent=2) if json_output else render_allreduce(result))
     if plot:
         from hvdtrain.benchmarks.plot import plot_allreduce
@@ -243,9 +271,6 @@ def bench_train(framework: str, bench_model: str, batch_size: int, hidden: int |
                 with_compression: str, powersgd_rank: int, json_output: bool,
                 plot: str | None, **kw: Any) -> None:
     """Training throughput at 1 and N ranks: hvdtrain vs a minimal Horovod loop (vs DDP)."""
-    import socket
-    import sys
-
     from hvdtrain.benchmarks.stats import combine_launches
     from hvdtrain.benchmarks.train import CONTENDERS, FP16, TrainBenchConfig
 
@@ -271,41 +296,21 @@ def bench_train(framework: str, bench_model: str, batch_size: int, hidden: int |
     def measure(options: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
         plan = make_plan(placement_request(options))
         single = make_plan(placement_request({**options, "np": 1}))
-        settings = launch_settings(options)
-        first_host = plan.placement.ranks[0].host
-        address = ("127.0.0.1" if first_host in ("localhost", socket.gethostname())
-                   else first_host)
         runs: dict[int, list[dict[str, Any]]] = {1: [], plan.placement.size: []}
-        with tempfile.TemporaryDirectory(prefix="hvdtrain-bench-") as tmp:
-            for index in range(launches):
-                for each in (single, plan) if plan.placement.size > 1 else (single,):
-                    with socket.socket() as probe:  # a free port for torch.distributed's store
-                        probe.bind(("", 0))
-                        port = probe.getsockname()[1]
-                    config = TrainBenchConfig(batch_size=batch_size, hidden=hidden,
-                                              model=bench_model, sequence=sequence,
-                                              steps=steps, rounds=rounds, framework=framework,
-                                              contenders=(*CONTENDERS[framework], *extra),
-                                              powersgd_rank=powersgd_rank,
-                                              ddp_address=address, ddp_port=port)
-                    size = each.placement.size
-                    out = Path(tmp) / f"train-{size}-{index}.json"
-                    program = [sys.executable, "-m", "hvdtrain.benchmarks.train", str(out),
-                               json.dumps(config.__dict__)]
-                    run_supervised(each, program, settings,
-                                   layout_for(Path(tmp) / f"run-{size}-{index}"))
-                    runs[size].append(json.loads(out.read_text()))
+        for _ in range(launches):
+            for each in (single, plan) if plan.placement.size > 1 else (single,):
+                address, port = _ddp_rendezvous(each)
+                config = TrainBenchConfig(batch_size=batch_size, hidden=hidden,
+                                          model=bench_model, sequence=sequence, steps=steps,
+                                          rounds=rounds, framework=framework,
+                                          contenders=(*CONTENDERS[framework], *extra),
+                                          powersgd_rank=powersgd_rank, ddp_address=address,
+                                          ddp_port=port)
+                runs[each.placement.size].append(
+                    _run_ranks(each, "hvdtrain.benchmarks.train", config.__dict__, options))
         return runs
 
-    link = "this host"
-    if shaped_link:
-        from hvdtrain.benchmarks.lab import shaped_hosts as lab
-
-        with lab(shaped_link, shaped_hosts) as lab_hosts:
-            runs = measure({**kw, "hosts": ",".join(f"{h}:1" for h in lab_hosts), "np": None})
-        link = f"{len(lab_hosts)} namespace hosts, tc-shaped to {shaped_link}"
-    else:
-        runs = measure(kw)
+    runs, link = _here_or_on_lab(shaped_link, shaped_hosts, kw, measure)
     merged = combine_launches(runs, link)
     if json_output:
         click.echo(json.dumps({str(k): v for k, v in merged.items()}, indent=2))
@@ -399,9 +404,6 @@ def bench_overlap(bench_model: str, batch_size: int, hidden: int | None, sequenc
                   steps: int, shaped_link: str | None, shaped_hosts: int, json_output: bool,
                   plot: str | None, **kw: Any) -> None:
     """How much allreduce hides behind backward: hvdtrain, the Horovod loop and DDP (torch)."""
-    import socket
-    import sys
-
     from hvdtrain.benchmarks.train import TrainBenchConfig
 
     hidden = hidden or (256 if bench_model == "encoder" else 1024)
@@ -415,30 +417,15 @@ def bench_overlap(bench_model: str, batch_size: int, hidden: int | None, sequenc
         plan = make_plan(placement_request(options))
         if plan.placement.size < 2:
             raise ConfigError("bench overlap needs 2 ranks or more (-np 2, or --shaped-link)")
-        first_host = plan.placement.ranks[0].host
-        address = ("127.0.0.1" if first_host in ("localhost", socket.gethostname())
-                   else first_host)
-        with socket.socket() as probe:  # a free port for torch.distributed's store
-            probe.bind(("", 0))
-            port = probe.getsockname()[1]
+        address, port = _ddp_rendezvous(plan)
         config = TrainBenchConfig(batch_size=batch_size, hidden=hidden, model=bench_model,
                                   sequence=sequence, steps=steps, ddp_address=address,
                                   ddp_port=port)
-        with tempfile.TemporaryDirectory(prefix="hvdtrain-overlap-") as tmp:
-            out = Path(tmp) / "overlap.json"
-            program = [sys.executable, "-m", "hvdtrain.benchmarks.overlap", str(out),
-                       json.dumps(config.__dict__)]
-            run_supervised(plan, program, launch_settings(options), layout_for(Path(tmp) / "run"))
-            return dict(json.loads(out.read_text()))
+        return _run_ranks(plan, "hvdtrain.benchmarks.overlap", config.__dict__, options,
+                          prefix="hvdtrain-overlap-")
 
-    if shaped_link:
-        from hvdtrain.benchmarks.lab import shaped_hosts as lab
-
-        with lab(shaped_link, shaped_hosts) as lab_hosts:
-            result = measure({**kw, "hosts": ",".join(f"{h}:1" for h in lab_hosts), "np": None})
-        result["link"] = f"{len(lab_hosts)} namespace hosts, tc-shaped to {shaped_link}"
-    else:
-        result = measure(kw)
+    result, link = _here_or_on_lab(shaped_link, shaped_hosts, kw, measure)
+    result["link"] = link
     if json_output:
         click.echo(json.dumps(result, indent=2))
     else:
