@@ -228,6 +228,14 @@ class _Supervisor:
         failed = next((e for e in exits if e.exit_code != 0), None)
         if failed is None:
             return None
+        if (self.watchdog.forward_stop and self.stop_signal is not None
+                and signal.SIGUSR1 in (failed.signal, failed.exit_code - 128)):
+            # a program without a SIGUSR1 handler ends on the stop passed on to it: the stop
+            # the user asked for (128 + their signal), not a failing rank
+            name = signal.Signals(self.stop_signal).name
+            self.say(f"the program ended on the SIGUSR1 its ranks were sent for {name} "
+                     "(it does not handle SIGUSR1)")
+            return failures.interrupted(name, self.stop_signal)
         if any(e.exit_code == ExitCode.STOPPED for e in exits) and all(e.rank != 0 for e in exits):
             # stopping on request: rank 0 is finishing the checkpoint; mpirun may meanwhile
             # end the others by a signal. Give rank 0 its time before calling this a failure.
