@@ -149,6 +149,12 @@ COMPRESSIONS: Registry[Choice] = Registry("--compression", [
     Choice("bf16", "bfloat16 on the wire (fp32's range), summed in fp32"),
     Choice("powersgd", "PowerSGD low-rank factors with error feedback (--powersgd-rank)"),
 ])
+SPARSE_EMBEDDINGS: Registry[Choice] = Registry("--sparse-embeddings", [
+    Choice("auto", "send an embedding's gradient as the rows a step touched when that is at "
+           "most half the bytes of the dense allreduce (torch)"),
+    Choice("on", "always as touched rows (torch)"),
+    Choice("off", "always the whole matrix"),
+])
 ON_NONFINITE: Registry[Choice] = Registry("--on-nonfinite", [
     Choice("stop", "stop every rank at the step whose loss became NaN/inf (exit 8); the last "
            "good checkpoint stays the newest"),

@@ -40,6 +40,8 @@ class TrainConfig:
     compression: str = "none"
     powersgd_rank: int = 4  # --compression powersgd: rank of the low-rank factors
     powersgd_warmup_steps: int = 0  # optimizer steps averaged in full precision first
+    # an embedding's gradient as the rows a step touched (comm.sparse_rows; torch)
+    sparse_embeddings: str = "auto"
     grad_accumulation: int = 1
     seed: int = 42
     val_fraction: float = 0.2
@@ -81,6 +83,10 @@ class TrainConfig:
                               f"model (hf:DIR or keras-hub:DIR), not --model {self.model}")
         catalog.OPTIMIZERS.get(self.optimizer)
         catalog.COMPRESSIONS.get(self.compression)
+        catalog.SPARSE_EMBEDDINGS.get(self.sparse_embeddings)
+        if self.sparse_embeddings == "on" and self.framework != "torch":
+            raise ConfigError("--sparse-embeddings on is for --framework torch; TensorFlow "
+                              "sends embedding gradients whole")
         catalog.LR_SCALINGS.get(self.lr_scaling)
         ranges = [
             ("--epochs", self.epochs, self.epochs >= 1, ">= 1"),

@@ -56,9 +56,10 @@ BASELINES = ("horovod", "ddp", "ddp-bf16", "ddp-powersgd")
 def baselines(contenders: Sequence[str]) -> list[str]:
     """The baselines present; with a compressed contender (``--with-fp16``,
     ``--with-compression``) plain hvdtrain is one too, so the table shows what compression
-    buys."""
+    buys, and so is hvdtrain with dense embedding gradients (``--with-dense-embeddings``)."""
     compressed = any(c.startswith("hvdtrain-") for c in contenders)
     extra = ["hvdtrain"] if compressed and "hvdtrain" in contenders else []
+    extra += ["hvdtrain-dense"] if "hvdtrain-dense" in contenders else []
     return [*extra, *(b for b in BASELINES if b in contenders)]
 
 

@@ -49,6 +49,9 @@ FP16 = "hvdtrain-fp16"  # optional (--with-fp16): the adapter with --compression
 # its own hook for the same (bf16_compress_hook; powerSGD_hook at the same rank, compressing
 # the same matrices: min_compression_rate 1)
 COMPRESSED = {FP16: "fp16", "hvdtrain-bf16": "bf16", "hvdtrain-powersgd": "powersgd"}
+# optional (--with-dense-embeddings): the adapter with --sparse-embeddings off, beside the
+# default (auto), so the rows-instead-of-matrix gain is measured in the same run
+DENSE = "hvdtrain-dense"
 DDP_HOOKS = ("ddp-bf16", "ddp-powersgd")
 
 
@@ -341,21 +344,22 @@ def _hvdtrain_steps(framework: str, model: str, x: Any, y: Any, config: TrainBen
     from hvdtrain.frameworks.registry import create_adapter
     from hvdtrain.types import Dataset, DeviceChoice
 
-    wanted = [(name, compression) for name, compression in (("hvdtrain", "none"),
-                                                             *COMPRESSED.items())
-              if name in config.contenders]
-    adapters = {name: create_adapter(framework) for name, _ in wanted}
+    variants = [("hvdtrain", "none", "auto"), (DENSE, "none", "off"),
+                *((name, compression, "auto") for name, compression in COMPRESSED.items())]
+    wanted = [variant for variant in variants if variant[0] in config.contenders]
+    adapters = {name: create_adapter(framework) for name, _, _ in wanted}
     if adapters_out is not None:
         adapters_out.update(adapters)
     for adapter in adapters.values():
         adapter.pin(DeviceChoice("cpu", None, "benchmark"))
     after_pin()
     data = Dataset("bench", "tabular", x, y, x[:2], y[:2], num_classes=2)
-    for name, compression in wanted:
+    for name, compression, sparse in wanted:
         adapters[name].setup(TrainConfig(framework=framework, model=model, data="synthetic",
                                          lr=1e-3, lr_scaling="none", seed=0,
-                                         compression=compression,
-                                         powersgd_rank=config.powersgd_rank), data)
+                                         compression=compression, sparse_embeddings=sparse,
+                                         powersgd_rank=config.powersgd_rank,
+                                         batch_size=config.batch_size), data)
 
     def step_of(adapter: Any) -> Callable[[], None]:
         def step() -> None:

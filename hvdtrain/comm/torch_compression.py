@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from hvdtrain.comm.powersgd import Ops, Plan, decode, drive, encode, initial_qs, powersgd_round
+from hvdtrain.log import logger
 
 
 def bf16_average(torch: Any, hvd: ModuleType, grads: list[Any], name: str) -> list[Any]:
@@ -75,6 +76,8 @@ class PowerSGDTorch:
         torch = self.torch
         with torch.no_grad():
             self.steps += 1
+            if self.hvd.size() == 1:  # nothing to send: the plain optimizer's gradient
+                return grads
             if self.steps <= self.warmup_steps:
                 return self._average(grads, "hvdtrain.powersgd.full")
             grads = [g.float() for g in grads]
@@ -98,9 +101,15 @@ class PowerSGDTorch:
 
     def load_shared_state(self, state: dict[str, Any]) -> None:
         qs = decode(state["qs"])
+        self.steps = int(state["steps"])  # the warm-up stays over
         if [tuple(q.shape) for q in qs] != [tuple(q.shape) for q in self.qs]:
-            raise ValueError("PowerSGD state of another model or --powersgd-rank")
-        self.steps = int(state["steps"])
+            # other matrices compressed: another --powersgd-rank, or --sparse-embeddings auto
+            # choosing otherwise at another world size. Q is a warm start and the error
+            # buffers (checked in load_local_state) belong to it: both start afresh.
+            if self.hvd.rank() == 0:
+                logger.warning("PowerSGD's saved factors are for other matrices (another "
+                               "--powersgd-rank or world size): they start afresh")
+            return
         self.qs = [self.torch.from_numpy(q) for q in qs]
 
     def local_state(self) -> list[dict[str, Any]]:
@@ -122,6 +131,8 @@ class Bf16Torch:
 
     def average(self, grads: list[Any]) -> list[Any]:
         self.steps += 1
+        if self.hvd.size() == 1:  # nothing to send: no rounding either
+            return grads
         return bf16_average(self.torch, self.hvd, grads, "hvdtrain.bf16")
 
 

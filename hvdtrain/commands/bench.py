@@ -262,19 +262,27 @@ def render_train(by_size: dict[int, dict[str, Any]]) -> str:
               "hook for the same (ddp-bf16, ddp-powersgd at the same rank).")
 @click.option("--powersgd-rank", type=int, default=4, show_default=True,
               help="The rank of the powersgd contenders.")
+@click.option("--with-dense-embeddings", is_flag=True,
+              help="Also time hvdtrain with --sparse-embeddings off (contender hvdtrain-dense; "
+              "the others use auto): what sending an embedding's touched rows buys.")
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
 @plot_option
 @verbosity_options
 def bench_train(framework: str, bench_model: str, batch_size: int, hidden: int | None,
                 sequence: int, steps: int, rounds: int,
                 launches: int, shaped_link: str | None, shaped_hosts: int, with_fp16: bool,
-                with_compression: str, powersgd_rank: int, json_output: bool,
-                plot: str | None, **kw: Any) -> None:
+                with_compression: str, powersgd_rank: int, with_dense_embeddings: bool,
+                json_output: bool, plot: str | None, **kw: Any) -> None:
     """Training throughput at 1 and N ranks: hvdtrain vs a minimal Horovod loop (vs DDP)."""
     from hvdtrain.benchmarks.stats import combine_launches
-    from hvdtrain.benchmarks.train import CONTENDERS, FP16, TrainBenchConfig
+    from hvdtrain.benchmarks.train import CONTENDERS, DENSE, FP16, TrainBenchConfig
 
     extra = [FP16] if with_fp16 else []
+    if with_dense_embeddings:
+        if framework != "torch":
+            raise ConfigError("--with-dense-embeddings is for --framework torch "
+                              "(--sparse-embeddings is torch only)")
+        extra.append(DENSE)
     for name in (c.strip() for c in with_compression.split(",") if c.strip()):
         if name not in ("bf16", "powersgd"):
             raise ConfigError(f"--with-compression {name!r}: choose from bf16, powersgd",

@@ -120,6 +120,10 @@ _train_options = stacked([
     click.option("--powersgd-warmup-steps", type=int, default=0, show_default=True,
                  help="--compression powersgd: average the first K optimizer steps in full "
                  "precision."),
+    choice(catalog.SPARSE_EMBEDDINGS, default="auto", show_default=True,
+           help="Send an embedding's gradient as the rows each step touched (exact; fewer "
+           "bytes for language models on a few nodes; torch). auto: when that is at most "
+           "half the dense allreduce's bytes."),
     click.option("--grad-accumulation", "--accumulate-steps", "grad_accumulation", type=int,
                  default=1, show_default=True,
                  help="Micro-batches per optimizer step: one allreduce per N (Horovod's "
