@@ -55,6 +55,17 @@ def parameter_groups(named: list[tuple[str, Any]], weight_decay: float) -> list[
     return [group for group in groups if group["params"]]
 
 
+def build_optimizer(torch: Any, name: str, groups: list[dict[str, Any]], lr: float) -> Any:
+    """``--optimizer name`` over ``groups`` in torch's ``foreach`` implementation (a few kernels
+    over all parameters instead of a Python loop over each): on one core, the encoder's 11.2M
+    parameters with weight decay on the matrices, Adam takes 29 ms a step instead of 68, AdamW
+    25 instead of 27. Not ``fused``, though it is faster still (8 ms): with it 2 ranks at batch
+    B drifted from 1 rank at 2B by 3e-4 in loss after 96 steps, against 2e-7 here
+    (``test_two_ranks_equal_one_rank_with_double_batch``)."""
+    kind, extra = OPTIMIZERS[name]
+    return getattr(torch.optim, kind)(groups, lr=lr, foreach=True, **extra)
+
+
 def mixed_precision(torch: Any, precision: str, device: Any) -> tuple[Any, Any]:
     """(a context manager for the forward pass, a loss scaler or None) for ``--precision``.
     bf16 needs no scaler (float32's range); fp16 needs one, and a GPU."""
@@ -97,10 +108,10 @@ class TorchAdapter:
         torch, hvd = self.torch, self.comm.hvd
         self.binary = data.num_classes == 2
         self.model = OFFLINE.build(config, data).to(self.device)  # seeded: same init everywhere
-        kind, extra = OPTIMIZERS[config.optimizer]
         trained = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        base = getattr(torch.optim, kind)(parameter_groups(trained, config.weight_decay),
-                                          lr=config.scaled_lr(self.comm.size), **extra)
+        base = build_optimizer(torch, config.optimizer,
+                               parameter_groups(trained, config.weight_decay),
+                               config.scaled_lr(self.comm.size))
         self.clip_grad_norm = config.clip_grad_norm
         self.autocast, self.scaler = mixed_precision(torch, config.precision, self.device)
         from hvdtrain.comm.fp16 import torch_compression
