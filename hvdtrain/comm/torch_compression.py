@@ -12,7 +12,8 @@ patterns (int16, which Horovod moves) in a reduce-scatter made of an ``alltoall`
 every rank's i-th chunk) and a sum in float32 in rank order, then an ``allgather`` of the
 averaged chunks, again in bfloat16. Those are a bf16 ring allreduce's bytes (2(n−1)/n · 2 bytes
 per element each way), with the sum exact in float32 and the result identical on every rank.
-bfloat16 has float32's range: no pre-scaling, no overflow retry (unlike fp16).
+bfloat16 has float32's range: no pre-scaling, no overflow retry (unlike fp16). At exactly two
+ranks the same bytes go in one collective instead (an ``allgather`` of both bf16 gradients).
 """
 
 from __future__ import annotations
@@ -31,19 +32,32 @@ def bf16_average(torch: Any, hvd: ModuleType, grads: list[Any], name: str) -> li
         size = int(hvd.size())
         flat = torch.cat([g.reshape(-1).float() for g in grads])
         total = flat.numel()
-        chunk = max(1, math.ceil(total / size))
-        padded = torch.nn.functional.pad(flat, (0, chunk * size - total))
-        wire = padded.reshape(size, chunk).to(torch.bfloat16).view(torch.int16)
-        got = hvd.alltoall(wire, name=f"{name}.scatter")  # row i: rank i's chunk for me
-        mine = got.view(torch.bfloat16).float().sum(0) / size
-        gathered = hvd.allgather(mine.to(torch.bfloat16).view(torch.int16).unsqueeze(0),
-                                 name=f"{name}.gather")
-        averaged = gathered.view(torch.bfloat16).float().reshape(-1)[:total]
+        if size == 2:
+            averaged = _bf16_average_of_two(torch, hvd, flat, name)
+        else:
+            chunk = max(1, math.ceil(total / size))
+            padded = torch.nn.functional.pad(flat, (0, chunk * size - total))
+            wire = padded.reshape(size, chunk).to(torch.bfloat16).view(torch.int16)
+            got = hvd.alltoall(wire, name=f"{name}.scatter")  # row i: rank i's chunk for me
+            mine = got.view(torch.bfloat16).float().sum(0) / size
+            gathered = hvd.allgather(mine.to(torch.bfloat16).view(torch.int16).unsqueeze(0),
+                                     name=f"{name}.gather")
+            averaged = gathered.view(torch.bfloat16).float().reshape(-1)[:total]
         out, start = [], 0
         for g in grads:
             out.append(averaged[start:start + g.numel()].view_as(g).to(g.dtype))
             start += g.numel()
         return out
+
+
+def _bf16_average_of_two(torch: Any, hvd: ModuleType, flat: Any, name: str) -> Any:
+    """Two ranks: one ``allgather`` of both whole bf16 gradients, summed in float32 in rank
+    order. The same bytes as reduce-scatter + allgather at two ranks (each rank sends its
+    gradient once) in one collective instead of two; at three ranks and more it would send
+    more, so the general path stays there. The sum is not rounded to bf16 again."""
+    wire = flat.to(torch.bfloat16).view(torch.int16).unsqueeze(0)
+    both = hvd.allgather(wire, name=f"{name}.both").view(torch.bfloat16).float()
+    return (both[0] + both[1]) / 2
 
 
 def torch_ops(torch: Any) -> Ops[Any]:

@@ -102,6 +102,16 @@ def test_compressions_within_one_point_of_fp32(tmp_path: Path, framework: str) -
         assert got["compression"] == compression
 
 
+def test_bf16_at_three_ranks_within_one_point_of_fp32(tmp_path: Path) -> None:
+    """Two ranks send bf16 in one allgather; three and more in an alltoall (reduce-scatter)
+    and an allgather: that path, on the torch adapter, which has both."""
+    fp32 = _train(tmp_path, "fp32", "torch", "--epochs", "4", np_="3")
+    bf16 = _train(tmp_path, "bf16", "torch", "--epochs", "4", "--compression", "bf16", np_="3")
+    assert abs(float(fp32["val_accuracy"]) - float(bf16["val_accuracy"])) <= 0.01
+    assert bf16["parameters_identical"] is True and bf16["world_size"] == 3
+    assert bf16["parameter_hashes"] != fp32["parameter_hashes"]  # bf16 did round
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS.names())
 def test_horovod_fp16_overflows_and_ours_recovers(tmp_path: Path, framework: str) -> None:
     script = tmp_path / "fp16.py"
