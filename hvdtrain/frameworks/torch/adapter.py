@@ -7,7 +7,9 @@ which cannot silently turn large gradients into inf. ``bf16`` and ``powersgd``
 (``comm.torch_compression``) average the gradients explicitly once per optimizer step, after
 the last backward pass, with the plain torch optimizer; PowerSGD's Q and step count go into
 rank 0's checkpoint, each rank's error buffers ride with its RNG state (gathered from every
-rank into the checkpoint, given back to each at a same-size resume). Optimizers are a table
+rank into the checkpoint, given back to each at a same-size resume). Embeddings chosen by
+``--sparse-embeddings`` (``sparse_embeddings``) have sparse gradients: Horovod allgathers their
+touched rows in either path, and they are dense again before the step. Optimizers are a table
 keyed by the ``catalog.OPTIMIZERS`` names (a conformance test checks both adapters cover
 every name).
 """
@@ -143,16 +145,17 @@ class TorchAdapter:
         """``--sparse-embeddings``: which embedding gradients travel as touched rows. A step
         touches at most batch × accumulation × the input's last dimension (the sequence, for
         token ids) rows per rank. With PowerSGD the rows replace the embedding's factors: fewer
-        bytes than its dense gradient, and much less arithmetic than compressing it (measured
-        on the encoder between 2 shaped hosts: 0.13-0.16 s against 0.19-0.29 s a step)."""
+        bytes than its dense gradient, and less arithmetic than compressing it (the encoder
+        between 2 shaped hosts: averaging and update took 0.13-0.16 s a step against
+        0.19-0.29 s)."""
         mode = config.sparse_embeddings
         x = data.x_train
         tokens = int(x.shape[-1]) if x.ndim > 1 and x.dtype.kind in "iu" else 1
         touched = config.batch_size * config.grad_accumulation * tokens
         for name, choice in make_sparse(self.torch, self.model, mode, touched, self.comm.size):
             if self.comm.rank == 0 and choice.sparse:
-                logger.info("embedding %s sends its gradient as touched rows (%s)", name,
-                         choice.describe())
+                logger.info("embedding %s sends its gradient as touched rows (%s)",
+                            name, choice.describe())
         return sparse_parameters(self.model)
 
     def _loss(self, logits: Any, y: Any) -> tuple[Any, Any]:
