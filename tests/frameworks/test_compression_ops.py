@@ -1,4 +1,5 @@
-"""bf16's transport (int16 bit patterns through alltoall + allgather, an fp32 sum) and
+"""bf16's transport (int16 bit patterns through alltoall + allgather, an fp32 sum; torch at two
+ranks one allgather of both) and
 PowerSGD's torch/TF ops, two simulated ranks in one process per framework
 (``compression_check.py``): the reference bf16 average exactly, identical on both ranks, no
 overflow at 1e30 (fp16's range ends at 65504); PowerSGD equal to the NumPy reference."""
