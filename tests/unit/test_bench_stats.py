@@ -154,3 +154,17 @@ def test_plain_hvdtrain_is_a_baseline_only_next_to_the_fp16_contender() -> None:
 
     assert baselines(["hvdtrain", "horovod", "ddp"]) == ["horovod", "ddp"]
     assert baselines(["hvdtrain", "horovod", "hvdtrain-fp16"]) == ["hvdtrain", "horovod"]
+    # --with-dense-embeddings: the same adapter with dense embedding gradients is a baseline
+    assert baselines(["hvdtrain", "hvdtrain-dense", "ddp"]) == ["hvdtrain", "hvdtrain-dense",
+                                                               "ddp"]
+
+
+def test_dense_embeddings_contender_is_torch_only() -> None:
+    from click.testing import CliRunner
+
+    from hvdtrain.commands import main
+
+    done = CliRunner().invoke(main, ["bench", "train", "--framework", "tensorflow",
+                                     "--with-dense-embeddings"])
+    assert done.exit_code == 2, done.output
+    assert "--with-dense-embeddings is for --framework torch" in done.output
