@@ -38,6 +38,7 @@ from hvdtrain.benchmarks.train import (
     _loss,
     bench_encoder,
     bench_model,
+    contender_adam,
     horovod_torch_step,
 )
 from hvdtrain.errors import ConfigError
@@ -125,7 +126,7 @@ def _contenders(config: TrainBenchConfig, hvd: Any) -> dict[str, tuple[Callable[
         ddp = torch.nn.parallel.DistributedDataParallel(_model(config))
         buckets = BucketClock(dist)
         ddp.register_comm_hook(None, buckets.hook())
-        ddp_opt = torch.optim.Adam(ddp.parameters(), 1e-3)
+        ddp_opt = contender_adam(torch, ddp.parameters())
 
         def ddp_step() -> None:
             ddp_opt.zero_grad()

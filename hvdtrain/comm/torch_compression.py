@@ -1,11 +1,11 @@
-"""bf16 and PowerSGD gradient averaging for the torch adapter, reduced after backward.
+"""bf16 and PowerSGD gradient averaging for the torch adapter.
 
 Why not a Horovod ``Compressor`` in ``DistributedOptimizer``: Horovod 0.28.1 has no bfloat16
 at all (its allreduce refuses ``torch.bfloat16``; no reduction kernel, MPI or Gloo, sums it),
 and PowerSGD's two rounds (P, then Q from the averaged P) do not fit a per-tensor
-compress/decompress. Both therefore average the whole gradient list explicitly, once per
-optimizer step, after the last backward pass of an accumulation (the adapter then uses the
-plain torch optimizer, no per-tensor hooks).
+compress/decompress. Both are therefore driven here, once per optimizer step (the adapter then
+uses the plain torch optimizer): bf16 in buckets that start during the step's last backward
+pass (``Bf16Torch``), PowerSGD after it.
 
 **bf16 without a bf16 sum**: the gradients, packed into one flat buffer, travel as bfloat16 bit
 patterns (int16, which Horovod moves) in a reduce-scatter made of an ``alltoall`` (rank i gets
@@ -25,39 +25,65 @@ from typing import Any
 from hvdtrain.comm.powersgd import Ops, Plan, decode, drive, encode, initial_qs, powersgd_round
 from hvdtrain.log import logger
 
+BUCKET_BYTES = 4 * 2**20
+"""Float32 gradient bytes per bf16 bucket, filled in backward order. DDP's layout (a first
+bucket of 1 MB, then 25 MB) starts the first collective early; at 4 MiB the MLP of
+``bench train`` gets DDP's two buckets (its 4 MiB weight with what follows it, then the first
+layer) and the encoder's 11 M dense parameters about ten, each one Horovod negotiation."""
+
 
 def bf16_average(torch: Any, hvd: ModuleType, grads: list[Any], name: str) -> list[Any]:
     """The average of ``grads`` across ranks, sent as bfloat16 (see the module notes)."""
     with torch.no_grad():
-        size = int(hvd.size())
+        exchange = _Bf16Exchange(torch, hvd, grads, name)
+        return exchange.split(exchange.finish_second(exchange.finish_first()), grads)
+
+
+class _Bf16Exchange:
+    """One bucket's bf16 exchange, started at once (``hvd.*_async``) and finished in two
+    halves, so that many buckets can be in flight together: ``finish_first`` waits for the
+    first collective (at 3+ ranks it then starts the allgather of this rank's averaged
+    chunk), ``finish_second`` for the second."""
+
+    def __init__(self, torch: Any, hvd: ModuleType, grads: list[Any], name: str) -> None:
+        self.torch, self.hvd, self.name = torch, hvd, name
+        self.size = int(hvd.size())
         flat = torch.cat([g.reshape(-1).float() for g in grads])
-        total = flat.numel()
-        if size == 2:
-            averaged = _bf16_average_of_two(torch, hvd, flat, name)
-        else:
-            chunk = max(1, math.ceil(total / size))
-            padded = torch.nn.functional.pad(flat, (0, chunk * size - total))
-            wire = padded.reshape(size, chunk).to(torch.bfloat16).view(torch.int16)
-            got = hvd.alltoall(wire, name=f"{name}.scatter")  # row i: rank i's chunk for me
-            mine = got.view(torch.bfloat16).float().sum(0) / size
-            gathered = hvd.allgather(mine.to(torch.bfloat16).view(torch.int16).unsqueeze(0),
-                                     name=f"{name}.gather")
-            averaged = gathered.view(torch.bfloat16).float().reshape(-1)[:total]
+        self.total = flat.numel()
+        if self.size == 2:  # both whole bf16 gradients in one allgather (module notes)
+            wire = flat.to(torch.bfloat16).view(torch.int16).unsqueeze(0)
+            self.handle = hvd.allgather_async(wire, name=f"{name}.both")
+        else:  # reduce-scatter as an alltoall: row i is rank i's chunk for me
+            chunk = max(1, math.ceil(self.total / self.size))
+            padded = torch.nn.functional.pad(flat, (0, chunk * self.size - self.total))
+            wire = padded.reshape(self.size, chunk).to(torch.bfloat16).view(torch.int16)
+            self.handle = hvd.alltoall_async(wire, name=f"{name}.scatter")
+
+    def finish_first(self) -> Any:
+        torch, hvd = self.torch, self.hvd
+        if self.size == 2:
+            # summed in float32 in rank order; the sum is not rounded to bf16 again
+            both = hvd.synchronize(self.handle).view(torch.bfloat16).float()
+            return (both[0] + both[1]) / 2
+        got, _ = hvd.synchronize(self.handle)
+        mine = got.view(torch.bfloat16).float().sum(0) / self.size
+        return hvd.allgather_async(mine.to(torch.bfloat16).view(torch.int16).unsqueeze(0),
+                                   name=f"{self.name}.gather")
+
+    def finish_second(self, first: Any) -> Any:
+        """The averaged flat buffer (float32)."""
+        if self.size == 2:
+            return first
+        gathered = self.hvd.synchronize(first).view(self.torch.bfloat16).float()
+        return gathered.reshape(-1)[:self.total]
+
+    @staticmethod
+    def split(averaged: Any, grads: list[Any]) -> list[Any]:
         out, start = [], 0
         for g in grads:
             out.append(averaged[start:start + g.numel()].view_as(g).to(g.dtype))
             start += g.numel()
         return out
-
-
-def _bf16_average_of_two(torch: Any, hvd: ModuleType, flat: Any, name: str) -> Any:
-    """Two ranks: one ``allgather`` of both whole bf16 gradients, summed in float32 in rank
-    order. The same bytes as reduce-scatter + allgather at two ranks (each rank sends its
-    gradient once) in one collective instead of two; at three ranks and more it would send
-    more, so the general path stays there. The sum is not rounded to bf16 again."""
-    wire = flat.to(torch.bfloat16).view(torch.int16).unsqueeze(0)
-    both = hvd.allgather(wire, name=f"{name}.both").view(torch.bfloat16).float()
-    return (both[0] + both[1]) / 2
 
 
 def torch_ops(torch: Any) -> Ops[Any]:
@@ -79,6 +105,9 @@ class PowerSGDTorch:
         self.steps = 0
         self.qs = [torch.from_numpy(q) for q in initial_qs(self.plan, seed)]
         self.errors = [torch.zeros(n, m) for n, m, _ in self.plan.compressed_layouts]
+
+    def before_backward(self, final: bool) -> None:
+        """PowerSGD's rounds need every P before any Q: they run in ``average``."""
 
     def _average(self, tensors: list[Any], name: str) -> list[Any]:
         # fixed names: Horovod's response cache then knows every step's collectives
@@ -137,26 +166,97 @@ class PowerSGDTorch:
 
 
 class Bf16Torch:
-    """Stateless: the same interface as ``PowerSGDTorch`` for the adapter."""
+    """bf16 averaging in buckets (``BUCKET_BYTES`` each, in backward order) that leave during
+    the backward pass: a post-accumulate-grad hook on every parameter starts a bucket's
+    exchange as soon as its last gradient of the step's final backward pass is accumulated
+    (``before_backward(final=True)``), so it travels while the rest of the backward pass is
+    computed, as DDP's buckets do. A bucket not started then (an unused parameter, an
+    accumulation cut short at an epoch's end) starts in ``average``. Each element is summed
+    in float32 in rank order whichever bucket carries it: the result is the same as one
+    exchange of the whole gradient (``bf16_average``)."""
 
-    def __init__(self, torch: Any, hvd: ModuleType) -> None:
+    def __init__(self, torch: Any, hvd: ModuleType, params: list[Any] | None = None,
+                 bucket_bytes: int = BUCKET_BYTES) -> None:
         self.torch, self.hvd = torch, hvd
         self.steps = 0
+        self.buckets = bucket_layout([p.numel() * 4 for p in params or []], bucket_bytes)
+        self.armed = False
+        self.ready: list[set[int]] = [set() for _ in self.buckets]
+        self.started: dict[int, _Bf16Exchange] = {}
+        if params and hvd.size() > 1:  # nothing to send on one rank
+            bucket_of = {i: b for b, members in enumerate(self.buckets) for i in members}
+            self.params = params
+            for index, p in enumerate(params):
+                p.register_post_accumulate_grad_hook(self._hook(index, bucket_of[index]))
+
+    def _hook(self, index: int, bucket: int) -> Any:
+        def ready(_: Any) -> None:
+            if not self.armed or bucket in self.started:
+                return
+            self.ready[bucket].add(index)
+            if len(self.ready[bucket]) == len(self.buckets[bucket]):
+                self._start(bucket, [self.params[i].grad for i in self.buckets[bucket]])
+
+        return ready
+
+    def _start(self, bucket: int, grads: list[Any]) -> None:
+        with self.torch.no_grad():
+            self.started[bucket] = _Bf16Exchange(self.torch, self.hvd, grads,
+                                                 f"hvdtrain.bf16.{bucket}")
+
+    def before_backward(self, final: bool) -> None:
+        """The next backward pass ends an accumulation: its hooks start the buckets."""
+        self.armed = final
 
     def average(self, grads: list[Any]) -> list[Any]:
         self.steps += 1
+        self.armed = False
         if self.hvd.size() == 1:  # nothing to send: no rounding either
             return grads
-        return bf16_average(self.torch, self.hvd, grads, "hvdtrain.bf16")
+        if not self.buckets:  # no hooks attached: one exchange of everything
+            return bf16_average(self.torch, self.hvd, grads, "hvdtrain.bf16")
+        with self.torch.no_grad():
+            for bucket, members in enumerate(self.buckets):  # the same order on every rank
+                if bucket not in self.started:
+                    self._start(bucket, [grads[i] for i in members])
+            exchanges = [self.started[b] for b in range(len(self.buckets))]
+            firsts = [exchange.finish_first() for exchange in exchanges]
+            out: list[Any] = [None] * len(grads)
+            for exchange, first, members in zip(exchanges, firsts, self.buckets, strict=True):
+                averaged = exchange.finish_second(first)
+                for i, g in zip(members, exchange.split(averaged, [grads[i] for i in members]),
+                                strict=True):
+                    out[i] = g
+        self.started.clear()
+        self.ready = [set() for _ in self.buckets]
+        return out
 
 
-def explicit_reducer(torch: Any, hvd: ModuleType, compression: str,
-                     shapes: list[tuple[int, ...]], rank: int, warmup_steps: int,
+def bucket_layout(sizes: list[int], bucket_bytes: int) -> list[list[int]]:
+    """Indices into ``sizes`` grouped in reverse order (the order a backward pass produces
+    gradients, as DDP assumes too) into buckets closed once they reach ``bucket_bytes``."""
+    buckets: list[list[int]] = []
+    current: list[int] = []
+    filled = 0
+    for index in reversed(range(len(sizes))):
+        current.append(index)
+        filled += sizes[index]
+        if filled >= bucket_bytes:
+            buckets.append(current)
+            current, filled = [], 0
+    if current:
+        buckets.append(current)
+    return buckets
+
+
+def explicit_reducer(torch: Any, hvd: ModuleType, compression: str, params: list[Any],
+                     rank: int, warmup_steps: int,
                      seed: int) -> PowerSGDTorch | Bf16Torch | None:
-    """The reducer for compressions averaged after backward; None for those Horovod's
-    ``DistributedOptimizer`` does (none, fp16)."""
+    """The reducer for the compressions hvdtrain averages itself, over ``params`` (the dense
+    trained parameters); None for those Horovod's ``DistributedOptimizer`` does (none, fp16)."""
     if compression == "bf16":
-        return Bf16Torch(torch, hvd)
+        return Bf16Torch(torch, hvd, params)
     if compression == "powersgd":
-        return PowerSGDTorch(torch, hvd, shapes, rank, warmup_steps, seed)
+        return PowerSGDTorch(torch, hvd, [tuple(p.shape) for p in params], rank, warmup_steps,
+                            seed)
     return None

@@ -24,6 +24,7 @@ class FakeHvd:
                  to_numpy: Callable[[Any], np.ndarray], to_tensor: Callable[[Any], Any]) -> None:
         self.rank, self.slots, self.barrier = rank, slots, barrier
         self.to_numpy, self.to_tensor = to_numpy, to_tensor
+        self.names: list[str | None] = []
 
     def size(self) -> int:
         return WORLD
@@ -41,6 +42,19 @@ class FakeHvd:
 
     def allgather(self, tensor: Any, name: str | None = None) -> Any:
         return self.to_tensor(np.concatenate(self._exchange(self.to_numpy(tensor))))
+
+    # asynchronous forms: exchanged at once (every rank starts them in the same order),
+    # the handle is the result; ``names`` records what was started, in order
+    def alltoall_async(self, tensor: Any, name: str | None = None) -> Any:
+        self.names.append(name)
+        return self.alltoall(tensor), None
+
+    def allgather_async(self, tensor: Any, name: str | None = None) -> Any:
+        self.names.append(name)
+        return self.allgather(tensor)
+
+    def synchronize(self, handle: Any) -> Any:
+        return handle
 
 
 def lockstep(ops: Ops[Any], grads: list[list[Any]], plan: Plan,
@@ -63,6 +77,34 @@ def lockstep(ops: Ops[Any], grads: list[list[Any]], plan: Plan,
                 done.append([to_numpy(t) for t in [*out, *new_errors]])
         if done:
             return done
+
+
+def bucketed(torch_compression: Any, hvd: FakeHvd, local: list[np.ndarray],
+             whole: list[np.ndarray]) -> dict[str, Any]:
+    """torch's ``Bf16Torch`` in buckets of 200 bytes over parameters whose gradients are
+    ``local``, the last one unused by the backward pass (its bucket starts in ``average``):
+    which buckets left during the backward pass, and whether the result equals ``whole``
+    (one exchange of everything) exactly."""
+    import torch
+
+    hvd.names.clear()
+    params = [torch.nn.Parameter(torch.zeros(g.shape)) for g in local]
+    reducer = torch_compression.Bf16Torch(torch, hvd, params, bucket_bytes=200)
+    reducer.before_backward(final=False)  # an earlier micro-batch: nothing may start
+    sum((p * 0).sum() for p in params[:-1]).backward()
+    started_early = len(hvd.names)
+    for p in params[:-1]:
+        p.grad = None
+    reducer.before_backward(final=True)
+    sum((p * torch.from_numpy(g)).sum() for p, g in zip(params, local, strict=True)
+        if p is not params[-1]).backward()
+    in_backward = list(hvd.names)
+    params[-1].grad = torch.zeros_like(params[-1])  # as the adapter fills an unused one
+    out = reducer.average([p.grad for p in params[:-1]] + [params[-1].grad])
+    return {"buckets": [list(b) for b in reducer.buckets], "started_early": started_early,
+            "started_in_backward": in_backward, "started_in_all": list(hvd.names),
+            "equal_to_whole": all(np.array_equal(o.numpy(), w)
+                                  for o, w in zip(out[:-1], whole[:-1], strict=True))}
 
 
 def main(framework: str) -> None:
@@ -117,9 +159,13 @@ def main(framework: str) -> None:
     barrier = threading.Barrier(WORLD)
     results: dict[int, list[np.ndarray]] = {}
 
+    buckets: dict[int, dict[str, Any]] = {}
+
     def rank(r: int) -> None:
         hvd = FakeHvd(r, slots, barrier, to_numpy, to_tensor)
         results[r] = [to_numpy(t) for t in average(hvd, [to_tensor(g) for g in local[r]])]
+        if framework == "torch":
+            buckets[r] = bucketed(torch_compression, hvd, local[r], results[r])
 
     threads = [threading.Thread(target=rank, args=(r,)) for r in range(WORLD)]
     for t in threads:
@@ -154,7 +200,7 @@ def main(framework: str) -> None:
                                    for rank_a, rank_b in zip(mine, reference, strict=True)
                                    for a, b in zip(rank_a, rank_b, strict=True)),
     }
-    print(json.dumps({"bf16": bf16, "powersgd": powersgd}))
+    print(json.dumps({"bf16": bf16, "powersgd": powersgd, "buckets": buckets.get(0)}))
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ class TorchAdapter:
         self.device = torch.device("cpu")
         self.fp16_recoveries = 0
         self.safe_fp16: Any = None
-        self.reducer: Any = None  # bf16 / powersgd: averaged after backward
+        self.reducer: Any = None  # bf16 / powersgd: averaged by hvdtrain, not DistributedOptimizer
 
     def pin(self, choice: DeviceChoice) -> None:
         # One process per rank: split the cores instead of every rank using all of them.
@@ -124,8 +124,7 @@ class TorchAdapter:
         self.trained = [p for _, p in trained]
         self.sparse = self._choose_sparse_embeddings(config, data)
         self.dense = [p for p in self.trained if all(p is not q for q in self.sparse)]
-        self.reducer = explicit_reducer(torch, hvd, config.compression,
-                                        [tuple(p.shape) for p in self.dense],
+        self.reducer = explicit_reducer(torch, hvd, config.compression, self.dense,
                                         config.powersgd_rank, config.powersgd_warmup_steps,
                                         config.seed)
         self.optimizer = base if self.reducer is not None else hvd.DistributedOptimizer(
@@ -257,6 +256,8 @@ class TorchAdapter:
         # max(.., 1): an empty batch (a resumed epoch's last samples on more ranks than
         # samples) adds a zero gradient instead of 0/0
         loss = loss_sum * poison / (max(len(y), 1) * self.accumulation)
+        if self.reducer is not None:  # bf16's buckets leave during the step's last backward
+            self.reducer.before_backward(final=self._passes + 1 == self.accumulation)
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         self._passes += 1
         nonfinite = self._step() if self._passes == self.accumulation else False
