@@ -175,17 +175,17 @@ class Bf16Torch:
     in float32 in rank order whichever bucket carries it: the result is the same as one
     exchange of the whole gradient (``bf16_average``)."""
 
-    def __init__(self, torch: Any, hvd: ModuleType, params: list[Any] | None = None,
+    def __init__(self, torch: Any, hvd: ModuleType, params: list[Any],
                  bucket_bytes: int = BUCKET_BYTES) -> None:
         self.torch, self.hvd = torch, hvd
         self.steps = 0
-        self.buckets = bucket_layout([p.numel() * 4 for p in params or []], bucket_bytes)
+        self.params = params
+        self.buckets = bucket_layout([p.numel() * 4 for p in params], bucket_bytes)
         self.armed = False
         self.ready: list[set[int]] = [set() for _ in self.buckets]
         self.started: dict[int, _Bf16Exchange] = {}
         if params and hvd.size() > 1:  # nothing to send on one rank
             bucket_of = {i: b for b, members in enumerate(self.buckets) for i in members}
-            self.params = params
             for index, p in enumerate(params):
                 p.register_post_accumulate_grad_hook(self._hook(index, bucket_of[index]))
 
@@ -205,16 +205,20 @@ class Bf16Torch:
                                                  f"hvdtrain.bf16.{bucket}")
 
     def before_backward(self, final: bool) -> None:
-        """The next backward pass ends an accumulation: its hooks start the buckets."""
-        self.armed = final
+        """Whether the next backward pass ends an accumulation: then its hooks start the
+        buckets (never on one rank, which an elastic job can shrink to). Anything a failed
+        step left behind is dropped first."""
+        self.armed = final and self.hvd.size() > 1
+        self.started.clear()
+        self.ready = [set() for _ in self.buckets]
 
     def average(self, grads: list[Any]) -> list[Any]:
         self.steps += 1
         self.armed = False
         if self.hvd.size() == 1:  # nothing to send: no rounding either
             return grads
-        if not self.buckets:  # no hooks attached: one exchange of everything
-            return bf16_average(self.torch, self.hvd, grads, "hvdtrain.bf16")
+        if not self.buckets:  # no dense parameters (an embedding's rows only)
+            return grads
         with self.torch.no_grad():
             for bucket, members in enumerate(self.buckets):  # the same order on every rank
                 if bucket not in self.started:
