@@ -13,7 +13,7 @@ the local layout; a small watcher here relays it the same way.
 
 It also preloads tcmalloc into the child where this host has it (``launch.allocator``:
 large tensors otherwise page-fault on every step), points Open MPI ranks of multi-host plans
-at the ring allreduce for large buffers (``launch.mpi_tuning``), and makes orphans
+at Open MPI's allreduce rules for large buffers (``launch.mpi_tuning``), and makes orphans
 impossible: the child is killed if the wrapper dies (``PR_SET_PDEATHSIG``), the wrapper is
 terminated if its parent dies, and once its launcher is gone (its parent or its stdout channel,
 ``launch.lifeline.watch_launcher``: orted or a remote shell may outlive a killed launcher) the
@@ -111,8 +111,8 @@ def what_it_adds(environ: Mapping[str, str], hosts: int, open_mpi: bool) -> list
     added = [f"LD_PRELOAD={library} where that file exists" if library else
              f"glibc malloc ({ALLOCATOR_ENV}={setting(environ)})"]
     if open_mpi and ring_for_plan(environ, hosts):
-        added.append(f"Open MPI ring allreduce from {RING_FROM_BYTES >> 20} MiB on 3+ ranks "
-                     f"({RULES_FILE})")
+        added.append(f"Open MPI allreduce from {RING_FROM_BYTES >> 20} MiB: recursive doubling "
+                     f"on 2 ranks, the ring on 3+ ({RULES_FILE})")
     return added
 
 

@@ -128,10 +128,11 @@ def test_dry_run_names_the_ring_rules_only_for_open_mpi_across_hosts() -> None:
     system = {"HVDTRAIN_ALLOCATOR": "system"}
     assert what_it_adds(system, hosts=1, open_mpi=True) == [
         "glibc malloc (HVDTRAIN_ALLOCATOR=system)"]
-    assert any("ring allreduce" in a for a in what_it_adds(system, hosts=3, open_mpi=True))
-    assert not any("ring" in a for a in what_it_adds(system, hosts=3, open_mpi=False))
+    assert any("Open MPI allreduce" in a and "recursive doubling on 2 ranks, the ring on 3+"
+               in a for a in what_it_adds(system, hosts=3, open_mpi=True))
+    assert not any("Open MPI" in a for a in what_it_adds(system, hosts=3, open_mpi=False))
     mine = {**system, "OMPI_MCA_coll_tuned_allreduce_algorithm": "6"}
-    assert not any("ring" in a for a in what_it_adds(mine, hosts=3, open_mpi=True))
+    assert not any("Open MPI" in a for a in what_it_adds(mine, hosts=3, open_mpi=True))
 
 
 @pytest.mark.parametrize(("data", "fragment", "code"), [

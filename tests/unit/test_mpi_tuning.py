@@ -1,4 +1,4 @@
-"""Open MPI's ring allreduce for multi-host plans (``launch.mpi_tuning``)."""
+"""Open MPI's allreduce rules for multi-host plans (``launch.mpi_tuning``)."""
 
 from __future__ import annotations
 
@@ -26,12 +26,16 @@ def test_multi_host_open_mpi_ranks_get_the_ring_rules(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*"))  # the partial file was renamed over, not left
 
 
-def test_the_rules_file_says_ring_from_1_mib_on_3_ranks_and_more() -> None:
+def test_the_rules_file_says_recursive_doubling_on_2_and_ring_on_3_from_1_mib() -> None:
     numbers = [line.split() for line in RULES.strip().splitlines()]
-    # 1 collective, allreduce (id 2), 1 communicator size: 3 ranks and more, 2 message sizes
-    assert numbers[:5] == [["1"], ["2"], ["1"], ["3"], ["2"]]
-    assert numbers[5] == ["0", "0", "0", "0"]  # small buffers: Open MPI's own decision
-    assert numbers[6] == [str(RING_FROM_BYTES), "4", "0", "0"]  # algorithm 4 = ring
+    # 1 collective, allreduce (id 2), 2 communicator sizes
+    assert numbers[:3] == [["1"], ["2"], ["2"]]
+    # 2 ranks, 2 message sizes: Open MPI's own decision below 1 MiB, recursive doubling (3)
+    assert numbers[3:7] == [["2"], ["2"], ["0", "0", "0", "0"],
+                            [str(RING_FROM_BYTES), "3", "0", "0"]]
+    # 3 ranks and more, 2 message sizes: Open MPI's own decision below 1 MiB, the ring (4)
+    assert numbers[7:] == [["3"], ["2"], ["0", "0", "0", "0"],
+                           [str(RING_FROM_BYTES), "4", "0", "0"]]
 
 
 @pytest.mark.parametrize("env, hosts", [
