@@ -182,8 +182,9 @@ class Bf16Torch:
         self.params = params
         self.buckets = bucket_layout([p.numel() * 4 for p in params], bucket_bytes)
         self.armed = False
-        self.ready: list[set[int]] = [set() for _ in self.buckets]
+        self.ready: list[set[int]] = []  # per bucket: which of its gradients are ready
         self.started: dict[int, _Bf16Exchange] = {}
+        self._forget()
         if params and hvd.size() > 1:  # nothing to send on one rank
             bucket_of = {i: b for b, members in enumerate(self.buckets) for i in members}
             for index, p in enumerate(params):
@@ -209,6 +210,10 @@ class Bf16Torch:
         buckets (never on one rank, which an elastic job can shrink to). Anything a failed
         step left behind is dropped first."""
         self.armed = final and self.hvd.size() > 1
+        self._forget()
+
+    def _forget(self) -> None:
+        """No bucket started, no gradient counted."""
         self.started.clear()
         self.ready = [set() for _ in self.buckets]
 
@@ -231,8 +236,7 @@ class Bf16Torch:
                 for i, g in zip(members, exchange.split(averaged, [grads[i] for i in members]),
                                 strict=True):
                     out[i] = g
-        self.started.clear()
-        self.ready = [set() for _ in self.buckets]
+        self._forget()
         return out
 
 

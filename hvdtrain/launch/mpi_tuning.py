@@ -32,10 +32,10 @@ from hvdtrain.atomic import atomic_write_text
 # sizes; then per message size "bytes algorithm fan-in/out segment-size" (algorithm 0:
 # Open MPI's fixed decision, 3: recursive doubling, 4: ring); the next communicator size
 # likewise. A rule holds from its size up to the next one's.
-RING_FROM_BYTES = 1 << 20
+RULES_FROM_BYTES = 1 << 20  # below: Open MPI's own choice
 RULES = (f"1\n2\n2\n"
-         f"2\n2\n0 0 0 0\n{RING_FROM_BYTES} 3 0 0\n"
-         f"3\n2\n0 0 0 0\n{RING_FROM_BYTES} 4 0 0\n")
+         f"2\n2\n0 0 0 0\n{RULES_FROM_BYTES} 3 0 0\n"
+         f"3\n2\n0 0 0 0\n{RULES_FROM_BYTES} 4 0 0\n")
 RULES_FILE = "openmpi-allreduce-rules.conf"
 USE_RULES = "OMPI_MCA_coll_tuned_use_dynamic_rules"
 RULES_PATH = "OMPI_MCA_coll_tuned_dynamic_rules_filename"
@@ -43,21 +43,22 @@ USER_CHOICES = (USE_RULES, RULES_PATH, "OMPI_MCA_coll_tuned_allreduce_algorithm"
                 "OMPI_MCA_coll")
 
 
-def ring_for_plan(env: Mapping[str, str], hosts_in_plan: int) -> bool:
+def rules_for_plan(env: Mapping[str, str], hosts_in_plan: int) -> bool:
     """Several hosts, and the user chose no Open MPI collective settings of their own."""
     return hosts_in_plan >= 2 and not any(name in env for name in USER_CHOICES)
 
 
-def wants_ring(env: Mapping[str, str], hosts_in_plan: int) -> bool:
-    """``ring_for_plan`` in an Open MPI rank (``OMPI_COMM_WORLD_RANK`` set)."""
-    return "OMPI_COMM_WORLD_RANK" in env and ring_for_plan(env, hosts_in_plan)
+def wants_rules(env: Mapping[str, str], hosts_in_plan: int) -> bool:
+    """``rules_for_plan`` in an Open MPI rank (``OMPI_COMM_WORLD_RANK`` set)."""
+    return "OMPI_COMM_WORLD_RANK" in env and rules_for_plan(env, hosts_in_plan)
 
 
-def with_ring_allreduce(env: Mapping[str, str], run_dir: Path,
-                        hosts_in_plan: int) -> dict[str, str]:
-    """``env`` pointing Open MPI at the ring rules (written to ``run_dir`` on this host)."""
+def with_allreduce_rules(env: Mapping[str, str], run_dir: Path,
+                         hosts_in_plan: int) -> dict[str, str]:
+    """``env`` pointing Open MPI at the allreduce rules (written to ``run_dir`` on this
+    host)."""
     child = dict(env)
-    if not wants_ring(env, hosts_in_plan):
+    if not wants_rules(env, hosts_in_plan):
         return child
     rules = run_dir / RULES_FILE
     if not rules.is_file() or rules.read_text() != RULES:

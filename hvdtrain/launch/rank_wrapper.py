@@ -39,10 +39,10 @@ from hvdtrain.errors import ExitCode
 from hvdtrain.launch.allocator import ALLOCATOR_ENV, chosen_library, setting, with_allocator
 from hvdtrain.launch.lifeline import die_with_parent, watch_launcher
 from hvdtrain.launch.mpi_tuning import (
-    RING_FROM_BYTES,
     RULES_FILE,
-    ring_for_plan,
-    with_ring_allreduce,
+    RULES_FROM_BYTES,
+    rules_for_plan,
+    with_allreduce_rules,
 )
 from hvdtrain.launch.network import interface_in, interface_towards
 from hvdtrain.launch.protocol import (
@@ -110,8 +110,8 @@ def what_it_adds(environ: Mapping[str, str], hosts: int, open_mpi: bool) -> list
     library = chosen_library(environ)
     added = [f"LD_PRELOAD={library} where that file exists" if library else
              f"glibc malloc ({ALLOCATOR_ENV}={setting(environ)})"]
-    if open_mpi and ring_for_plan(environ, hosts):
-        added.append(f"Open MPI allreduce from {RING_FROM_BYTES >> 20} MiB: recursive doubling "
+    if open_mpi and rules_for_plan(environ, hosts):
+        added.append(f"Open MPI allreduce from {RULES_FROM_BYTES >> 20} MiB: recursive doubling "
                      f"on 2 ranks, the ring on 3+ ({RULES_FILE})")
     return added
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "ab" if elastic else "wb"
     with layout.stdout_log(rank).open(mode) as out, layout.stderr_log(rank).open(mode) as err:
         env, warning = with_allocator(child_environment(os.environ))
-        env = with_ring_allreduce(env, layout.ranks_dir, _hosts_in_plan(os.environ))
+        env = with_allreduce_rules(env, layout.ranks_dir, _hosts_in_plan(os.environ))
         if warning:
             err.write(f"hvdtrain: {warning}\n".encode())
         me = os.getpid()

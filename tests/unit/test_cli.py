@@ -122,7 +122,7 @@ def test_train_dry_run_shows_plan_and_command() -> None:
     assert "each host's rank wrapper adds: " in result.output  # what no command line shows
 
 
-def test_dry_run_names_the_ring_rules_only_for_open_mpi_across_hosts() -> None:
+def test_dry_run_names_the_allreduce_rules_only_for_open_mpi_across_hosts() -> None:
     from hvdtrain.launch.rank_wrapper import what_it_adds
 
     system = {"HVDTRAIN_ALLOCATOR": "system"}
