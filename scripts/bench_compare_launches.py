@@ -48,7 +48,8 @@ def parse_variant(name: str, spec: str) -> tuple[str, dict[str, str], list[str]]
     flags: list[str] = []
     for token in shlex.split(spec):
         key, sep, value = token.partition("=")
-        if sep and key.isidentifier() and key.isupper() and not flags:
+        # an environment name starts with a capital (Open MPI's are OMPI_MCA_lower_case)
+        if sep and key.isidentifier() and key[0].isupper() and not flags:
             env[key] = value
         else:
             flags.append(token)

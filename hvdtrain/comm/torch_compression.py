@@ -7,13 +7,15 @@ compress/decompress. Both are therefore driven here, once per optimizer step (th
 uses the plain torch optimizer): bf16 in buckets that start during the step's last backward
 pass (``Bf16Torch``), PowerSGD after it.
 
-**bf16 without a bf16 sum**: the gradients, packed into one flat buffer, travel as bfloat16 bit
-patterns (int16, which Horovod moves) in a reduce-scatter made of an ``alltoall`` (rank i gets
-every rank's i-th chunk) and a sum in float32 in rank order, then an ``allgather`` of the
-averaged chunks, again in bfloat16. Those are a bf16 ring allreduce's bytes (2(n−1)/n · 2 bytes
-per element each way), with the sum exact in float32 and the result identical on every rank.
-bfloat16 has float32's range: no pre-scaling, no overflow retry (unlike fp16). At exactly two
-ranks the same bytes go in one collective instead (an ``allgather`` of both bf16 gradients).
+**bf16 without a bf16 sum**: a bucket's gradients, cast into one bf16 buffer the bucket keeps
+from step to step (no float32 copy on the way), travel as bfloat16 bit patterns (int16, which
+Horovod moves) in a reduce-scatter made of an ``alltoall`` (rank i gets every rank's i-th
+chunk) and a sum in float32 in rank order, then an ``allgather`` of the averaged chunks, again
+in bfloat16. Those are a bf16 ring allreduce's bytes (2(n−1)/n · 2 bytes per element each way),
+with the sum exact in float32 and the result identical on every rank. bfloat16 has float32's
+range: no pre-scaling, no overflow retry (unlike fp16). At exactly two ranks the same bytes go
+in one collective instead (an ``allgather`` of both bf16 gradients). The average is written
+back into the gradients it was asked for.
 """
 
 from __future__ import annotations
@@ -33,57 +35,79 @@ layer) and the encoder's 11 M dense parameters about ten, each one Horovod negot
 
 
 def bf16_average(torch: Any, hvd: ModuleType, grads: list[Any], name: str) -> list[Any]:
-    """The average of ``grads`` across ranks, sent as bfloat16 (see the module notes)."""
+    """The average of ``grads`` across ranks, sent as bfloat16 (see the module notes), in
+    new tensors."""
     with torch.no_grad():
         exchange = _Bf16Exchange(torch, hvd, grads, name)
-        return exchange.split(exchange.finish_second(exchange.finish_first()), grads)
+        averaged = [torch.empty_like(g) for g in grads]
+        exchange.finish_into(exchange.finish_first(), averaged)
+        return averaged
 
 
 class _Bf16Exchange:
     """One bucket's bf16 exchange, started at once (``hvd.*_async``) and finished in two
     halves, so that many buckets can be in flight together: ``finish_first`` waits for the
     first collective (at 3+ ranks it then starts the allgather of this rank's averaged
-    chunk), ``finish_second`` for the second."""
+    chunk), ``finish_into`` for the second, and writes the average into the tensors it is
+    given. The gradients are cast straight into ``wire`` (a bf16 buffer a bucket keeps from
+    step to step; a new one when None): no float32 copy of the bucket is made on the way."""
 
-    def __init__(self, torch: Any, hvd: ModuleType, grads: list[Any], name: str) -> None:
+    def __init__(self, torch: Any, hvd: ModuleType, grads: list[Any], name: str,
+                 wire: Any = None) -> None:
         self.torch, self.hvd, self.name = torch, hvd, name
         self.size = int(hvd.size())
-        flat = torch.cat([g.reshape(-1).float() for g in grads])
-        self.total = flat.numel()
+        self.total = sum(g.numel() for g in grads)
+        if wire is None:
+            wire = new_wire(torch, self.size, self.total, grads[0].device)
+        self.wire = wire
+        flat = wire.view(-1)
+        start = 0
+        for g in grads:
+            flat[start:start + g.numel()].copy_(g.reshape(-1))
+            start += g.numel()
         if self.size == 2:  # both whole bf16 gradients in one allgather (module notes)
-            wire = flat.to(torch.bfloat16).view(torch.int16).unsqueeze(0)
-            self.handle = hvd.allgather_async(wire, name=f"{name}.both")
+            self.handle = hvd.allgather_async(wire.view(torch.int16), name=f"{name}.both")
         else:  # reduce-scatter as an alltoall: row i is rank i's chunk for me
-            chunk = max(1, math.ceil(self.total / self.size))
-            padded = torch.nn.functional.pad(flat, (0, chunk * self.size - self.total))
-            wire = padded.reshape(self.size, chunk).to(torch.bfloat16).view(torch.int16)
-            self.handle = hvd.alltoall_async(wire, name=f"{name}.scatter")
+            self.handle = hvd.alltoall_async(wire.view(torch.int16), name=f"{name}.scatter")
 
     def finish_first(self) -> Any:
         torch, hvd = self.torch, self.hvd
-        if self.size == 2:
-            # summed in float32 in rank order; the sum is not rounded to bf16 again
-            both = hvd.synchronize(self.handle).view(torch.bfloat16).float()
-            return (both[0] + both[1]) / 2
+        if self.size == 2:  # both gradients, rank 0's first
+            return hvd.synchronize(self.handle).view(torch.bfloat16)
         got, _ = hvd.synchronize(self.handle)
         mine = got.view(torch.bfloat16).float().sum(0) / self.size
         return hvd.allgather_async(mine.to(torch.bfloat16).view(torch.int16).unsqueeze(0),
                                    name=f"{self.name}.gather")
 
-    def finish_second(self, first: Any) -> Any:
-        """The averaged flat buffer (float32)."""
+    def finish_into(self, first: Any, targets: list[Any]) -> None:
+        """The average written into ``targets`` (shaped as the bucket's gradients; they may be
+        those gradients: nothing is read from them). Two ranks: summed in float32 in rank
+        order, not rounded to bf16 again; 3+: the allgathered bf16 averages."""
+        torch = self.torch
         if self.size == 2:
-            return first
-        gathered = self.hvd.synchronize(first).view(self.torch.bfloat16).float()
-        return gathered.reshape(-1)[:self.total]
+            both, start = first, 0
+            for t in targets:
+                mine = both[0, start:start + t.numel()].view(t.shape)
+                other = both[1, start:start + t.numel()].view(t.shape)
+                if t.dtype == torch.float32:  # in place: no temporary
+                    t.copy_(mine).add_(other).mul_(0.5)
+                else:
+                    t.copy_((mine.float() + other) * 0.5)
+                start += t.numel()
+            return
+        averaged = self.hvd.synchronize(first).view(torch.bfloat16).reshape(-1)
+        start = 0
+        for t in targets:
+            t.copy_(averaged[start:start + t.numel()].view(t.shape))
+            start += t.numel()
 
-    @staticmethod
-    def split(averaged: Any, grads: list[Any]) -> list[Any]:
-        out, start = [], 0
-        for g in grads:
-            out.append(averaged[start:start + g.numel()].view_as(g).to(g.dtype))
-            start += g.numel()
-        return out
+
+def new_wire(torch: Any, size: int, total: int, device: Any) -> Any:
+    """The bf16 send buffer of a bucket of ``total`` elements: one row at 2 ranks, else a
+    row per rank of ceil(total / size) (the padding stays zero)."""
+    rows = 1 if size == 2 else size
+    chunk = total if size == 2 else max(1, math.ceil(total / size))
+    return torch.zeros(rows, chunk, dtype=torch.bfloat16, device=device)
 
 
 def torch_ops(torch: Any) -> Ops[Any]:
@@ -184,6 +208,7 @@ class Bf16Torch:
         self.armed = False
         self.ready: list[set[int]] = []  # per bucket: which of its gradients are ready
         self.started: dict[int, _Bf16Exchange] = {}
+        self.wires: dict[tuple[int, int], Any] = {}  # (bucket, ranks): its bf16 send buffer
         self._forget()
         if params and hvd.size() > 1:  # nothing to send on one rank
             bucket_of = {i: b for b, members in enumerate(self.buckets) for i in members}
@@ -202,8 +227,14 @@ class Bf16Torch:
 
     def _start(self, bucket: int, grads: list[Any]) -> None:
         with self.torch.no_grad():
+            size = int(self.hvd.size())  # an elastic job's changes: a buffer per size
+            if (bucket, size) not in self.wires:
+                self.wires[bucket, size] = new_wire(self.torch, size,
+                                                      sum(g.numel() for g in grads),
+                                                      grads[0].device)
             self.started[bucket] = _Bf16Exchange(self.torch, self.hvd, grads,
-                                                 f"hvdtrain.bf16.{bucket}")
+                                                 f"hvdtrain.bf16.{bucket}",
+                                                 self.wires[(bucket, size)])
 
     def before_backward(self, final: bool) -> None:
         """Whether the next backward pass ends an accumulation: then its hooks start the
@@ -213,7 +244,10 @@ class Bf16Torch:
         self._forget()
 
     def _forget(self) -> None:
-        """No bucket started, no gradient counted."""
+        """No bucket started, no gradient counted. Exchanges a failed step left unfinished
+        may still be reading their send buffers: those get new ones."""
+        if self.started:
+            self.wires.clear()
         self.started.clear()
         self.ready = [set() for _ in self.buckets]
 
@@ -230,14 +264,11 @@ class Bf16Torch:
                     self._start(bucket, [grads[i] for i in members])
             exchanges = [self.started[b] for b in range(len(self.buckets))]
             firsts = [exchange.finish_first() for exchange in exchanges]
-            out: list[Any] = [None] * len(grads)
             for exchange, first, members in zip(exchanges, firsts, self.buckets, strict=True):
-                averaged = exchange.finish_second(first)
-                for i, g in zip(members, exchange.split(averaged, [grads[i] for i in members]),
-                                strict=True):
-                    out[i] = g
+                exchange.finish_into(first, [grads[i] for i in members])
+        self.started.clear()  # all finished: their send buffers are free again
         self._forget()
-        return out
+        return grads
 
 
 def bucket_layout(sizes: list[int], bucket_bytes: int) -> list[list[int]]:

@@ -317,7 +317,8 @@ class TorchAdapter:
         averaged = self.reducer.average([p.grad for p in self.dense])
         with torch.no_grad():
             for p, g in zip(self.dense, averaged, strict=True):
-                p.grad.copy_(g)
+                if g is not p.grad:  # bf16 averages in place
+                    p.grad.copy_(g)
         for p, handle in zip(self.sparse, rows, strict=True):
             p.grad = handle()
         densify(self.sparse)
