@@ -59,7 +59,7 @@ class _Bf16Exchange:
         self.total = sum(g.numel() for g in grads)
         if wire is None:
             wire = new_wire(torch, self.size, self.total, grads[0].device)
-        self.wire = wire
+        self.wire = wire  # (Horovod's handle keeps it alive too until synchronize)
         flat = wire.view(-1)
         start = 0
         for g in grads:
@@ -234,7 +234,7 @@ class Bf16Torch:
                                                       grads[0].device)
             self.started[bucket] = _Bf16Exchange(self.torch, self.hvd, grads,
                                                  f"hvdtrain.bf16.{bucket}",
-                                                 self.wires[(bucket, size)])
+                                                 self.wires[bucket, size])
 
     def before_backward(self, final: bool) -> None:
         """Whether the next backward pass ends an accumulation: then its hooks start the
