@@ -21,6 +21,7 @@ back into the gradients it was asked for.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -56,15 +57,12 @@ class _Bf16Exchange:
                  wire: Any = None) -> None:
         self.torch, self.hvd, self.name = torch, hvd, name
         self.size = int(hvd.size())
-        self.total = sum(g.numel() for g in grads)
         if wire is None:
-            wire = new_wire(torch, self.size, self.total, grads[0].device)
+            wire = _new_wire(torch, self.size, sum(g.numel() for g in grads), grads[0].device)
         self.wire = wire  # (Horovod's handle keeps it alive too until synchronize)
         flat = wire.view(-1)
-        start = 0
-        for g in grads:
-            flat[start:start + g.numel()].copy_(g.reshape(-1))
-            start += g.numel()
+        for g, span in _spans(grads):
+            flat[span].copy_(g.reshape(-1))
         if self.size == 2:  # both whole bf16 gradients in one allgather (module notes)
             self.handle = hvd.allgather_async(wire.view(torch.int16), name=f"{name}.both")
         else:  # reduce-scatter as an alltoall: row i is rank i's chunk for me
@@ -85,24 +83,27 @@ class _Bf16Exchange:
         order, not rounded to bf16 again; 3+: the allgathered bf16 averages."""
         torch = self.torch
         if self.size == 2:
-            both, start = first, 0
-            for t in targets:
-                mine = both[0, start:start + t.numel()].view(t.shape)
-                other = both[1, start:start + t.numel()].view(t.shape)
+            for t, span in _spans(targets):
+                mine, other = first[0, span].view(t.shape), first[1, span].view(t.shape)
                 if t.dtype == torch.float32:  # in place: no temporary
                     t.copy_(mine).add_(other).mul_(0.5)
                 else:
                     t.copy_((mine.float() + other) * 0.5)
-                start += t.numel()
             return
         averaged = self.hvd.synchronize(first).view(torch.bfloat16).reshape(-1)
-        start = 0
-        for t in targets:
-            t.copy_(averaged[start:start + t.numel()].view(t.shape))
-            start += t.numel()
+        for t, span in _spans(targets):
+            t.copy_(averaged[span].view(t.shape))
 
 
-def new_wire(torch: Any, size: int, total: int, device: Any) -> Any:
+def _spans(tensors: list[Any]) -> Iterator[tuple[Any, slice]]:
+    """Each tensor with its place in a flat buffer that holds them all, in order."""
+    start = 0
+    for t in tensors:
+        yield t, slice(start, start + t.numel())
+        start += t.numel()
+
+
+def _new_wire(torch: Any, size: int, total: int, device: Any) -> Any:
     """The bf16 send buffer of a bucket of ``total`` elements: one row at 2 ranks, else a
     row per rank of ceil(total / size) (the padding stays zero)."""
     rows = 1 if size == 2 else size
@@ -227,14 +228,11 @@ class Bf16Torch:
 
     def _start(self, bucket: int, grads: list[Any]) -> None:
         with self.torch.no_grad():
-            size = int(self.hvd.size())  # an elastic job's changes: a buffer per size
-            if (bucket, size) not in self.wires:
-                self.wires[bucket, size] = new_wire(self.torch, size,
-                                                      sum(g.numel() for g in grads),
-                                                      grads[0].device)
-            self.started[bucket] = _Bf16Exchange(self.torch, self.hvd, grads,
-                                                 f"hvdtrain.bf16.{bucket}",
-                                                 self.wires[bucket, size])
+            key = (bucket, int(self.hvd.size()))  # an elastic job's changes: one per size
+            exchange = _Bf16Exchange(self.torch, self.hvd, grads, f"hvdtrain.bf16.{bucket}",
+                                     self.wires.get(key))
+            self.wires[key] = exchange.wire  # made by the first exchange, then kept
+            self.started[bucket] = exchange
 
     def before_backward(self, final: bool) -> None:
         """Whether the next backward pass ends an accumulation: then its hooks start the
