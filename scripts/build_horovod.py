@@ -2,7 +2,8 @@
 
 Why this exists: Horovod's last release (0.28.1) does not build as published against
 PyTorch >= 2.1 or TensorFlow >= 2.16. Three small edits to its sdist fix that (see
-``docs/HOROVOD_BUILD.md``). We apply them here, from our own code, to the pristine sdist
+``docs/HOROVOD_BUILD.md``). Further edits make Horovod's TF API work on Keras 3 and give its
+MPI allreduce a bfloat16 sum for torch (``--compression bf16``). We apply them here, from our own code, to the pristine sdist
 downloaded from PyPI; nothing of Horovod is vendored in this repository.
 
 The build takes minutes, so the wheel is cached, keyed by everything that changes its ABI:
@@ -232,6 +233,72 @@ KERAS3_EDITS: tuple[SourceEdit, ...] = (
 )
 
 
+# bfloat16 in Horovod's MPI allreduce, for torch (hvdtrain's --compression bf16): one
+# collective per bucket at 3+ ranks instead of an alltoall and an allgather. The sum lives in
+# our scripts/horovod_patches/bf16_sum.h; the edits below give Horovod a BFLOAT16 type and
+# route it there. Gloo gets no bf16 kernel (Horovod refuses the type there, as before), so
+# hvdtrain uses this only under the MPI controller.
+BF16_ADDED = (
+    AddedFile("horovod/common/mpi/hvdtrain_bf16_sum.h", "horovod_patches/bf16_sum.h",
+              "bfloat16 MPI datatype and sum (float32 add, round to nearest even)"),
+)
+_WHY_BF16 = "bfloat16 allreduce (sum) under MPI"
+BF16_EDITS: tuple[SourceEdit, ...] = (
+    SourceEdit("horovod/common/message.h", "  HOROVOD_BOOL = 9,\n",
+               "  HOROVOD_BOOL = 9,\n  HOROVOD_BFLOAT16 = 10,\n", _WHY_BF16),
+    SourceEdit("horovod/common/message.cc",
+               "    case HOROVOD_BOOL:\n      static const std::string bool_(\"bool\");\n",
+               "    case HOROVOD_BFLOAT16:\n"
+               "      static const std::string bfloat16(\"bfloat16\");\n"
+               "      return bfloat16;\n"
+               "    case HOROVOD_BOOL:\n      static const std::string bool_(\"bool\");\n",
+               _WHY_BF16),
+    SourceEdit("horovod/common/message.cc", "    case HOROVOD_FLOAT16:\n      return 2;\n",
+               "    case HOROVOD_FLOAT16:\n      return 2;\n"
+               "    case HOROVOD_BFLOAT16:\n      return 2;\n", _WHY_BF16),
+    SourceEdit("horovod/common/mpi/mpi_context.h", "  MPI_Op mpi_float16_prod;\n",
+               "  MPI_Op mpi_float16_prod;\n"
+               "  MPI_Datatype mpi_bfloat16_t = MPI_DATATYPE_NULL;\n"
+               "  MPI_Op mpi_bfloat16_sum = MPI_OP_NULL;\n", _WHY_BF16),
+    SourceEdit("horovod/common/mpi/mpi_context.cc", '#include "../half.h"\n',
+               '#include "../half.h"\n#include "hvdtrain_bf16_sum.h"\n', _WHY_BF16),
+    SourceEdit("horovod/common/mpi/mpi_context.cc", "  case HOROVOD_FLOAT32:\n    return MPI_FLOAT;\n",
+               "  case HOROVOD_BFLOAT16:\n    return mpi_bfloat16_t;\n"
+               "  case HOROVOD_FLOAT32:\n    return MPI_FLOAT;\n", _WHY_BF16),
+    SourceEdit("horovod/common/mpi/mpi_context.cc",
+               "  return dtype == HOROVOD_FLOAT16 ? mpi_float16_sum : MPI_SUM;\n",
+               "  if (dtype == HOROVOD_BFLOAT16) {\n    return mpi_bfloat16_sum;\n  }\n"
+               "  return dtype == HOROVOD_FLOAT16 ? mpi_float16_sum : MPI_SUM;\n", _WHY_BF16),
+    SourceEdit("horovod/common/mpi/mpi_context.cc",
+               "  CreateMPIFloat16TypeAndOps(mpi_float16_t, mpi_float16_sum, mpi_float16_min,\n"
+               "                             mpi_float16_max, mpi_float16_prod);\n",
+               "  CreateMPIFloat16TypeAndOps(mpi_float16_t, mpi_float16_sum, mpi_float16_min,\n"
+               "                             mpi_float16_max, mpi_float16_prod);\n"
+               "  hvdtrain_bf16::CreateTypeAndSum(mpi_bfloat16_t, mpi_bfloat16_sum);\n",
+               "create the bfloat16 type and sum with float16's (global and process-set contexts)",
+               count=2),
+    SourceEdit("horovod/common/mpi/mpi_context.cc",
+               "  if (mpi_float16_prod != MPI_OP_NULL) {\n    MPI_Op_free(&mpi_float16_prod);\n  }\n",
+               "  if (mpi_float16_prod != MPI_OP_NULL) {\n    MPI_Op_free(&mpi_float16_prod);\n  }\n"
+               "  if (mpi_bfloat16_t != MPI_DATATYPE_NULL) {\n    MPI_Type_free(&mpi_bfloat16_t);\n  }\n"
+               "  if (mpi_bfloat16_sum != MPI_OP_NULL) {\n    MPI_Op_free(&mpi_bfloat16_sum);\n  }\n",
+               "free the bfloat16 type and sum with float16's"),
+    SourceEdit("horovod/torch/adapter_v2.cc",
+               "  case common::HOROVOD_FLOAT16:\n    return ::torch::kHalf;\n",
+               "  case common::HOROVOD_FLOAT16:\n    return ::torch::kHalf;\n"
+               "  case common::HOROVOD_BFLOAT16:\n    return ::torch::kBFloat16;\n", _WHY_BF16),
+    SourceEdit("horovod/torch/adapter_v2.cc",
+               "  case ::torch::kHalf:\n    return common::HOROVOD_FLOAT16;\n",
+               "  case ::torch::kHalf:\n    return common::HOROVOD_FLOAT16;\n"
+               "  case ::torch::kBFloat16:\n    return common::HOROVOD_BFLOAT16;\n", _WHY_BF16),
+    SourceEdit("horovod/torch/mpi_ops_v2.cc",
+               '  m.def("horovod_torch_allreduce_async_torch_HalfTensor", &DoAllreduce);\n',
+               '  m.def("horovod_torch_allreduce_async_torch_HalfTensor", &DoAllreduce);\n'
+               '  m.def("horovod_torch_allreduce_async_torch_BFloat16Tensor", &DoAllreduce);\n',
+               "torch: hvd.allreduce_async_ accepts a CPU bfloat16 tensor"),
+)
+
+
 def log(message: str) -> None:
     print(f"[horovod] {message}", flush=True)
 
@@ -257,8 +324,8 @@ def cache_key() -> str:
 
 def edits_digest() -> str:
     """Changes whenever an edit or an added file changes, so CI and set-ups rebuild."""
-    digest = hashlib.sha256(repr(EDITS + KERAS3_EDITS).encode())
-    for extra in KERAS3_ADDED:
+    digest = hashlib.sha256(repr(EDITS + KERAS3_EDITS + BF16_EDITS).encode())
+    for extra in (*KERAS3_ADDED, *BF16_ADDED):
         digest.update((SCRIPTS / extra.source).read_bytes())
     return digest.hexdigest()[:8]
 
@@ -286,11 +353,13 @@ def apply_edit(text: str, edit: SourceEdit) -> str:
 
 
 def apply_edits(source_dir: Path, edits: tuple[SourceEdit, ...] | None = None,
-                added: tuple[AddedFile, ...] = KERAS3_ADDED) -> None:
+                added: tuple[AddedFile, ...] | None = None) -> None:
     """Apply ``edits`` (default: all) to a Horovod tree rooted at ``source_dir``, then install
-    ``added``. Also works on an installed package's parent (site-packages) for the Python
-    edits: ``--patch-installed DIR`` uses that to try them without a rebuild."""
-    for edit in (*EDITS, *KERAS3_EDITS) if edits is None else edits:
+    ``added`` (default: all). Also works on an installed package's parent (site-packages) for
+    the Python edits: ``--patch-installed DIR`` uses that to try them without a rebuild."""
+    if added is None:
+        added = (*KERAS3_ADDED, *BF16_ADDED)
+    for edit in (*EDITS, *KERAS3_EDITS, *BF16_EDITS) if edits is None else edits:
         target = source_dir / edit.path
         target.write_text(apply_edit(target.read_text(), edit))
         log(f"edited {edit.path}: {edit.why}")
@@ -427,7 +496,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.patch_installed:
-        apply_edits(args.patch_installed, KERAS3_EDITS)
+        apply_edits(args.patch_installed, KERAS3_EDITS, KERAS3_ADDED)
         return 0
 
     key = cache_key()

@@ -1,8 +1,8 @@
 """bf16 and PowerSGD gradient averaging for the torch adapter.
 
 Why not a Horovod ``Compressor`` in ``DistributedOptimizer``: Horovod 0.28.1 has no bfloat16
-at all (its allreduce refuses ``torch.bfloat16``; no reduction kernel, MPI or Gloo, sums it),
-and PowerSGD's two rounds (P, then Q from the averaged P) do not fit a per-tensor
+at all (its allreduce refuses ``torch.bfloat16``; no reduction kernel, MPI or Gloo, sums it;
+hvdtrain's own build adds an MPI one, below), and PowerSGD's two rounds (P, then Q from the averaged P) do not fit a per-tensor
 compress/decompress. Both are therefore driven here, once per optimizer step (the adapter then
 uses the plain torch optimizer): bf16 in buckets that start during the step's last backward
 pass (``Bf16Torch``), PowerSGD after it.
@@ -16,6 +16,13 @@ with the sum exact in float32 and the result identical on every rank. bfloat16 h
 range: no pre-scaling, no overflow retry (unlike fp16). At exactly two ranks the same bytes go
 in one collective instead (an ``allgather`` of both bf16 gradients). The average is written
 back into the gradients it was asked for.
+
+**bf16 with a bf16 sum**: the Horovod that ``scripts/build_horovod.py`` builds sums bfloat16
+in its MPI allreduce (float32 add, rounded to bf16 at each step of the reduction, as DDP's bf16
+hook does over Gloo). At 3+ ranks under the MPI controller a bucket then takes one allreduce,
+fused by Horovod like float32's, instead of two collectives; the sum is divided in float32.
+Two ranks keep the allgather (the same bytes, and a sum not rounded to bf16); a stock Horovod
+or the Gloo controller keeps the alltoall and allgather.
 """
 
 from __future__ import annotations
@@ -35,6 +42,14 @@ bucket of 1 MB, then 25 MB) starts the first collective early; at 4 MiB the MLP 
 layer) and the encoder's 11 M dense parameters about ten, each one Horovod negotiation."""
 
 
+def native_bf16_sum(hvd: ModuleType) -> bool:
+    """Whether Horovod sums bfloat16 itself: hvdtrain's build under the MPI controller."""
+    mpi_lib = getattr(getattr(hvd, "mpi_ops", None), "mpi_lib", None)
+    if not hasattr(mpi_lib, "horovod_torch_allreduce_async_torch_BFloat16Tensor"):
+        return False
+    return bool(hvd.mpi_enabled())
+
+
 def bf16_average(torch: Any, hvd: ModuleType, grads: list[Any], name: str) -> list[Any]:
     """The average of ``grads`` across ranks, sent as bfloat16 (see the module notes), in
     new tensors."""
@@ -48,23 +63,29 @@ def bf16_average(torch: Any, hvd: ModuleType, grads: list[Any], name: str) -> li
 class _Bf16Exchange:
     """One bucket's bf16 exchange, started at once (``hvd.*_async``) and finished in two
     halves, so that many buckets can be in flight together: ``finish_first`` waits for the
-    first collective (at 3+ ranks it then starts the allgather of this rank's averaged
-    chunk), ``finish_into`` for the second, and writes the average into the tensors it is
-    given. The gradients are cast straight into ``wire`` (a bf16 buffer a bucket keeps from
+    first collective (at 3+ ranks without Horovod's bf16 sum it then starts the allgather of
+    this rank's averaged chunk), ``finish_into`` for the second, and writes the average into
+    the tensors it is given. The gradients are cast straight into ``wire`` (a bf16 buffer a bucket keeps from
     step to step; a new one when None): no float32 copy of the bucket is made on the way."""
 
     def __init__(self, torch: Any, hvd: ModuleType, grads: list[Any], name: str,
                  wire: Any = None) -> None:
         self.torch, self.hvd, self.name = torch, hvd, name
         self.size = int(hvd.size())
+        # one allreduce in Horovod: its bf16 sum is on the CPU (MPI) only
+        self.summed = self.size > 2 and grads[0].device.type == "cpu" and native_bf16_sum(hvd)
+        self.scattered = self.size > 2 and not self.summed  # alltoall, then allgather
         if wire is None:
-            wire = _new_wire(torch, self.size, sum(g.numel() for g in grads), grads[0].device)
+            wire = _new_wire(torch, self.size if self.scattered else 1,
+                             sum(g.numel() for g in grads), grads[0].device)
         self.wire = wire  # (Horovod's handle keeps it alive too until synchronize)
         flat = wire.view(-1)
         for g, span in _spans(grads):
             flat[span].copy_(g.reshape(-1))
         if self.size == 2:  # both whole bf16 gradients in one allgather (module notes)
             self.handle = hvd.allgather_async(wire.view(torch.int16), name=f"{name}.both")
+        elif self.summed:  # summed in bf16 by Horovod, in place
+            self.handle = hvd.allreduce_async_(wire, op=hvd.Sum, name=f"{name}.sum")
         else:  # reduce-scatter as an alltoall: row i is rank i's chunk for me
             self.handle = hvd.alltoall_async(wire.view(torch.int16), name=f"{name}.scatter")
 
@@ -72,6 +93,8 @@ class _Bf16Exchange:
         torch, hvd = self.torch, self.hvd
         if self.size == 2:  # both gradients, rank 0's first
             return hvd.synchronize(self.handle).view(torch.bfloat16)
+        if self.summed:  # the bf16 sum: nothing more to send
+            return hvd.synchronize(self.handle)
         got, _ = hvd.synchronize(self.handle)
         mine = got.view(torch.bfloat16).float().sum(0) / self.size
         return hvd.allgather_async(mine.to(torch.bfloat16).view(torch.int16).unsqueeze(0),
@@ -80,7 +103,8 @@ class _Bf16Exchange:
     def finish_into(self, first: Any, targets: list[Any]) -> None:
         """The average written into ``targets`` (shaped as the bucket's gradients; they may be
         those gradients: nothing is read from them). Two ranks: summed in float32 in rank
-        order, not rounded to bf16 again; 3+: the allgathered bf16 averages."""
+        order, not rounded to bf16 again; 3+: Horovod's bf16 sum divided in float32, or else
+        the allgathered bf16 averages."""
         torch = self.torch
         if self.size == 2:
             for t, span in _spans(targets):
@@ -89,6 +113,11 @@ class _Bf16Exchange:
                     t.copy_(mine).add_(other).mul_(0.5)
                 else:
                     t.copy_((mine.float() + other) * 0.5)
+            return
+        if self.summed:
+            summed = first.reshape(-1)
+            for t, span in _spans(targets):
+                t.copy_(summed[span].view(t.shape)).div_(self.size)
             return
         averaged = self.hvd.synchronize(first).view(torch.bfloat16).reshape(-1)
         for t, span in _spans(targets):
@@ -103,11 +132,11 @@ def _spans(tensors: list[Any]) -> Iterator[tuple[Any, slice]]:
         start += t.numel()
 
 
-def _new_wire(torch: Any, size: int, total: int, device: Any) -> Any:
-    """The bf16 send buffer of a bucket of ``total`` elements: one row at 2 ranks, else a
-    row per rank of ceil(total / size) (the padding stays zero)."""
-    rows = 1 if size == 2 else size
-    chunk = total if size == 2 else max(1, math.ceil(total / size))
+def _new_wire(torch: Any, rows: int, total: int, device: Any) -> Any:
+    """The bf16 send buffer of a bucket of ``total`` elements in ``rows`` rows of
+    ceil(total / rows): one row for an allgather or an allreduce, a row per rank for the
+    alltoall (the padding stays zero)."""
+    chunk = max(1, math.ceil(total / rows))
     return torch.zeros(rows, chunk, dtype=torch.bfloat16, device=device)
 
 

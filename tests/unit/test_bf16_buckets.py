@@ -1,15 +1,22 @@
 """bf16's bucket layout (``comm.torch_compression.bucket_layout``): gradients in backward order
-(the reverse of the parameters'), each bucket closed once it reaches its byte budget; and
+(the reverse of the parameters'), each bucket closed once it reaches its byte budget;
 ``Bf16Torch``'s buffers: each bucket sends from one bf16 buffer it keeps, and the average is
-written into the gradients it was given."""
+written into the gradients it was given; and at 3+ ranks, one bf16 allreduce a bucket where
+Horovod sums bf16 (hvdtrain's build, under MPI)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from hvdtrain.comm.torch_compression import BUCKET_BYTES, Bf16Torch, bucket_layout
+from hvdtrain.comm.torch_compression import (
+    BUCKET_BYTES,
+    Bf16Torch,
+    bucket_layout,
+    native_bf16_sum,
+)
 
 
 def test_reverse_order_closed_at_the_budget() -> None:
@@ -83,3 +90,61 @@ def test_a_step_that_failed_midway_gets_new_send_buffers() -> None:
     (params[0] * torch.ones(4)).sum().backward()
     assert reducer.wires[0, 2] is not first
     assert torch.equal(reducer.average([params[0].grad])[0], torch.ones(4))
+
+
+class _TripletsSummingBf16:
+    """Three ranks with the same gradients, in a Horovod that sums bf16 (its torch library
+    has the bf16 allreduce, the MPI controller runs): the allreduce folds this rank's bf16
+    tensor in three times, each partial sum rounded to bf16 as the MPI op rounds it."""
+
+    Sum = "sum"
+
+    def __init__(self, torch: Any) -> None:
+        self.torch = torch
+        self.mpi_ops = SimpleNamespace(mpi_lib=SimpleNamespace(
+            horovod_torch_allreduce_async_torch_BFloat16Tensor=object()))
+        self.started: list[tuple[str, str]] = []
+
+    def size(self) -> int:
+        return 3
+
+    def mpi_enabled(self) -> bool:
+        return True
+
+    def allreduce_async_(self, tensor: Any, op: str, name: str) -> Any:
+        self.started.append((name, op))
+        mine = tensor.float()
+        twice = (mine + mine).to(self.torch.bfloat16).float()
+        return tensor.copy_((twice + mine).to(self.torch.bfloat16))
+
+    def synchronize(self, handle: Any) -> Any:
+        return handle
+
+
+def test_three_ranks_take_one_bf16_allreduce_where_horovod_sums_bf16() -> None:
+    torch = pytest.importorskip("torch")
+    params = [torch.nn.Parameter(torch.zeros(3, 4)), torch.nn.Parameter(torch.zeros(5))]
+    triplets: Any = _TripletsSummingBf16(torch)  # what Bf16Torch uses of Horovod
+    reducer = Bf16Torch(torch, triplets, params, bucket_bytes=1 << 20)
+    grads = [torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) for p in params]
+    sent = [g.to(torch.bfloat16).float() for g in grads]
+    expected = [((s + s).to(torch.bfloat16).float() + s).to(torch.bfloat16).float() / 3
+                for s in sent]
+    out = reducer.average(grads)
+    assert all(o is g for o, g in zip(out, grads, strict=True))  # written in place
+    assert all(torch.equal(o, e) for o, e in zip(out, expected, strict=True))
+    assert triplets.started == [("hvdtrain.bf16.0.sum", "sum")]  # one collective, a sum
+    assert reducer.wires[0, 3].shape == (1, 17)  # one row: no per-rank chunks
+
+
+def test_horovods_bf16_sum_only_with_our_build_under_mpi() -> None:
+    ours = SimpleNamespace(horovod_torch_allreduce_async_torch_BFloat16Tensor=object())
+    stock = SimpleNamespace(horovod_torch_allreduce_async_torch_FloatTensor=object())
+
+    def hvd(lib: Any, mpi: bool) -> Any:
+        return SimpleNamespace(mpi_ops=SimpleNamespace(mpi_lib=lib), mpi_enabled=lambda: mpi)
+
+    assert native_bf16_sum(hvd(ours, mpi=True))
+    assert not native_bf16_sum(hvd(ours, mpi=False))  # Gloo: no bf16 kernel
+    assert not native_bf16_sum(hvd(stock, mpi=True))  # a stock Horovod
+    assert not native_bf16_sum(SimpleNamespace(size=lambda: 3))  # no torch library at all
