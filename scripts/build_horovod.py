@@ -3,8 +3,9 @@
 Why this exists: Horovod's last release (0.28.1) does not build as published against
 PyTorch >= 2.1 or TensorFlow >= 2.16. Three small edits to its sdist fix that (see
 ``docs/HOROVOD_BUILD.md``). Further edits make Horovod's TF API work on Keras 3 and give its
-MPI allreduce a bfloat16 sum for torch (``--compression bf16``). We apply them here, from our own code, to the pristine sdist
-downloaded from PyPI; nothing of Horovod is vendored in this repository.
+MPI allreduce a bfloat16 sum for torch (``--compression bf16``). We apply them here, from our
+own code, to the pristine sdist downloaded from PyPI; nothing of Horovod is vendored in this
+repository.
 
 The build takes minutes, so the wheel is cached, keyed by everything that changes its ABI:
 Horovod, torch, tensorflow and Python versions plus the ``HOROVOD_*`` build variables a GPU
@@ -243,6 +244,9 @@ BF16_ADDED = (
               "bfloat16 MPI datatype and sum (float32 add, round to nearest even)"),
 )
 _WHY_BF16 = "bfloat16 allreduce (sum) under MPI"
+_FREE_FLOAT16_PROD = (
+    "  if (mpi_float16_prod != MPI_OP_NULL) {\n    MPI_Op_free(&mpi_float16_prod);\n  }\n"
+)
 BF16_EDITS: tuple[SourceEdit, ...] = (
     SourceEdit("horovod/common/message.h", "  HOROVOD_BOOL = 9,\n",
                "  HOROVOD_BOOL = 9,\n  HOROVOD_BFLOAT16 = 10,\n", _WHY_BF16),
@@ -261,8 +265,10 @@ BF16_EDITS: tuple[SourceEdit, ...] = (
                "  MPI_Datatype mpi_bfloat16_t = MPI_DATATYPE_NULL;\n"
                "  MPI_Op mpi_bfloat16_sum = MPI_OP_NULL;\n", _WHY_BF16),
     SourceEdit("horovod/common/mpi/mpi_context.cc", '#include "../half.h"\n',
-               '#include "../half.h"\n#include "hvdtrain_bf16_sum.h"\n', _WHY_BF16),
-    SourceEdit("horovod/common/mpi/mpi_context.cc", "  case HOROVOD_FLOAT32:\n    return MPI_FLOAT;\n",
+               '#include "../half.h"\n#include "hvdtrain_bf16_sum.h"\n',
+               _WHY_BF16),
+    SourceEdit("horovod/common/mpi/mpi_context.cc",
+               "  case HOROVOD_FLOAT32:\n    return MPI_FLOAT;\n",
                "  case HOROVOD_BFLOAT16:\n    return mpi_bfloat16_t;\n"
                "  case HOROVOD_FLOAT32:\n    return MPI_FLOAT;\n", _WHY_BF16),
     SourceEdit("horovod/common/mpi/mpi_context.cc",
@@ -277,11 +283,12 @@ BF16_EDITS: tuple[SourceEdit, ...] = (
                "  hvdtrain_bf16::CreateTypeAndSum(mpi_bfloat16_t, mpi_bfloat16_sum);\n",
                "create the bfloat16 type and sum with float16's (global and process-set contexts)",
                count=2),
-    SourceEdit("horovod/common/mpi/mpi_context.cc",
-               "  if (mpi_float16_prod != MPI_OP_NULL) {\n    MPI_Op_free(&mpi_float16_prod);\n  }\n",
-               "  if (mpi_float16_prod != MPI_OP_NULL) {\n    MPI_Op_free(&mpi_float16_prod);\n  }\n"
-               "  if (mpi_bfloat16_t != MPI_DATATYPE_NULL) {\n    MPI_Type_free(&mpi_bfloat16_t);\n  }\n"
-               "  if (mpi_bfloat16_sum != MPI_OP_NULL) {\n    MPI_Op_free(&mpi_bfloat16_sum);\n  }\n",
+    SourceEdit("horovod/common/mpi/mpi_context.cc", _FREE_FLOAT16_PROD,
+               _FREE_FLOAT16_PROD
+               + "  if (mpi_bfloat16_t != MPI_DATATYPE_NULL) {\n"
+               "    MPI_Type_free(&mpi_bfloat16_t);\n  }\n"
+               "  if (mpi_bfloat16_sum != MPI_OP_NULL) {\n"
+               "    MPI_Op_free(&mpi_bfloat16_sum);\n  }\n",
                "free the bfloat16 type and sum with float16's"),
     SourceEdit("horovod/torch/adapter_v2.cc",
                "  case common::HOROVOD_FLOAT16:\n    return ::torch::kHalf;\n",

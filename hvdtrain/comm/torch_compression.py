@@ -2,10 +2,10 @@
 
 Why not a Horovod ``Compressor`` in ``DistributedOptimizer``: Horovod 0.28.1 has no bfloat16
 at all (its allreduce refuses ``torch.bfloat16``; no reduction kernel, MPI or Gloo, sums it;
-hvdtrain's own build adds an MPI one, below), and PowerSGD's two rounds (P, then Q from the averaged P) do not fit a per-tensor
-compress/decompress. Both are therefore driven here, once per optimizer step (the adapter then
-uses the plain torch optimizer): bf16 in buckets that start during the step's last backward
-pass (``Bf16Torch``), PowerSGD after it.
+hvdtrain's own build adds an MPI one, below), and PowerSGD's two rounds (P, then Q from the
+averaged P) do not fit a per-tensor compress/decompress. Both are therefore driven here, once
+per optimizer step (the adapter then uses the plain torch optimizer): bf16 in buckets that
+start during the step's last backward pass (``Bf16Torch``), PowerSGD after it.
 
 **bf16 without a bf16 sum**: a bucket's gradients, cast into one bf16 buffer the bucket keeps
 from step to step (no float32 copy on the way), travel as bfloat16 bit patterns (int16, which
@@ -65,8 +65,9 @@ class _Bf16Exchange:
     halves, so that many buckets can be in flight together: ``finish_first`` waits for the
     first collective (at 3+ ranks without Horovod's bf16 sum it then starts the allgather of
     this rank's averaged chunk), ``finish_into`` for the second, and writes the average into
-    the tensors it is given. The gradients are cast straight into ``wire`` (a bf16 buffer a bucket keeps from
-    step to step; a new one when None): no float32 copy of the bucket is made on the way."""
+    the tensors it is given. The gradients are cast straight into ``wire`` (a bf16 buffer a
+    bucket keeps from step to step; a new one when None): no float32 copy of the bucket is
+    made on the way."""
 
     def __init__(self, torch: Any, hvd: ModuleType, grads: list[Any], name: str,
                  wire: Any = None) -> None:
