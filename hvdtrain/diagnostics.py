@@ -11,6 +11,7 @@ above ``launch`` and only imports from it; nothing in ``launch`` imports this mo
 
 from __future__ import annotations
 
+import mmap
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -58,6 +59,28 @@ def _keras3_edits_applied() -> bool | None:
     try:
         return compat.is_file() and "_keras3.create_distributed_optimizer" in keras_impl.read_text()
     except OSError:
+        return False
+
+
+BF16_SUM_SYMBOL = b"horovod_torch_allreduce_async_torch_BFloat16Tensor"
+
+
+def _bf16_sum_edits_applied() -> bool | None:
+    """Whether the installed Horovod's torch library has build_horovod.py's bfloat16 sum (its
+    bf16 allreduce's name, read from the library's bytes, no import); None without Horovod's
+    torch library."""
+    try:
+        dist = metadata.distribution("horovod")
+    except metadata.PackageNotFoundError:
+        return None
+    libraries = sorted(Path(str(dist.locate_file("horovod/torch"))).glob("mpi_lib_v2*.so"))
+    if not libraries:
+        return None
+    try:
+        with libraries[0].open("rb") as lib, \
+                mmap.mmap(lib.fileno(), 0, access=mmap.ACCESS_READ) as image:
+            return image.find(BF16_SUM_SYMBOL) >= 0
+    except (OSError, ValueError):
         return False
 
 
@@ -132,6 +155,7 @@ def collect_report() -> dict[str, Any]:
         "horovod_built_against": built,
         "framework_versions_match": matches,
         "keras3_compat_edits": keras3_edits,
+        "bf16_sum_edits": _bf16_sum_edits_applied(),
         "gpus_visible": count_local_gpus(),
         "allocator": _allocator(),
         "problems": problems,
@@ -157,6 +181,11 @@ def render_report(report: dict[str, Any]) -> str:
     if report.get("keras3_compat_edits") is not None:
         applied = "applied" if report["keras3_compat_edits"] else "MISSING"
         lines.append(f"  Keras 3 compatibility edits: {applied}")
+    if report.get("bf16_sum_edits") is not None:
+        lines.append("  bf16 sum edits: " + (
+            "applied (--compression bf16 at 3+ ranks: one allreduce a bucket, under MPI)"
+            if report["bf16_sum_edits"] else
+            "missing (--compression bf16 at 3+ ranks: two collectives a bucket)"))
     lines.append(f"gpus visible: {report['gpus_visible']}")
     allocator = report.get("allocator")
     if allocator:

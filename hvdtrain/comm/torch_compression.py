@@ -241,6 +241,11 @@ class Bf16Torch:
         self.started: dict[int, _Bf16Exchange] = {}
         self.wires: dict[tuple[int, int], Any] = {}  # (bucket, ranks): its bf16 send buffer
         self._forget()
+        if params and hvd.size() > 2 and params[0].device.type == "cpu" \
+                and not native_bf16_sum(hvd) and hvd.rank() == 0:
+            logger.info("bf16: this Horovod cannot sum bfloat16 (a stock build, or the Gloo "
+                        "controller): each bucket takes an alltoall and an allgather, not "
+                        "one allreduce")
         if params and hvd.size() > 1:  # nothing to send on one rank
             bucket_of = {i: b for b, members in enumerate(self.buckets) for i in members}
             for index, p in enumerate(params):

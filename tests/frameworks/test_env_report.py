@@ -31,5 +31,6 @@ def test_env_json_reports_a_complete_matching_build() -> None:
     assert build["frameworks"] == {"torch": True, "tensorflow": True}
     assert build["controllers"] == {"mpi": True, "gloo": True}
     assert report["framework_versions_match"] == {"pytorch": True, "tensorflow": True}
+    assert report["bf16_sum_edits"] is True  # our build: Horovod sums bf16 (MPI)
     assert report["versions"]["horovod"] == "0.28.1"
     assert report["mpi"].startswith("mpirun (Open MPI)")
