@@ -42,11 +42,19 @@ def test_the_bench_mlp_gets_ddps_two_buckets() -> None:
     assert bucket_layout(sizes, BUCKET_BYTES) == [[5, 4, 3, 2], [1, 0]]
 
 
-class _TwinRanks:
-    """Two ranks with the same gradients: the allgather returns this rank's bytes twice."""
+class _SameGradientsEverywhere:
+    """What Bf16Torch uses of Horovod, for ranks that all hold this rank's gradients; a
+    collective's handle is its result."""
 
     def __init__(self, torch: Any) -> None:
         self.torch = torch
+
+    def synchronize(self, handle: Any) -> Any:
+        return handle
+
+
+class _TwinRanks(_SameGradientsEverywhere):
+    """Two ranks: the allgather returns this rank's bytes twice."""
 
     def size(self) -> int:
         return 2
@@ -54,15 +62,16 @@ class _TwinRanks:
     def allgather_async(self, tensor: Any, name: str | None = None) -> Any:
         return self.torch.cat([tensor, tensor])
 
-    def synchronize(self, handle: Any) -> Any:
-        return handle
+
+def _reducer_of_two_parameters(torch: Any, hvd: Any) -> tuple[list[Any], Bf16Torch]:
+    """A 3×4 and a 5-element parameter in one bucket."""
+    params = [torch.nn.Parameter(torch.zeros(3, 4)), torch.nn.Parameter(torch.zeros(5))]
+    return params, Bf16Torch(torch, hvd, params, bucket_bytes=1 << 20)
 
 
 def test_send_buffers_are_kept_and_the_average_written_in_place() -> None:
     torch = pytest.importorskip("torch")
-    params = [torch.nn.Parameter(torch.zeros(3, 4)), torch.nn.Parameter(torch.zeros(5))]
-    twins: Any = _TwinRanks(torch)  # what Bf16Torch uses of Horovod
-    reducer = Bf16Torch(torch, twins, params, bucket_bytes=1 << 20)
+    params, reducer = _reducer_of_two_parameters(torch, _TwinRanks(torch))
     kept = []
     for seed in range(2):
         generator = torch.Generator().manual_seed(seed)
@@ -92,15 +101,15 @@ def test_a_step_that_failed_midway_gets_new_send_buffers() -> None:
     assert torch.equal(reducer.average([params[0].grad])[0], torch.ones(4))
 
 
-class _TripletsSummingBf16:
-    """Three ranks with the same gradients, in a Horovod that sums bf16 (its torch library
-    has the bf16 allreduce, the MPI controller runs): the allreduce folds this rank's bf16
-    tensor in three times, each partial sum rounded to bf16 as the MPI op rounds it."""
+class _TripletsSummingBf16(_SameGradientsEverywhere):
+    """Three ranks, in a Horovod that sums bf16 (its torch library has the bf16 allreduce,
+    the MPI controller runs): the allreduce folds this rank's bf16 tensor in three times,
+    each partial sum rounded to bf16 as the MPI op rounds it."""
 
     Sum = "sum"
 
     def __init__(self, torch: Any) -> None:
-        self.torch = torch
+        super().__init__(torch)
         self.mpi_ops = SimpleNamespace(mpi_lib=SimpleNamespace(
             horovod_torch_allreduce_async_torch_BFloat16Tensor=object()))
         self.started: list[tuple[str, str]] = []
@@ -117,15 +126,11 @@ class _TripletsSummingBf16:
         twice = (mine + mine).to(self.torch.bfloat16).float()
         return tensor.copy_((twice + mine).to(self.torch.bfloat16))
 
-    def synchronize(self, handle: Any) -> Any:
-        return handle
-
 
 def test_three_ranks_take_one_bf16_allreduce_where_horovod_sums_bf16() -> None:
     torch = pytest.importorskip("torch")
-    params = [torch.nn.Parameter(torch.zeros(3, 4)), torch.nn.Parameter(torch.zeros(5))]
-    triplets: Any = _TripletsSummingBf16(torch)  # what Bf16Torch uses of Horovod
-    reducer = Bf16Torch(torch, triplets, params, bucket_bytes=1 << 20)
+    triplets = _TripletsSummingBf16(torch)
+    params, reducer = _reducer_of_two_parameters(torch, triplets)
     grads = [torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) for p in params]
     sent = [g.to(torch.bfloat16).float() for g in grads]
     expected = [((s + s).to(torch.bfloat16).float() + s).to(torch.bfloat16).float() / 3
