@@ -2,9 +2,7 @@
 
 The same algorithms as ``comm.torch_compression`` (read its notes: Horovod 0.28.1 has no
 bfloat16, so bf16 travels as int16 bit patterns through ``alltoall`` + ``allgather`` with an
-fp32 sum in between, or at exactly two ranks in one ``allgather`` of both; PowerSGD's math is
-``comm.powersgd``'s, once for both frameworks). Our Horovod build's bf16 sum is torch's only:
-Horovod's TensorFlow ops do not take bfloat16. Here
+fp32 sum in between; PowerSGD's math is ``comm.powersgd``'s, once for both frameworks). Here
 the state lives in ``tf.Variable``s that the compiled step updates; a round whose Q came out
 non-finite (a NaN/inf gradient on some rank) keeps the old state on every rank.
 """
@@ -27,42 +25,12 @@ def _size(hvd: ModuleType, size: int) -> Any:
     return tf.constant(size, tf.int32)
 
 
-def bf16_average(hvd: ModuleType, size: int, grads: list[Any],
-                 scatter: bool | None = None) -> list[Any]:
-    """The average of ``grads`` across ranks, sent as bfloat16 (in a ``tf.function``): at
-    exactly two ranks both bf16 gradients in one ``allgather``, summed in fp32 and not rounded
-    again; else (or with ``scatter``; and under elastic, where the size may change after the
-    step is traced) an ``alltoall`` + ``allgather``."""
+def bf16_average(hvd: ModuleType, size: int, grads: list[Any]) -> list[Any]:
+    """The average of ``grads`` across ranks, sent as bfloat16 (in a ``tf.function``)."""
     import tensorflow as tf
 
+    world = _size(hvd, size)
     flat = tf.concat([tf.reshape(tf.cast(g, tf.float32), [-1]) for g in grads], 0)
-    if scatter is None:
-        scatter = size != 2 or os.environ.get("HOROVOD_ELASTIC") == "1"
-    averaged = _scattered(hvd, _size(hvd, size), flat) if scatter else _both_of_two(hvd, flat)
-    out, start = [], 0
-    for g in grads:
-        n = g.shape.num_elements()  # a variable's gradient: static
-        out.append(tf.cast(tf.reshape(averaged[start:start + n], tf.shape(g)), g.dtype))
-        start += n
-    return out
-
-
-def _both_of_two(hvd: ModuleType, flat: Any) -> Any:
-    """Two ranks: one allgather of both bf16 gradients, summed in rank order (the same on
-    both ranks) and halved in fp32."""
-    import tensorflow as tf
-
-    wire = tf.bitcast(tf.cast(flat, tf.bfloat16), tf.int16)[None]
-    both = tf.cast(tf.bitcast(hvd.allgather(wire, name="hvdtrain.bf16.both"), tf.bfloat16),
-                   tf.float32)
-    return (both[0] + both[1]) * 0.5
-
-
-def _scattered(hvd: ModuleType, world: Any, flat: Any) -> Any:
-    """Any size: a reduce-scatter as an ``alltoall``, the fp32 sum of this rank's chunk,
-    then an ``allgather`` of the averaged chunks in bf16."""
-    import tensorflow as tf
-
     total = tf.size(flat)
     chunk = tf.maximum(1, (total + world - 1) // world)
     padded = tf.pad(flat, [[0, chunk * world - total]])
@@ -72,7 +40,13 @@ def _scattered(hvd: ModuleType, world: Any, flat: Any) -> Any:
         world, tf.float32)
     gathered = hvd.allgather(tf.bitcast(tf.cast(mine, tf.bfloat16), tf.int16)[None],
                              name="hvdtrain.bf16.gather")
-    return tf.reshape(tf.cast(tf.bitcast(gathered, tf.bfloat16), tf.float32), [-1])[:total]
+    averaged = tf.reshape(tf.cast(tf.bitcast(gathered, tf.bfloat16), tf.float32), [-1])
+    out, start = [], 0
+    for g in grads:
+        n = g.shape.num_elements()  # a variable's gradient: static
+        out.append(tf.cast(tf.reshape(averaged[start:start + n], tf.shape(g)), g.dtype))
+        start += n
+    return out
 
 
 def tf_ops() -> Ops[Any]:

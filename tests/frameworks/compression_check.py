@@ -130,7 +130,8 @@ def main(framework: str) -> None:
         def average(hvd: Any, grads: list[Any]) -> list[Any]:
             return torch_compression.bf16_average(torch, hvd, grads, "check")
 
-        scattered_average = None
+        # two ranks: one allgather of both bf16 gradients, the fp32 sum not rounded again
+        final_rounding = False
 
         ops = torch_compression.torch_ops(torch)
     else:
@@ -150,24 +151,19 @@ def main(framework: str) -> None:
         def average(hvd: Any, grads: list[Any]) -> list[Any]:
             return tf_compression.bf16_average(hvd, WORLD, grads)
 
-        def scattered_average(hvd: Any, grads: list[Any]) -> list[Any]:
-            return tf_compression.bf16_average(hvd, WORLD, grads, scatter=True)
+        final_rounding = True  # reduce-scatter, then the averaged chunks allgathered in bf16
 
         ops = tf_compression.tf_ops()
 
     slots: dict[int, Any] = {}
     barrier = threading.Barrier(WORLD)
     results: dict[int, list[np.ndarray]] = {}
-    scattered: dict[int, list[np.ndarray]] = {}
 
     buckets: dict[int, dict[str, Any]] = {}
 
     def rank(r: int) -> None:
         hvd = FakeHvd(r, slots, barrier, to_numpy, to_tensor)
         results[r] = [to_numpy(t) for t in average(hvd, [to_tensor(g) for g in local[r]])]
-        if scattered_average is not None:  # the 3+-rank path, here at two ranks
-            scattered[r] = [to_numpy(t) for t in
-                            scattered_average(hvd, [to_tensor(g) for g in local[r]])]
         if framework == "torch":
             buckets[r] = bucketed(torch_compression, hvd, local[r], results[r])
 
@@ -176,29 +172,21 @@ def main(framework: str) -> None:
         t.start()
     for t in threads:
         t.join()
+    expected = [(rounded if final_rounding else np.asarray)((rounded(a) + rounded(b)) / WORLD)
+                for a, b in zip(*local, strict=True)]
     true = [(a.astype(np.float64) + b) / WORLD for a, b in zip(*local, strict=True)]
     scale = [np.maximum(np.abs(a), np.abs(b)) for a, b in zip(*local, strict=True)]
-
-    def bf16_of(results: dict[int, list[np.ndarray]], final_rounding: bool) -> dict[str, Any]:
-        """Against the reference: the inputs rounded to bf16, summed in fp32, halved, and
-        (``final_rounding``: the reduce-scatter's averaged chunks travel in bf16) rounded."""
-        expected = [(rounded if final_rounding else np.asarray)((rounded(a) + rounded(b)) / WORLD)
-                    for a, b in zip(*local, strict=True)]
-        return {
-            "shapes_kept": all(x.shape == s for x, s in zip(results[0], shapes, strict=True)),
-            "identical_on_ranks": all(np.array_equal(a, b)
-                                      for a, b in zip(results[0], results[1], strict=True)),
-            "max_diff_from_bf16_reference": max(
-                float(np.max(np.abs(x - e))) for x, e in zip(results[0], expected, strict=True)),
-            "finite": all(bool(np.isfinite(x).all()) for x in results[0]),
-            # of the larger input: each bf16 rounding costs at most 2^-8 of its value
-            "max_relative_error": max(float(np.max(np.abs(x - t) / m))
-                                      for x, t, m in zip(results[0], true, scale, strict=True)),
-        }
-
-    # two ranks: one allgather of both bf16 gradients, the fp32 sum not rounded again
-    bf16 = bf16_of(results, final_rounding=False)
-    bf16_scattered = bf16_of(scattered, final_rounding=True) if scattered else None
+    bf16 = {
+        "shapes_kept": all(x.shape == s for x, s in zip(results[0], shapes, strict=True)),
+        "identical_on_ranks": all(np.array_equal(a, b)
+                                  for a, b in zip(results[0], results[1], strict=True)),
+        "max_diff_from_bf16_reference": max(float(np.max(np.abs(x - e)))
+                                            for x, e in zip(results[0], expected, strict=True)),
+        "finite": all(bool(np.isfinite(x).all()) for x in results[0]),
+        # of the larger input: each bf16 rounding costs at most 2^-8 of its value
+        "max_relative_error": max(float(np.max(np.abs(x - t) / m))
+                                  for x, t, m in zip(results[0], true, scale, strict=True)),
+    }
     # PowerSGD: this framework's ops against NumPy's, on the same inputs
     plan = Plan.of([(40, 7), (6, 30), (9,)], 2)
     grads = [[rng.standard_normal(s).astype(np.float32) for s in plan.shapes]
@@ -212,8 +200,7 @@ def main(framework: str) -> None:
                                    for rank_a, rank_b in zip(mine, reference, strict=True)
                                    for a, b in zip(rank_a, rank_b, strict=True)),
     }
-    print(json.dumps({"bf16": bf16, "bf16_scattered": bf16_scattered, "powersgd": powersgd,
-                      "buckets": buckets.get(0)}))
+    print(json.dumps({"bf16": bf16, "powersgd": powersgd, "buckets": buckets.get(0)}))
 
 
 if __name__ == "__main__":
