@@ -47,15 +47,22 @@ def _horovod_build() -> tuple[dict[str, Any] | None, dict[str, str]]:
     }, probe["built_against"]
 
 
-def _keras3_edits_applied() -> bool | None:
-    """Whether the installed Horovod carries build_horovod.py's Keras 3 edits (read from its
-    files, no import); None without Horovod."""
+def _horovod_path(relative: str) -> Path | None:
+    """Where ``relative`` (``horovod/...``) is in the installed Horovod; None without it."""
     try:
         dist = metadata.distribution("horovod")
     except metadata.PackageNotFoundError:
         return None
-    compat = Path(str(dist.locate_file("horovod/tensorflow/keras3_compat.py")))
-    keras_impl = Path(str(dist.locate_file("horovod/_keras/__init__.py")))
+    return Path(str(dist.locate_file(relative)))
+
+
+def _keras3_edits_applied() -> bool | None:
+    """Whether the installed Horovod carries build_horovod.py's Keras 3 edits (read from its
+    files, no import); None without Horovod."""
+    compat = _horovod_path("horovod/tensorflow/keras3_compat.py")
+    keras_impl = _horovod_path("horovod/_keras/__init__.py")
+    if compat is None or keras_impl is None:
+        return None
     try:
         return compat.is_file() and "_keras3.create_distributed_optimizer" in keras_impl.read_text()
     except OSError:
@@ -69,11 +76,8 @@ def _bf16_sum_edits_applied() -> bool | None:
     """Whether the installed Horovod's torch library has build_horovod.py's bfloat16 sum (its
     bf16 allreduce's name, read from the library's bytes, no import); None without Horovod's
     torch library."""
-    try:
-        dist = metadata.distribution("horovod")
-    except metadata.PackageNotFoundError:
-        return None
-    libraries = sorted(Path(str(dist.locate_file("horovod/torch"))).glob("mpi_lib_v2*.so"))
+    torch_dir = _horovod_path("horovod/torch")
+    libraries = sorted(torch_dir.glob("mpi_lib_v2*.so")) if torch_dir else []
     if not libraries:
         return None
     try:

@@ -304,6 +304,8 @@ BF16_EDITS: tuple[SourceEdit, ...] = (
                '  m.def("horovod_torch_allreduce_async_torch_BFloat16Tensor", &DoAllreduce);\n',
                "torch: hvd.allreduce_async_ accepts a CPU bfloat16 tensor"),
 )
+ALL_EDITS = (*EDITS, *KERAS3_EDITS, *BF16_EDITS)
+ALL_ADDED = (*KERAS3_ADDED, *BF16_ADDED)
 
 
 def log(message: str) -> None:
@@ -331,8 +333,8 @@ def cache_key() -> str:
 
 def edits_digest() -> str:
     """Changes whenever an edit or an added file changes, so CI and set-ups rebuild."""
-    digest = hashlib.sha256(repr(EDITS + KERAS3_EDITS + BF16_EDITS).encode())
-    for extra in (*KERAS3_ADDED, *BF16_ADDED):
+    digest = hashlib.sha256(repr(ALL_EDITS).encode())
+    for extra in ALL_ADDED:
         digest.update((SCRIPTS / extra.source).read_bytes())
     return digest.hexdigest()[:8]
 
@@ -364,13 +366,11 @@ def apply_edits(source_dir: Path, edits: tuple[SourceEdit, ...] | None = None,
     """Apply ``edits`` (default: all) to a Horovod tree rooted at ``source_dir``, then install
     ``added`` (default: all). Also works on an installed package's parent (site-packages) for
     the Python edits: ``--patch-installed DIR`` uses that to try them without a rebuild."""
-    if added is None:
-        added = (*KERAS3_ADDED, *BF16_ADDED)
-    for edit in (*EDITS, *KERAS3_EDITS, *BF16_EDITS) if edits is None else edits:
+    for edit in ALL_EDITS if edits is None else edits:
         target = source_dir / edit.path
         target.write_text(apply_edit(target.read_text(), edit))
         log(f"edited {edit.path}: {edit.why}")
-    for extra in added:
+    for extra in ALL_ADDED if added is None else added:
         shutil.copyfile(SCRIPTS / extra.source, source_dir / extra.path)
         log(f"added {extra.path}: {extra.why}")
 

@@ -50,11 +50,16 @@ def native_bf16_sum(hvd: ModuleType) -> bool:
     return bool(hvd.mpi_enabled())
 
 
+def _sums_bf16(hvd: ModuleType, tensors: list[Any]) -> bool:
+    """Whether Horovod sums these tensors' bf16 itself: our build's sum is on the CPU only."""
+    return bool(tensors) and tensors[0].device.type == "cpu" and native_bf16_sum(hvd)
+
+
 def bf16_average(torch: Any, hvd: ModuleType, grads: list[Any], name: str) -> list[Any]:
     """The average of ``grads`` across ranks, sent as bfloat16 (see the module notes), in
     new tensors."""
     with torch.no_grad():
-        exchange = _Bf16Exchange(torch, hvd, grads, name)
+        exchange = _Bf16Exchange(torch, hvd, grads, name, _sums_bf16(hvd, grads))
         averaged = [torch.empty_like(g) for g in grads]
         exchange.finish_into(exchange.finish_first(), averaged)
         return averaged
@@ -67,17 +72,17 @@ class _Bf16Exchange:
     this rank's averaged chunk), ``finish_into`` for the second, and writes the average into
     the tensors it is given. The gradients are cast straight into ``wire`` (a bf16 buffer a
     bucket keeps from step to step; a new one when None): no float32 copy of the bucket is
-    made on the way."""
+    made on the way. ``sums_bf16``: Horovod sums bf16 here (``_sums_bf16``, decided once by
+    the caller, not per bucket and step)."""
 
     def __init__(self, torch: Any, hvd: ModuleType, grads: list[Any], name: str,
-                 wire: Any = None) -> None:
+                 sums_bf16: bool, wire: Any = None) -> None:
         self.torch, self.hvd, self.name = torch, hvd, name
         self.size = int(hvd.size())
-        # one allreduce in Horovod: its bf16 sum is on the CPU (MPI) only
-        self.summed = self.size > 2 and grads[0].device.type == "cpu" and native_bf16_sum(hvd)
-        self.scattered = self.size > 2 and not self.summed  # alltoall, then allgather
+        self.summed = self.size > 2 and sums_bf16  # one allreduce in Horovod
         if wire is None:
-            wire = _new_wire(torch, self.size if self.scattered else 1,
+            scattered = self.size > 2 and not self.summed  # a row per rank for the alltoall
+            wire = _new_wire(torch, self.size if scattered else 1,
                              sum(g.numel() for g in grads), grads[0].device)
         self.wire = wire  # (Horovod's handle keeps it alive too until synchronize)
         flat = wire.view(-1)
@@ -241,8 +246,8 @@ class Bf16Torch:
         self.started: dict[int, _Bf16Exchange] = {}
         self.wires: dict[tuple[int, int], Any] = {}  # (bucket, ranks): its bf16 send buffer
         self._forget()
-        if params and hvd.size() > 2 and params[0].device.type == "cpu" \
-                and not native_bf16_sum(hvd) and hvd.rank() == 0:
+        self.sums_bf16 = _sums_bf16(hvd, params)
+        if params and hvd.size() > 2 and not self.sums_bf16 and hvd.rank() == 0:
             logger.info("bf16: this Horovod cannot sum bfloat16 (a stock build, or the Gloo "
                         "controller): each bucket takes an alltoall and an allgather, not "
                         "one allreduce")
@@ -265,7 +270,7 @@ class Bf16Torch:
         with self.torch.no_grad():
             key = (bucket, int(self.hvd.size()))  # an elastic job's changes: one per size
             exchange = _Bf16Exchange(self.torch, self.hvd, grads, f"hvdtrain.bf16.{bucket}",
-                                     self.wires.get(key))
+                                     self.sums_bf16, self.wires.get(key))
             self.wires[key] = exchange.wire  # made by the first exchange, then kept
             self.started[bucket] = exchange
 
