@@ -103,9 +103,9 @@ def test_compressions_within_one_point_of_fp32(tmp_path: Path, framework: str) -
 
 
 def test_bf16_at_three_ranks_within_one_point_of_fp32(tmp_path: Path) -> None:
-    """Two ranks send bf16 in one allgather; three and more in one allreduce that Horovod
-    sums in bf16 (our build, under MPI; tests/distributed/test_bf16_sum.py checks the sum):
-    that path, on the torch adapter, which has both."""
+    """Under MPI each bf16 bucket is one allreduce that Horovod sums in bf16 (our build;
+    tests/distributed/test_bf16_sum.py checks the sum at 2 and 3 ranks): that path at three
+    ranks, on the torch adapter."""
     fp32 = _train(tmp_path, "fp32", "torch", "--epochs", "4", np_="3")
     bf16 = _train(tmp_path, "bf16", "torch", "--epochs", "4", "--compression", "bf16", np_="3")
     assert abs(float(fp32["val_accuracy"]) - float(bf16["val_accuracy"])) <= 0.01
