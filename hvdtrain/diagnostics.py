@@ -69,21 +69,31 @@ def _keras3_edits_applied() -> bool | None:
         return False
 
 
-BF16_SUM_SYMBOL = b"horovod_torch_allreduce_async_torch_BFloat16Tensor"
+# What build_horovod.py's bfloat16 sum leaves in each framework's Horovod library: torch's bf16
+# allreduce entry point, and TensorFlow's allreduce op registered with bfloat16 among its types.
+BF16_SUM_MARKERS = (
+    ("horovod/torch", "mpi_lib_v2*.so", b"horovod_torch_allreduce_async_torch_BFloat16Tensor"),
+    ("horovod/tensorflow", "mpi_lib*.so",
+     b"T: {uint8, int8, int32, int64, float16, bfloat16, float32, float64}"),
+)
 
 
 def _bf16_sum_edits_applied() -> bool | None:
-    """Whether the installed Horovod's torch library has build_horovod.py's bfloat16 sum (its
-    bf16 allreduce's name, read from the library's bytes, no import); None without Horovod's
-    torch library."""
-    torch_dir = _horovod_path("horovod/torch")
-    libraries = sorted(torch_dir.glob("mpi_lib_v2*.so")) if torch_dir else []
-    if not libraries:
-        return None
+    """Whether every installed Horovod framework library has build_horovod.py's bfloat16 sum
+    (read from the libraries' bytes, no import); None without any of them."""
+    found = []
+    for folder, pattern, marker in BF16_SUM_MARKERS:
+        where = _horovod_path(folder)
+        libraries = sorted(where.glob(pattern)) if where else []
+        if libraries:
+            found.append(_contains(libraries[0], marker))
+    return all(found) if found else None
+
+
+def _contains(path: Path, marker: bytes) -> bool:
     try:
-        with libraries[0].open("rb") as lib, \
-                mmap.mmap(lib.fileno(), 0, access=mmap.ACCESS_READ) as image:
-            return image.find(BF16_SUM_SYMBOL) >= 0
+        with path.open("rb") as lib, mmap.mmap(lib.fileno(), 0, access=mmap.ACCESS_READ) as image:
+            return image.find(marker) >= 0
     except (OSError, ValueError):
         return False
 
@@ -187,9 +197,9 @@ def render_report(report: dict[str, Any]) -> str:
         lines.append(f"  Keras 3 compatibility edits: {applied}")
     if report.get("bf16_sum_edits") is not None:
         lines.append("  bf16 sum edits: " + (
-            "applied (--compression bf16 at 3+ ranks: one allreduce a bucket, under MPI)"
+            "applied (--compression bf16: one allreduce, under MPI)"
             if report["bf16_sum_edits"] else
-            "missing (--compression bf16 at 3+ ranks: two collectives a bucket)"))
+            "missing (--compression bf16: an alltoall and an allgather)"))
     lines.append(f"gpus visible: {report['gpus_visible']}")
     allocator = report.get("allocator")
     if allocator:

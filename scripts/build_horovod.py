@@ -234,8 +234,9 @@ KERAS3_EDITS: tuple[SourceEdit, ...] = (
 )
 
 
-# bfloat16 in Horovod's MPI allreduce, for torch (hvdtrain's --compression bf16): one
-# collective per bucket at 3+ ranks instead of an alltoall and an allgather. The sum lives in
+# bfloat16 in Horovod's MPI allreduce, for torch and TensorFlow (hvdtrain's --compression
+# bf16): one collective per bucket instead of an alltoall and an allgather (or, at two ranks,
+# an allgather). The sum lives in
 # our scripts/horovod_patches/bf16_sum.h; the edits below give Horovod a BFLOAT16 type and
 # route it there. Gloo gets no bf16 kernel (Horovod refuses the type there, as before), so
 # hvdtrain uses this only under the MPI controller.
@@ -303,6 +304,21 @@ BF16_EDITS: tuple[SourceEdit, ...] = (
                '  m.def("horovod_torch_allreduce_async_torch_HalfTensor", &DoAllreduce);\n'
                '  m.def("horovod_torch_allreduce_async_torch_BFloat16Tensor", &DoAllreduce);\n',
                "torch: hvd.allreduce_async_ accepts a CPU bfloat16 tensor"),
+    SourceEdit("horovod/tensorflow/mpi_ops.cc",
+               "  case common::HOROVOD_FLOAT16:\n    return DT_HALF;\n",
+               "  case common::HOROVOD_FLOAT16:\n    return DT_HALF;\n"
+               "  case common::HOROVOD_BFLOAT16:\n    return DT_BFLOAT16;\n", _WHY_BF16),
+    SourceEdit("horovod/tensorflow/mpi_ops.cc",
+               "  case DT_HALF:\n    return common::HOROVOD_FLOAT16;\n",
+               "  case DT_HALF:\n    return common::HOROVOD_FLOAT16;\n"
+               "  case DT_BFLOAT16:\n    return common::HOROVOD_BFLOAT16;\n", _WHY_BF16),
+    SourceEdit("horovod/tensorflow/mpi_ops.cc",
+               '    .Attr("T: {uint8, int8, int32, int64, float16, float32, float64}")\n'
+               '    .Attr("reduce_op: int")\n',
+               '    .Attr("T: {uint8, int8, int32, int64, float16, bfloat16, float32, float64}")\n'
+               '    .Attr("reduce_op: int")\n',
+               "TensorFlow: HorovodAllreduce and HorovodGroupedAllreduce accept bfloat16",
+               count=2),
 )
 ALL_EDITS = (*EDITS, *KERAS3_EDITS, *BF16_EDITS)
 ALL_ADDED = (*KERAS3_ADDED, *BF16_ADDED)

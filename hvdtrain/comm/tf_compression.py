@@ -1,10 +1,12 @@
 """bf16 and PowerSGD gradient averaging for the TensorFlow adapter, inside its ``tf.function``.
 
-The same algorithms as ``comm.torch_compression`` (read its notes: Horovod 0.28.1 has no
+The same algorithms as ``comm.torch_compression`` (read its notes: stock Horovod 0.28.1 has no
 bfloat16, so bf16 travels as int16 bit patterns through ``alltoall`` + ``allgather`` with an
-fp32 sum in between; PowerSGD's math is ``comm.powersgd``'s, once for both frameworks). Here
-the state lives in ``tf.Variable``s that the compiled step updates; a round whose Q came out
-non-finite (a NaN/inf gradient on some rank) keeps the old state on every rank.
+fp32 sum in between; the Horovod that ``scripts/build_horovod.py`` builds sums bf16 in one MPI
+allreduce, which this takes where it can; PowerSGD's math is ``comm.powersgd``'s, once for both
+frameworks). Here the state lives in ``tf.Variable``s that the compiled step updates; a round
+whose Q came out non-finite (a NaN/inf gradient on some rank) keeps the old state on every
+rank.
 """
 
 from __future__ import annotations
@@ -25,11 +27,31 @@ def _size(hvd: ModuleType, size: int) -> Any:
     return tf.constant(size, tf.int32)
 
 
+_DT_BFLOAT16 = 14  # TensorFlow's types.proto
+
+
+def native_bf16_sum(hvd: ModuleType) -> bool:
+    """Whether Horovod's TensorFlow allreduce sums bfloat16 itself: hvdtrain's build (its
+    ``HorovodAllreduce`` op accepts the type) under the MPI controller (Gloo has no bf16 sum)."""
+    from tensorflow.python.framework import op_def_registry  # ops loaded by Horovod's import
+
+    op = op_def_registry.get("HorovodAllreduce")
+    accepts = op is not None and any(
+        attr.name == "T" and _DT_BFLOAT16 in attr.allowed_values.list.type for attr in op.attr)
+    return accepts and bool(hvd.mpi_enabled())
+
+
 def bf16_average(hvd: ModuleType, size: int, grads: list[Any]) -> list[Any]:
-    """The average of ``grads`` across ranks, sent as bfloat16 (in a ``tf.function``)."""
+    """The average of ``grads`` across ranks, sent as bfloat16 (in a ``tf.function``): one
+    allreduce that Horovod sums in bf16 where it can (``native_bf16_sum``), else an
+    ``alltoall`` and an ``allgather`` with the sum in float32."""
     import tensorflow as tf
 
     world = _size(hvd, size)
+    if native_bf16_sum(hvd):
+        wire = tf.concat([tf.reshape(tf.cast(g, tf.bfloat16), [-1]) for g in grads], 0)
+        summed = hvd.allreduce(wire, op=hvd.Sum, name="hvdtrain.bf16.sum")
+        return _split(tf.cast(summed, tf.float32) / tf.cast(world, tf.float32), grads)
     flat = tf.concat([tf.reshape(tf.cast(g, tf.float32), [-1]) for g in grads], 0)
     total = tf.size(flat)
     chunk = tf.maximum(1, (total + world - 1) // world)
@@ -40,7 +62,14 @@ def bf16_average(hvd: ModuleType, size: int, grads: list[Any]) -> list[Any]:
         world, tf.float32)
     gathered = hvd.allgather(tf.bitcast(tf.cast(mine, tf.bfloat16), tf.int16)[None],
                              name="hvdtrain.bf16.gather")
-    averaged = tf.reshape(tf.cast(tf.bitcast(gathered, tf.bfloat16), tf.float32), [-1])
+    return _split(tf.reshape(tf.cast(tf.bitcast(gathered, tf.bfloat16), tf.float32), [-1]),
+                  grads)
+
+
+def _split(averaged: Any, grads: list[Any]) -> list[Any]:
+    """The flat float32 ``averaged`` cut back into tensors shaped and typed as ``grads``."""
+    import tensorflow as tf
+
     out, start = [], 0
     for g in grads:
         n = g.shape.num_elements()  # a variable's gradient: static
