@@ -32,13 +32,16 @@ _DT_BFLOAT16 = 14  # TensorFlow's types.proto
 
 def native_bf16_sum(hvd: ModuleType) -> bool:
     """Whether Horovod's TensorFlow allreduce sums bfloat16 itself: hvdtrain's build (its
-    ``HorovodAllreduce`` op accepts the type) under the MPI controller (Gloo has no bf16 sum)."""
+    ``HorovodAllreduce`` op accepts the type) under the MPI controller (Gloo has no bf16 sum),
+    with the tensors on the CPU (no GPU visible: the sum is an MPI op's, not NCCL's)."""
+    import tensorflow as tf
     from tensorflow.python.framework import op_def_registry  # ops loaded by Horovod's import
 
     op = op_def_registry.get("HorovodAllreduce")
     accepts = op is not None and any(
         attr.name == "T" and _DT_BFLOAT16 in attr.allowed_values.list.type for attr in op.attr)
-    return accepts and bool(hvd.mpi_enabled())
+    on_cpu = not tf.config.get_visible_devices("GPU")
+    return accepts and on_cpu and bool(hvd.mpi_enabled())
 
 
 def bf16_average(hvd: ModuleType, size: int, grads: list[Any]) -> list[Any]:
