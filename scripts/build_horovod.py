@@ -236,10 +236,9 @@ KERAS3_EDITS: tuple[SourceEdit, ...] = (
 
 # bfloat16 in Horovod's MPI allreduce, for torch and TensorFlow (hvdtrain's --compression
 # bf16): one collective per bucket instead of an alltoall and an allgather (or, at two ranks,
-# an allgather). The sum lives in
-# our scripts/horovod_patches/bf16_sum.h; the edits below give Horovod a BFLOAT16 type and
-# route it there. Gloo gets no bf16 kernel (Horovod refuses the type there, as before), so
-# hvdtrain uses this only under the MPI controller.
+# an allgather). The sum lives in our scripts/horovod_patches/bf16_sum.h; the edits below give
+# Horovod a BFLOAT16 type and route it there. Gloo gets no bf16 kernel (Horovod refuses the
+# type there, as before), so hvdtrain uses this only under the MPI controller.
 BF16_ADDED = (
     AddedFile("horovod/common/mpi/hvdtrain_bf16_sum.h", "horovod_patches/bf16_sum.h",
               "bfloat16 MPI datatype and sum (float32 add, round to nearest even)"),

@@ -21,9 +21,10 @@ back into the gradients it was asked for.
 in its MPI allreduce (float32 add, rounded to bf16 at each step of the reduction, as DDP's bf16
 hook does over Gloo). Under the MPI controller a bucket then takes one in-place allreduce at
 any world size, fused by Horovod like float32's, and the sum is divided in float32: at 3+
-ranks instead of two collectives, at two instead of the allgather (the same bytes; no output
-to allocate and no float32 sum on the host, measured 3-8 % faster between hosts). A stock
-Horovod or the Gloo controller keeps the allgather (two ranks) or the alltoall and allgather.
+ranks instead of two collectives, at two instead of the allgather (the same bytes, with no
+output to allocate and no float32 sum on the host: 1.03 and 1.08 of it between hosts, in
+docs/BENCHMARKS.md). A stock Horovod or the Gloo controller keeps the allgather (two ranks)
+or the alltoall and allgather.
 """
 
 from __future__ import annotations
