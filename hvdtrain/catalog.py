@@ -146,7 +146,7 @@ OPTIMIZERS: Registry[Choice] = Registry("--optimizer", [
 COMPRESSIONS: Registry[Choice] = Registry("--compression", [
     Choice("none", "fp32 allreduce"),
     Choice("fp16", "overflow-safe fp16 (pre-scaled, fp32 retry on overflow)"),
-    Choice("bf16", "bfloat16 on the wire (fp32's range), summed in fp32"),
+    Choice("bf16", "bfloat16 on the wire (fp32's range: no pre-scaling), added in fp32"),
     Choice("powersgd", "PowerSGD low-rank factors with error feedback (--powersgd-rank)"),
 ])
 SPARSE_EMBEDDINGS: Registry[Choice] = Registry("--sparse-embeddings", [
