@@ -14,8 +14,9 @@ run: setup
 
 # The test suite: unit, framework, serving and real multi-rank tests through mpirun/horovodrun,
 # language-model fine-tuning and gradient compression included (889 tests: 22-28 min alone in
-# CI's fresh clones here, 2026-12-07; the slowest 25 are listed at the end). The long cluster scenarios have targets of their own: cluster-test (hosts
-# failing, restarts, Horovod elastic, multi-host runs) and slurm-test; .ci/run runs all.
+# CI's fresh clones here, 2026-12-07; the slowest 25 are listed at the end). The long cluster
+# scenarios have targets of their own: cluster-test (hosts failing, restarts, Horovod elastic,
+# multi-host runs) and slurm-test; .ci/run runs all.
 test: setup
 	$(VENV)/bin/python -m pytest -q -ra --durations=25 -m "not slurm and not multihost and not faults and not image"
 
